@@ -1,0 +1,4 @@
+from autokd.cli import main
+import sys
+
+sys.exit(main())

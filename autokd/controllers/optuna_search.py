@@ -1,0 +1,125 @@
+"""The default controller: Optuna samplers (TPE, NSGA-II, GP, random) and pruners.
+
+Each trial is one ``study.optimize(..., n_trials=1)`` call, so the budget is re-read from the
+storage before every trial (other workers' trials count) and Ctrl-C between trials loses
+nothing. Trials set Optuna constraints (``Trial.set_constraint``), which the TPE, NSGA-II and
+GP samplers read, so the sampler learns where the infeasible region is.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autokd.controllers.base import BaseController, Budget, ProgressFn
+from autokd.objective import Objective
+from autokd.pareto import pareto_front
+from autokd.errors import ConfigError
+from autokd.registry import Registry
+
+__all__ = ["SAMPLERS", "PRUNERS", "create_sampler", "create_pruner", "OptunaController",
+           "open_for_search", "make_controller"]
+
+logger = logging.getLogger(__name__)
+SamplerFactory = Callable[[int | None, bool], optuna.samplers.BaseSampler]
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
+PRUNERS: Registry[Callable[[], optuna.pruners.BasePruner]] = Registry("pruner")
+
+
+def _quiet(factory: Callable[[], optuna.samplers.BaseSampler]) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return factory()
+
+
+@SAMPLERS.register("tpe")
+def _tpe(seed: int | None, multi: bool) -> optuna.samplers.BaseSampler:
+    return _quiet(lambda: optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True,
+        n_startup_trials=8))
+
+
+@SAMPLERS.register("nsga2")
+def _nsga2(seed: int | None, multi: bool) -> optuna.samplers.BaseSampler:
+    return _quiet(lambda: optuna.samplers.NSGAIISampler(
+        seed=seed, population_size=10))
+
+
+@SAMPLERS.register("gp")
+def _gp(seed: int | None, multi: bool) -> optuna.samplers.BaseSampler:
+    return _quiet(lambda: optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=8))
+
+
+@SAMPLERS.register("random")
+def _random(seed: int | None, multi: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+PRUNERS.register("none", optuna.pruners.NopPruner)
+PRUNERS.register("median", lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5))
+PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resource=5))
+
+
+def create_sampler(name: str, seed: int | None, multi: bool) -> optuna.samplers.BaseSampler:
+    return SAMPLERS.get(name)(seed, multi)
+
+
+def create_pruner(name: str) -> optuna.pruners.BasePruner:
+    return PRUNERS.get(name)()
+
+
+class OptunaController(BaseController):
+    """Ask Optuna for candidates until the budget (counted in the storage) is spent."""
+
+    def __init__(self, study: optuna.Study, objective: Objective, budget: Budget,
+                 progress: ProgressFn | None = None) -> None:
+        super().__init__(study, budget, progress)
+        self.objective = objective
+
+    def _run(self) -> None:
+        while self.budget_left():
+            self.study.optimize(self.objective, n_trials=1, catch=(Exception,),
+                                gc_after_trial=False, show_progress_bar=False)
+            self._after_trial()
+            self.check_failures()
+
+    def _after_trial(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        last = max((t for t in trials if t.state.is_finished()), key=lambda t: t.number, default=None)
+        if last is None:
+            return
+        if last.state == TrialState.FAIL:
+            logger.warning("trial %d failed: %s", last.number, last.user_attrs.get("fail_reason"))
+        front = pareto_front(self.study)
+        best = {}
+        if front:
+            names = self.study.user_attrs.get("objectives", [])
+            for i, name in enumerate(names):
+                pick = max if self.study.directions[i].name == "MAXIMIZE" else min
+                best[name] = pick(t.values[i] for t in front)
+        self.report(last, len(front), best)
+
+
+def open_for_search(name: str, url: str, cfg: Any, settings: Any) -> optuna.Study:
+    """Create or resume the study with this controller's sampler and pruner."""
+    from autokd.study import open_study
+
+    multi = len(settings.directions) > 1
+    if multi and cfg.pruner != "none":
+        raise ConfigError("Optuna's pruners need a single objective (use --score), or keep "
+                          "--pruner none: multi-objective searches stop hopeless trials with "
+                          "the Pareto rule instead")
+    sampler = create_sampler(cfg.sampler, cfg.seed, multi)
+    return open_study(name, url, directions=settings.directions, sampler=sampler,
+                      pruner=create_pruner(cfg.pruner))
+
+
+def make_controller(study: optuna.Study, objective: Objective, budget: Budget,
+                    progress: ProgressFn | None, cfg: Any) -> OptunaController:
+    return OptunaController(study, objective, budget, progress)

@@ -1,0 +1,107 @@
+"""Convolutional students for images (``cnn``) and 1-D signals (``cnn1d``).
+
+Read top to bottom: a stack of conv -> [BN] -> act -> [2x pool] stages, a global average pool
+and a linear head. Each stage's output is a named feature tap (``stages.i``) so hint, relation
+and attention losses attach by module path without editing the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from autokd.errors import ConfigError
+from autokd.models import blocks
+from autokd.models._spec import per_stage, resolve_spec
+
+__all__ = ["ConvNet", "CNN_DEFAULTS", "build_cnn", "build_cnn1d"]
+
+CNN_DEFAULTS: dict[str, Any] = {
+    "depth": 2,
+    "widths": 16,
+    "kernel": 3,
+    "pool": "max",
+    "batch_norm": True,
+    "activation": "relu",
+    "dropout": 0.0,
+}
+POOLS = ("max", "avg", "stride", "none")
+
+
+class ConvNet(nn.Module):
+    """A plain conv stack; ``dim`` is 2 for (C, H, W) inputs and 1 for (C, L)."""
+
+    def __init__(self, spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+                 dim: int, family: str) -> None:
+        super().__init__()
+        self.family, self.dim = family, dim
+        self.spec = _normalise(family, spec)
+        self.input_shape, self.num_classes = tuple(input_shape), num_classes
+        depth, widths, kernels = self.spec["depth"], self.spec["widths"], self.spec["kernel"]
+        stages: list[nn.Module] = []
+        c_in, size = input_shape[0], min(input_shape[1:])
+        for i in range(depth):
+            stage, size = self._stage(c_in, widths[i], kernels[i], size)
+            stages.append(stage)
+            c_in = widths[i]
+        self.stages = nn.Sequential(*stages)
+        self.pool = blocks.global_pool(dim)
+        self.dropout = nn.Dropout(self.spec["dropout"])
+        self.head = nn.Linear(c_in, num_classes)
+        self.feature_taps = [f"stages.{i}" for i in range(depth)]
+
+    def _stage(self, c_in: int, c_out: int, kernel: int, size: int) -> tuple[nn.Module, int]:
+        """One stage; down-samples only while the map is at least 2 wide."""
+        kind, can_shrink = self.spec["pool"], size >= 2
+        stride = 2 if kind == "stride" and can_shrink else 1
+        bn = self.spec["batch_norm"]
+        layers = [blocks.conv(self.dim, c_in, c_out, kernel, stride, bias=not bn)]
+        if bn:
+            layers.append(blocks.batch_norm(self.dim, c_out))
+        layers.append(blocks.make_activation(self.spec["activation"]))
+        if kind in ("max", "avg") and can_shrink:
+            layers.append(blocks.pool(self.dim, kind))
+        shrink = can_shrink and kind != "none"
+        return nn.Sequential(*layers), (size + 1) // 2 if shrink else size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, H, W) or (B, C, L)
+        h = self.stages(x)
+        h = self.pool(h).flatten(1)  # (B, C_last)
+        return self.head(self.dropout(h))  # (B, K)
+
+
+def _normalise(family: str, spec: dict[str, Any]) -> dict[str, Any]:
+    s = resolve_spec(family, dict(spec), CNN_DEFAULTS)
+    depth = s["depth"]
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 12:
+        raise ConfigError(f"{family} depth must be an integer in 1..12, got {depth!r}")
+    s["widths"] = per_stage(family, "widths", s["widths"], depth)
+    s["kernel"] = per_stage(family, "kernel", s["kernel"], depth)
+    if s["pool"] not in POOLS:
+        raise ConfigError(f"{family} pool must be one of {', '.join(POOLS)}, got {s['pool']!r}")
+    blocks.ACTIVATIONS.get(s["activation"])
+    if not 0.0 <= float(s["dropout"]) < 1.0:
+        raise ConfigError(f"{family} dropout must be in [0, 1), got {s['dropout']!r}")
+    s["batch_norm"] = bool(s["batch_norm"])
+    return s
+
+
+def _check_input(family: str, input_shape: tuple[int, ...], rank: int, what: str) -> None:
+    if len(input_shape) != rank:
+        raise ConfigError(
+            f"{family} students need {what} input; this dataset's samples have shape "
+            f"{tuple(input_shape)}"
+        )
+
+
+def build_cnn(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+    _check_input("cnn", input_shape, 3, "image (C, H, W)")
+    return ConvNet(spec, input_shape, num_classes, dim=2, family="cnn")
+
+
+def build_cnn1d(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+    _check_input("cnn1d", input_shape, 2, "1-D signal (C, L)")
+    return ConvNet(spec, input_shape, num_classes, dim=1, family="cnn1d")

@@ -1,0 +1,336 @@
+"""One trial: sample -> build -> check constraints -> distil -> measure -> objective values.
+
+Every controller (Optuna, NNI, DARTS) records trials through ``Objective.evaluate`` so the
+same user attributes land on every trial, and reports never care which controller ran.
+Test accuracy is recorded but never used for selection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autokd.config import CostConfig, TrainConfig
+from autokd.cost import measure_cost
+from autokd.data import DataSplits
+from autokd.errors import ConfigError, TrainingError
+from autokd.pipeline import build_seeded, compare, run_distillation
+from autokd.space import Candidate, SearchSpace
+from autokd.study import StudyPaths
+from autokd.teachers import Teacher, save_checkpoint
+
+__all__ = ["OBJECTIVES", "CONSTRAINTS", "SearchSettings", "Objective", "feasible",
+           "ParetoStopper"]
+
+logger = logging.getLogger(__name__)
+
+# objective name -> (metric key, direction)
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("val_accuracy", "maximize"),
+    "kd_loss": ("val_kd_loss", "minimize"),
+    "flops": ("flops", "minimize"),
+    "params": ("params", "minimize"),
+    "bytes": ("bytes", "minimize"),
+    "latency": ("latency_ms", "minimize"),
+}
+# constraint option -> metric key
+CONSTRAINTS: dict[str, str] = {
+    "max_flops": "flops",
+    "max_params": "params",
+    "max_bytes": "bytes",
+    "max_latency_ms": "latency_ms",
+}
+SCORE_TERMS = {"bytes": "bytes", "flops": "flops", "latency": "latency_ms"}
+COST_KEYS = ("flops", "params", "bytes", "latency_ms")
+
+
+@dataclass
+class SearchSettings:
+    """What a search optimises and under which hard limits."""
+
+    objectives: list[str] = field(default_factory=lambda: ["accuracy", "flops"])
+    score: bool = False
+    score_weights: dict[str, float] = field(
+        default_factory=lambda: {"bytes": 0.1, "flops": 0.1, "latency": 0.1})
+    max_flops: float | None = None
+    max_params: float | None = None
+    max_bytes: float | None = None
+    max_latency_ms: float | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    pareto_pruning: bool = True
+    keep_weights: bool = True
+    epochs: int | None = None  # overrides the space's epochs (quick runs, benchmarks)
+
+    def validate(self) -> SearchSettings:
+        if self.score:
+            unknown = sorted(set(self.score_weights) - set(SCORE_TERMS))
+            if unknown:
+                raise ConfigError(f"unknown score term(s) {unknown}; known: {', '.join(SCORE_TERMS)}")
+        else:
+            if not self.objectives:
+                raise ConfigError("give at least one objective")
+            for name in self.objectives:
+                if name not in OBJECTIVES:
+                    raise ConfigError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
+            if len(set(self.objectives)) != len(self.objectives):
+                raise ConfigError("objectives must not repeat")
+        for key in CONSTRAINTS:
+            value = getattr(self, key)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        if self.score:
+            return ["minimize"]
+        return [OBJECTIVES[o][1] for o in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return ["score"] if self.score else list(self.objectives)
+
+    @property
+    def needs_latency(self) -> bool:
+        lat_obj = "latency" in self.objectives or (self.score and self.score_weights.get("latency"))
+        return bool(lat_obj or self.max_latency_ms is not None)
+
+    def limits(self) -> dict[str, float]:
+        return {CONSTRAINTS[k]: getattr(self, k) for k in CONSTRAINTS if getattr(self, k) is not None}
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Constraint values <= 0 are feasible (relative excess over each limit)."""
+    values = list(trial.constraints.values()) or trial.user_attrs.get("constraints", [])
+    return all(v <= 0 for v in values)
+
+
+class ParetoStopper:
+    """Early stopping for multi-objective searches, where Optuna's pruners refuse to work.
+
+    A candidate's costs are known before training, so after a warm-up the trial stops once an
+    optimistic projection of its final validation accuracy is still weakly dominated by a
+    finished feasible trial that is no more costly in every cost objective.
+    Projection = best accuracy so far + recent gain per epoch x remaining epochs + ``slack``.
+    """
+
+    def __init__(self, front: list[tuple[dict[str, float], float]], costs: dict[str, float],
+                 cost_keys: list[str], epochs: int, warmup: float = 0.3, slack: float = 0.02,
+                 window: int = 3) -> None:
+        self.front = [(c, a) for c, a in front if all(c.get(k, math.inf) <= costs[k] for k in cost_keys)]
+        self.epochs, self.warmup, self.slack, self.window = epochs, warmup, slack, window
+        self.best: list[float] = []
+        self.reason: str | None = None
+
+    def optimistic(self) -> float:
+        remaining = self.epochs - len(self.best)
+        past = self.best[-1 - self.window] if len(self.best) > self.window else self.best[0]
+        rate = max(0.0, (self.best[-1] - past) / self.window)
+        return min(1.0, self.best[-1] + rate * remaining + self.slack)
+
+    def should_stop(self, epoch: int, val_accuracy: float) -> bool:
+        self.best.append(max(val_accuracy, self.best[-1] if self.best else 0.0))
+        if not self.front or epoch < max(3, int(self.warmup * self.epochs)) or epoch >= self.epochs:
+            return False
+        bound = self.optimistic()
+        beaten = [a for _, a in self.front if a >= bound]
+        if beaten:
+            self.reason = (f"pareto: at epoch {epoch} the optimistic accuracy {bound:.4f} is below "
+                           f"{max(beaten):.4f} of a finished trial that costs no more")
+            return True
+        return False
+
+
+class Objective:
+    """Callable for ``study.optimize``; ``evaluate`` also serves ask/tell controllers."""
+
+    def __init__(self, space: SearchSpace, data: DataSplits, teacher: Teacher,
+                 settings: SearchSettings, paths: StudyPaths | None = None,
+                 teacher_profile: dict[str, Any] | None = None, strategy: str = "optuna") -> None:
+        self.space, self.data, self.teacher = space, data, teacher
+        self.settings = settings.validate()
+        self.paths, self.strategy = paths, strategy
+        self.teacher_profile = teacher_profile or {}
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        return self.evaluate(trial, self.space.sample(trial))
+
+    # -- the trial ------------------------------------------------------------------------
+    def evaluate(self, trial: optuna.Trial, cand: Candidate,
+                 extra_attrs: dict[str, Any] | None = None) -> float | list[float]:
+        self._record_candidate(trial, cand, extra_attrs or {})
+        try:
+            return self._run(trial, cand)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+        except TrainingError as exc:
+            trial.set_user_attr("fail_reason", f"training diverged: {exc}")
+            raise
+        except ConfigError as exc:
+            trial.set_user_attr("fail_reason", f"invalid candidate: {exc}")
+            raise
+        except Exception as exc:  # OOM, a bad architecture for this input, ...: record and go on
+            trial.set_user_attr("fail_reason", _exception_reason(exc))
+            raise
+
+    def _record_candidate(self, trial: optuna.Trial, cand: Candidate, extra: dict[str, Any]) -> None:
+        attrs = {
+            "strategy": self.strategy,
+            "family": cand.family,
+            "spec": cand.spec,
+            "recipe": {k: v for k, v in vars(cand.kd).items()},
+            "train": cand.train,
+            "dataset_hash": self.data.split_hash,
+            "teacher_hash": self.teacher.hash,
+            **extra,
+        }
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+
+    def _train_config(self, cand: Candidate, trial: optuna.Trial) -> TrainConfig:
+        cfg = cand.train_config(self.settings.train)
+        if self.settings.epochs is not None:
+            cfg.epochs = self.settings.epochs
+        cfg.seed = self.settings.train.seed + trial.number
+        return cfg
+
+    def _run(self, trial: optuna.Trial, cand: Candidate) -> float | list[float]:
+        t0 = time.perf_counter()
+        cfg = self._train_config(cand, trial)
+        model = build_seeded(cand.family, cand.spec, self.data, cfg.seed)
+        cost_cfg = self.settings.cost
+        cost = measure_cost(model, self.data.input_shape, cost_cfg)
+        costs = cost.to_dict()
+        for k, v in costs.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("seed", cfg.seed)
+        violations = self._constraints(costs)
+        trial.set_user_attr("constraints", violations)
+        for key, value in zip(CONSTRAINTS, violations):
+            trial.set_constraint(key, value)  # what constraint-aware samplers read
+        trial.set_user_attr("pre_train_seconds", time.perf_counter() - t0)
+        if any(v > 0 for v in violations):
+            return self._infeasible(trial, costs, violations)
+        callbacks = {"on_epoch_end": [self._reporter(trial, costs, cfg.epochs)]}
+        run = run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
+                               cost_cfg, callbacks, model=model, cost=cost)
+        metrics = run.metrics()
+        metrics.update(compare(metrics, self.teacher_profile))
+        self._record_metrics(trial, metrics)
+        self._keep_weights(trial, run.model, metrics, cand)
+        return self._values(metrics)
+
+    def _constraints(self, costs: dict[str, Any]) -> list[float]:
+        out = []
+        for key, metric in CONSTRAINTS.items():
+            limit = getattr(self.settings, key)
+            value = costs.get(metric)
+            out.append(0.0 if limit is None or value is None else (float(value) - limit) / limit)
+        return out
+
+    def _infeasible(self, trial: optuna.Trial, costs: dict[str, Any], viol: list[float]) -> Any:
+        """Skip training: the sampler learns the region is infeasible from the constraints."""
+        names = [m for m, v in zip(CONSTRAINTS.values(), viol) if v > 0]
+        trial.set_user_attr("infeasible", True)
+        trial.set_user_attr("infeasible_reason", f"violates max {', '.join(names)} before training")
+        worst = {"val_accuracy": 0.0, "val_kd_loss": 1e9, "score": 1e9}
+        return self._values({**costs, **worst}, infeasible=True)
+
+    def _reporter(self, trial: optuna.Trial, costs: dict[str, Any], epochs: int) -> Any:
+        if self.settings.score:
+            penalty = self._penalty(costs)
+
+            def report(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
+                trial.report(m.get("val_kd_loss", m["val_nll"]) + penalty, epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {epoch}")
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+            return report
+        stopper = self._stopper(trial, costs, epochs)
+
+        def report_pareto(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
+            if stopper is not None and stopper.should_stop(epoch, m["val_accuracy"]):
+                trial.set_user_attr("prune_reason", stopper.reason)
+                trial.set_user_attr("pruned_at_epoch", epoch)
+                raise optuna.TrialPruned(stopper.reason)
+
+        return report_pareto
+
+    def _stopper(self, trial: optuna.Trial, costs: dict[str, Any], epochs: int) -> ParetoStopper | None:
+        objs = self.settings.objectives
+        if not self.settings.pareto_pruning or "accuracy" not in objs or "kd_loss" in objs:
+            return None
+        keys = [OBJECTIVES[o][0] for o in objs if o != "accuracy"]
+        if any(costs.get(k) is None for k in keys):
+            return None
+        front = []
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if feasible(t) and not t.user_attrs.get("infeasible") and "val_accuracy" in t.user_attrs:
+                front.append(({k: t.user_attrs.get(k, math.inf) for k in keys},
+                              t.user_attrs["val_accuracy"]))
+        return ParetoStopper(front, {k: costs[k] for k in keys}, keys, epochs)
+
+    def _penalty(self, costs: dict[str, Any]) -> float:
+        total = 0.0
+        for term, weight in self.settings.score_weights.items():
+            key = SCORE_TERMS[term]
+            ref = self.teacher_profile.get(key)
+            if weight and ref and costs.get(key) is not None:
+                total += weight * float(costs[key]) / float(ref)
+        return total
+
+    def _record_metrics(self, trial: optuna.Trial, metrics: dict[str, Any]) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                v = None
+            trial.set_user_attr(k, v)
+        if self.settings.score:
+            trial.set_user_attr("score", self._score(metrics))
+
+    def _score(self, metrics: dict[str, Any]) -> float:
+        return float(metrics.get("val_kd_loss", metrics["val_nll"])) + self._penalty(metrics)
+
+    def _values(self, metrics: dict[str, Any], infeasible: bool = False) -> float | list[float]:
+        if self.settings.score:
+            return float(metrics["score"]) if infeasible else self._score(metrics)
+        out = []
+        for name in self.settings.objectives:
+            value = metrics.get(OBJECTIVES[name][0])
+            if value is None:
+                raise TrainingError(f"objective {name} could not be measured for this candidate")
+            out.append(float(value))
+        return out
+
+    def _keep_weights(self, trial: optuna.Trial, model: Any, metrics: dict[str, Any],
+                      cand: Candidate) -> None:
+        if not (self.settings.keep_weights and self.paths):
+            return
+        path = self.paths.student_dir(trial.number) / "student.pt"
+        save_checkpoint(model, path, data=self.data.describe(), recipe=vars(cand.kd),
+                        train=cand.train, metrics=_jsonable(metrics), teacher_hash=self.teacher.hash)
+        trial.set_user_attr("checkpoint", str(Path("students") / str(trial.number) / "student.pt"))
+
+
+def _exception_reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return f"out of memory: {text[:200]}"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=str))
+

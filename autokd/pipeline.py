@@ -1,0 +1,138 @@
+"""One distillation run end to end: build -> distil -> evaluate -> measure cost -> compare.
+
+Why a module of its own: ``autokd distill``, every search trial and ``autokd export``'s
+retraining are the same run; keeping it here means they report identical metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from autokd.config import CostConfig, KDConfig, TrainConfig
+from autokd.cost import CostReport, measure_cost
+from autokd.data import DataSplits
+from autokd.models import build_student
+from autokd.teachers import Teacher
+from autokd.train import Callback, TrainResult, Trainer, seed_everything
+
+__all__ = [
+    "RunResult",
+    "teacher_profile",
+    "build_seeded",
+    "run_distillation",
+    "compare",
+    "scratch_recipe",
+]
+
+logger = logging.getLogger(__name__)
+_PROFILE_CACHE: dict[tuple[str, str, bool], dict[str, Any]] = {}
+
+
+@dataclass
+class RunResult:
+    """A trained student, its metrics and its costs, next to the teacher's."""
+
+    family: str
+    spec: dict[str, Any]
+    kd: KDConfig
+    train: TrainResult
+    cost: CostReport
+    teacher: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.train.model
+
+    def metrics(self) -> dict[str, Any]:
+        """Flat metrics: accuracy/NLL/KD loss per split, costs, and ratios vs the teacher."""
+        out: dict[str, Any] = {}
+        for split, values in (("val", self.train.val), ("test", self.train.test)):
+            out.update({f"{split}_{k}": v for k, v in values.items()})
+        out.update(self.cost.to_dict())
+        out.update(train_seconds=self.train.train_seconds, best_epoch=self.train.best_epoch,
+                   epochs_run=self.train.epochs_run)
+        out.update(compare(out, self.teacher))
+        return out
+
+
+def compare(student: dict[str, Any], teacher: dict[str, Any]) -> dict[str, float | None]:
+    """Retention (student/teacher accuracy) and compression factors (teacher/student)."""
+
+    def ratio(num: Any, den: Any) -> float | None:
+        return float(num) / float(den) if num and den else None
+
+    return {
+        "retention": ratio(student.get("test_accuracy"), teacher.get("test_accuracy")),
+        "val_retention": ratio(student.get("val_accuracy"), teacher.get("val_accuracy")),
+        "params_compression": ratio(teacher.get("params"), student.get("params")),
+        "flops_compression": ratio(teacher.get("flops"), student.get("flops")),
+        "latency_speedup": ratio(teacher.get("latency_ms"), student.get("latency_ms")),
+    }
+
+
+def teacher_profile(teacher: Teacher, data: DataSplits, cost_cfg: CostConfig | None = None) -> dict[str, Any]:
+    """Accuracy and costs of the teacher (ensemble: summed costs), cached per process."""
+    cost_cfg = cost_cfg or CostConfig()
+    key = (teacher.hash, data.split_hash, cost_cfg.latency)
+    if key in _PROFILE_CACHE:
+        return _PROFILE_CACHE[key]
+    out: dict[str, Any] = {
+        "name": teacher.name,
+        "hash": teacher.hash,
+        "val_accuracy": teacher.accuracy(data, "val"),
+        "test_accuracy": teacher.accuracy(data, "test"),
+    }
+    costs = [_member_cost(m.module, data, cost_cfg) for m in teacher.members]
+    if all(c is not None for c in costs):
+        for name in ("params", "flops", "bytes", "latency_ms", "latency_ms_batch"):
+            values = [getattr(c, name) for c in costs]
+            out[name] = sum(values) if all(v is not None for v in values) else None
+    _PROFILE_CACHE[key] = out
+    return out
+
+
+def _member_cost(module: nn.Module | None, data: DataSplits, cfg: CostConfig) -> CostReport | None:
+    if module is None:
+        return None  # e.g. a scikit-learn estimator: no FLOPs to count
+    try:
+        return measure_cost(module, data.input_shape, cfg)
+    except Exception as exc:  # counting a user's TorchScript model can fail; costs are optional
+        logger.warning("could not measure the teacher's cost: %s", exc)
+        return None
+
+
+def build_seeded(family: str, spec: dict[str, Any], data: DataSplits, seed: int) -> nn.Module:
+    """Build a student with a seeded initialisation (the same seed gives the same weights)."""
+    seed_everything(seed)
+    return build_student(family, spec, data.input_shape, data.num_classes)
+
+
+def run_distillation(data: DataSplits, teacher: Teacher | None, family: str, spec: dict[str, Any],
+                     kd: KDConfig, train_cfg: TrainConfig, cost_cfg: CostConfig | None = None,
+                     callbacks: dict[str, list[Callback]] | None = None,
+                     model: nn.Module | None = None, cost: CostReport | None = None) -> RunResult:
+    """Distil (or, with ``kd.soft_loss == 'none'`` and no feature terms, train from scratch).
+
+    ``cost`` may be measured before training (a search checks constraints first); weights do
+    not change a model's FLOPs, size or latency, so it is not measured twice.
+    """
+    model = model if model is not None else build_seeded(family, spec, data, train_cfg.seed)
+    trainer = Trainer(model, data, train_cfg, kd, teacher)
+    for event, fns in (callbacks or {}).items():
+        for fn in fns:
+            trainer.add_callback(event, fn)
+    result = trainer.fit()
+    student = result.model.cpu().eval()
+    cost = cost or measure_cost(student, data.input_shape, cost_cfg or CostConfig())
+    profile = teacher_profile(teacher, data, cost_cfg) if teacher is not None else {}
+    return RunResult(family, dict(student.spec), kd, result, cost, profile)
+
+
+def scratch_recipe(kd: KDConfig) -> KDConfig:
+    """The same recipe with every teacher term switched off (the KD-gain comparison)."""
+    return KDConfig(soft_loss="none", alpha=0.0, label_smoothing=kd.label_smoothing)
+

@@ -1,0 +1,90 @@
+"""trials.csv and pareto.csv: flat views of the study, rewritten from it whenever asked.
+
+Every column comes from the Optuna storage, so the tables can always be regenerated and can
+never disagree with the study.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from autokd.pareto import pareto_front
+from autokd.study import StudyPaths, atomic_write_text, trials_frame
+
+__all__ = ["pareto_frame", "write_tables", "front_rows", "spec_summary", "KEY_COLUMNS"]
+
+KEY_COLUMNS = ["trial", "val_accuracy", "test_accuracy", "retention", "flops", "params", "bytes",
+               "latency_ms", "flops_compression", "params_compression", "latency_speedup"]
+
+
+def spec_summary(spec: Any) -> str:
+    """A short architecture label, e.g. ``d2 w8/16 k3 max relu``."""
+    if isinstance(spec, str):
+        spec = json.loads(spec)
+    if not isinstance(spec, dict):
+        return ""
+    widths = "/".join(str(w) for w in spec.get("widths", []))
+    parts = [f"d{spec.get('depth')}", f"w{widths}" if widths else "", ]
+    for key, prefix in (("kernel", "k"), ("pool", ""), ("activation", "")):
+        value = spec.get(key)
+        if isinstance(value, list):
+            value = "/".join(map(str, value))
+        if value is not None:
+            parts.append(f"{prefix}{value}")
+    return " ".join(p for p in parts if p)
+
+
+def recipe_summary(recipe: Any) -> str:
+    if not isinstance(recipe, dict):
+        return ""
+    if recipe.get("soft_loss") == "none":
+        return "scratch"
+    out = f"{recipe.get('soft_loss')} a={recipe.get('alpha', 0):.2f}"
+    if recipe.get("soft_loss") == "kl":
+        out += f" T={recipe.get('temperature', 0):.1f} {recipe.get('t_schedule')}"
+    if recipe.get("hint_weight"):
+        out += f" hint={recipe['hint_weight']}:{recipe.get('hint_mapping')}"
+    if recipe.get("relation") not in (None, "none") and recipe.get("relation_weight"):
+        out += f" {recipe['relation']}={recipe['relation_weight']}"
+    return out
+
+
+def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One dict per Pareto member: key metrics, architecture and recipe."""
+    rows = []
+    baseline = study.user_attrs.get("baseline", {})
+    for t in pareto_front(study):
+        a = t.user_attrs
+        row = {k: a.get(k) for k in KEY_COLUMNS if k != "trial"}
+        row = {"trial": t.number, **row, "strategy": a.get("strategy"),
+               "architecture": f"{a.get('family')} {spec_summary(a.get('spec'))}",
+               "recipe": recipe_summary(a.get("recipe")),
+               "lr": (a.get("train") or {}).get("lr")}
+        base = baseline.get(str(t.number))
+        if base:
+            row.update(scratch_test_accuracy=base.get("test_accuracy"),
+                       kd_gain=(a.get("test_accuracy") or 0) - base.get("test_accuracy", 0))
+        rows.append(row)
+    return rows
+
+
+def pareto_frame(study: optuna.Study) -> pd.DataFrame:
+    """Pareto members with every recorded column (same columns as trials.csv)."""
+    frame = trials_frame(study)
+    numbers = [t.number for t in pareto_front(study)]
+    if frame.empty or not numbers:
+        return frame.iloc[0:0]
+    front = frame[frame["trial"].isin(numbers)].copy()
+    extra = pd.DataFrame(front_rows(study))[["trial", "architecture", "recipe"]]
+    return front.merge(extra, on="trial", how="left")
+
+
+def write_tables(study: optuna.Study, paths: StudyPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials, front = trials_frame(study), pareto_frame(study)
+    atomic_write_text(paths.root / "trials.csv", trials.to_csv(index=False))
+    atomic_write_text(paths.root / "pareto.csv", front.to_csv(index=False))
+    return trials, front
