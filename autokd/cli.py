@@ -8,6 +8,7 @@ unexpected is one line too, with the traceback only under ``--debug``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import math
@@ -424,12 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_search(sub)
     _parser_teacher(sub)
     _parser_distill(sub)
-    for extra in _EXTRA_PARSERS:
-        extra(sub)
+    for module in _EXTRA_COMMAND_MODULES:
+        importlib.import_module(module).add_parsers(sub)
     return p
 
 
-_EXTRA_PARSERS: list[Callable[[Any], None]] = []
+# modules that add subcommands: each has add_parsers(sub) and registers handlers with @command
+_EXTRA_COMMAND_MODULES = ["autokd.cli_outputs", "autokd.cli_darts", "autokd.cli_workers"]
 
 
 def _parser_search(sub: Any) -> None:
@@ -508,7 +510,8 @@ def _setup_logging(verbose: bool) -> None:
 
     import optuna
 
-    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+    # our progress lines carry failure reasons; Optuna's own warnings add tracebacks
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

@@ -24,6 +24,11 @@ Choices worth knowing:
   column (which category names exist), never statistics, and it guarantees that val/test rows
   never meet an unknown category.
 * Missing values are an error naming the column: imputing silently would change the task.
+* Every class needs at least 3 samples (one per split could exist), and the split is refused
+  exactly when this seed's stratified cuts would fail or leave a class out of train; the error
+  names the class and a per-class size that works for any seed.
+* A 3-D npz ``X`` is ambiguous: square ``(N, H, W)`` is read as a one-channel image, anything
+  else as an ``(N, C, L)`` signal; a ``kind`` entry in the npz overrides the guess.
 * ``split_hash`` covers the source's identity (``digits``; for files the format and target, not
   the path, so moving a file keeps the hash), the data content, the seed and fractions (left out
   when the npz fixes all three splits, since they then change nothing) and the split indices.
@@ -37,6 +42,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import os
 import random
 import time
@@ -55,14 +61,14 @@ from autokd.registry import Registry
 
 __all__ = [
     "KINDS",
-    "SPLITS",
     "SOURCES",
+    "SPLITS",
     "DataSplits",
-    "load_data",
     "apply_normalizer",
-    "iterate_batches",
-    "make_loader",
     "dataset_names",
+    "iterate_batches",
+    "load_data",
+    "make_loader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,7 +77,7 @@ KINDS = ("image", "signal", "tabular")
 SPLITS = ("train", "val", "test")
 _NDIM = {"tabular": 2, "signal": 3, "image": 4}
 _FILE_FORMS = ("npz:PATH", "csv:PATH")
-_NPZ_KEYS = ("X", "y", "kind") + tuple(f"{a}_{s}" for s in SPLITS for a in ("X", "y"))
+_NPZ_KEYS = ("X", "y", "kind", *(f"{a}_{s}" for s in SPLITS for a in ("X", "y")))
 _MNIST1D_MISSING = "mnist1d needs the mnist1d package: pip install 'autokd[mnist1d]'"
 
 Loader = Callable[[DataConfig], tuple[np.ndarray, np.ndarray, str, dict]]
@@ -147,8 +153,14 @@ def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
         normalizer["encoding"] = meta["encoding"]
     split_hash = _split_hash(meta, x, y, class_names, cfg, parts)
     splits = _assemble(cfg.source, kind, x, y, parts, class_names, normalizer, split_hash, meta)
-    logger.info("loaded %s (%s): sizes %s, %d classes, split %s", splits.name, kind,
-                splits.sizes(), splits.num_classes, split_hash)
+    logger.info(
+        "loaded %s (%s): sizes %s, %d classes, split %s",
+        splits.name,
+        kind,
+        splits.sizes(),
+        splits.num_classes,
+        split_hash,
+    )
     return splits
 
 
@@ -182,13 +194,22 @@ def iterate_batches(
     indices (``x[idx]``) avoids the per-sample ``__getitem__`` and collate cost entirely. With
     ``shuffle`` and no ``generator`` the global torch RNG is used.
     """
-    if not isinstance(n, int) or n < 0:
-        raise DataError(f"iterate_batches needs n >= 0, got {n!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    n, batch_size = _as_int(n, "n"), _as_int(batch_size, "batch_size")
+    if n < 0:
+        raise DataError(f"iterate_batches needs n >= 0, got {n}")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be an integer >= 1, got {batch_size}")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     return (order[i : i + batch_size] for i in range(0, stop, batch_size))
+
+
+def _as_int(value: Any, name: str) -> int:
+    """Accept any integer type (``np.int64``, 0-d tensors) but never a silently truncated float."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise DataError(f"{name} must be an integer, got {value!r}") from None
 
 
 def make_loader(
@@ -243,8 +264,9 @@ def _read_source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str, dict]:
     if kind not in KINDS:
         raise DataError(f"source {cfg.source!r} returned kind {kind!r}; known: {', '.join(KINDS)}")
     if cfg.num_samples is not None and not meta.get("generated"):
-        logger.warning("num_samples=%s ignored: %s is not a generated source",
-                       cfg.num_samples, cfg.source)
+        logger.warning(
+            "num_samples=%s ignored: %s is not a generated source", cfg.num_samples, cfg.source
+        )
     return x, y, kind, dict(meta)
 
 
@@ -254,10 +276,10 @@ def _unknown_source(source: str) -> DataError:
     if lowered.endswith((".npz", ".csv")):
         hint = f" (did you mean '{lowered[-3:]}:{source}'?)"
     else:
-        close = difflib.get_close_matches(lowered, known + ["npz", "csv"], n=1)
+        close = difflib.get_close_matches(lowered, [*known, "npz", "csv"], n=1)
         guess = {"npz": "npz:PATH", "csv": "csv:PATH"}.get(close[0], close[0]) if close else ""
         hint = f" (did you mean {guess!r}?)" if guess else ""
-    forms = ", ".join(known + list(_FILE_FORMS))
+    forms = ", ".join([*known, *_FILE_FORMS])
     return DataError(f"unknown dataset {source!r}{hint}; known: {forms}")
 
 
@@ -275,11 +297,14 @@ def _check_features(x: Any, kind: str, source: str) -> np.ndarray:
     """Reject features that would fail later in confusing ways; bool becomes float."""
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
-        raise DataError(f"features of {source} have dtype {x.dtype}, not numeric; "
-                        "encode them as numbers first")
+        raise DataError(
+            f"features of {source} have dtype {x.dtype}, not numeric; encode them as numbers first"
+        )
     if x.ndim < 2:
-        raise DataError(f"features of {source} are {x.ndim}-D (shape {x.shape}); need one row "
-                        "per sample: (N, F), (N, C, L) or (N, C, H, W)")
+        raise DataError(
+            f"features of {source} are {x.ndim}-D (shape {x.shape}); need one row "
+            "per sample: (N, F), (N, C, L) or (N, C, H, W)"
+        )
     if x.ndim != _NDIM[kind]:
         raise DataError(f"{kind} features of {source} must be {_NDIM[kind]}-D, got {x.shape}")
     if x.shape[0] == 0:
@@ -323,8 +348,10 @@ def _whole_float_labels(y: np.ndarray, source: str) -> np.ndarray:
         raise DataError(f"labels of {source} contain {int(bad.sum())} NaN/inf values")
     frac = y != np.round(y)
     if frac.any():
-        raise DataError(f"labels of {source} are fractional floats (e.g. {y[frac][0]!r}); "
-                        "labels must be class ids, not regression targets")
+        raise DataError(
+            f"labels of {source} are fractional floats (e.g. {y[frac][0]!r}); "
+            "labels must be class ids, not regression targets"
+        )
     return y.astype(np.int64)
 
 
@@ -336,9 +363,13 @@ def _class_names(uniques: np.ndarray, names: list[str] | None, source: str) -> l
     else:
         picked = [str(u.item()) for u in uniques]
     if uniques.dtype.kind in "iu" and not np.array_equal(uniques, np.arange(len(uniques))):
-        logger.warning("labels of %s are %s, not 0..%d; remapped in sorted order "
-                       "(class_names keep the originals)", source, _preview(uniques),
-                       len(uniques) - 1)
+        logger.warning(
+            "labels of %s are %s, not 0..%d; remapped in sorted order "
+            "(class_names keep the originals)",
+            source,
+            _preview(uniques),
+            len(uniques) - 1,
+        )
     return picked
 
 
@@ -372,17 +403,22 @@ def _three_way(
 ) -> dict[str, np.ndarray]:
     """Two sklearn cuts: test off the whole set, then val off the rest (same seed).
 
-    Guards run on the actual outcome of each cut, so a dataset is refused exactly when this
-    seed's split would fail or leave a class out of train, never on a pessimistic estimate.
+    Beyond the 3-per-class policy, guards run on the actual outcome of each cut, so a dataset
+    is refused exactly when this seed's split would fail or leave a class out of train, never
+    on a pessimistic estimate; the error then advises a size that works for any seed.
     """
     n, k = len(y), len(names)
     n_test = _cut_size(n, cfg.test_fraction)
     n_val = _cut_size(n - n_test, rel_val)
     _check_split_sizes({"train": n - n_test - n_val, "val": n_val, "test": n_test}, k)
     counts = np.bincount(y, minlength=k)
-    guard = _ClassGuard(counts, names, [(n, n_test), (n - n_test, n_val)],
-                        f"a stratified train/val/test split (test_fraction={cfg.test_fraction}, "
-                        f"val_fraction={cfg.val_fraction})")
+    guard = _ClassGuard(
+        counts,
+        names,
+        [(n, n_test), (n - n_test, n_val)],
+        f"a stratified train/val/test split (test_fraction={cfg.test_fraction}, "
+        f"val_fraction={cfg.val_fraction})",
+    )
     guard.require(counts >= 3)  # policy: each split could hold one sample of every class
     rest, test = _cut(np.arange(n), y, cfg.test_fraction, cfg.seed)
     guard.require(np.bincount(y[rest], minlength=k) >= 2)  # sklearn's need for the 2nd cut
@@ -400,8 +436,9 @@ def _carve_val(
     absent = counts == 0  # classes only in val/test make no demand on this cut
     n_val = _cut_size(len(train), rel_val)
     _check_split_sizes({"train": len(train) - n_val, "val": n_val}, int((~absent).sum()))
-    guard = _ClassGuard(counts, names, [(len(train), n_val)],
-                        "carving a stratified validation split from X_train")
+    guard = _ClassGuard(
+        counts, names, [(len(train), n_val)], "carving a stratified validation split from X_train"
+    )
     guard.require(absent | (counts >= 2))
     keep, val = _cut(train, y, rel_val, cfg.seed)
     guard.require(absent | (np.bincount(y[keep], minlength=k) >= 1))
@@ -415,8 +452,10 @@ def _cut_size(n: int, fraction: float) -> int:
 def _check_split_sizes(sizes: dict[str, int], num_classes: int) -> None:
     for name, size in sizes.items():
         if size < num_classes:
-            raise DataError(f"the {name} split would hold {size} samples, fewer than the "
-                            f"{num_classes} classes; use more data or other fractions")
+            raise DataError(
+                f"the {name} split would hold {size} samples, fewer than the "
+                f"{num_classes} classes; use more data or other fractions"
+            )
 
 
 @dataclass
@@ -432,9 +471,11 @@ class _ClassGuard:
         if ok.all():
             return
         c = min(np.flatnonzero(~ok), key=lambda i: self.counts[i])
-        raise DataError(f"class {self.names[c]!r} has only {int(self.counts[c])} sample(s), too "
-                        f"few for {self.what}; {_safe_class_count(self.steps)} per class always "
-                        "works")
+        raise DataError(
+            f"class {self.names[c]!r} has only {int(self.counts[c])} sample(s), too "
+            f"few for {self.what}; {_safe_class_count(self.steps)} per class always "
+            "works"
+        )
 
 
 def _safe_class_count(steps: list[tuple[int, int]]) -> int:
@@ -469,7 +510,7 @@ def _cut(
     return np.sort(keep), np.sort(cut)
 
 
-# --------------------------------------------------------------------------- normalise, hash, build
+# --------------------------------------------------------------------------- normalise, hash
 
 
 def _fit_normalizer(x_train: np.ndarray, kind: str, scale: float) -> dict[str, Any]:
@@ -484,7 +525,11 @@ def _fit_normalizer(x_train: np.ndarray, kind: str, scale: float) -> dict[str, A
 
 
 def _split_hash(
-    meta: dict, x: np.ndarray, y: np.ndarray, names: list[str], cfg: DataConfig,
+    meta: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    cfg: DataConfig,
     parts: dict[str, np.ndarray],
 ) -> str:
     fixed = set(meta.get("predefined") or ()) == set(SPLITS)
@@ -506,8 +551,15 @@ def _split_hash(
 
 
 def _assemble(
-    source: str, kind: str, x: np.ndarray, y: np.ndarray, parts: dict[str, np.ndarray],
-    names: list[str], normalizer: dict[str, Any], split_hash: str, meta: dict,
+    source: str,
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    parts: dict[str, np.ndarray],
+    names: list[str],
+    normalizer: dict[str, Any],
+    split_hash: str,
+    meta: dict,
 ) -> DataSplits:
     xn = apply_normalizer(x, normalizer)
     tensors: dict[str, torch.Tensor] = {}
@@ -517,9 +569,15 @@ def _assemble(
     keep = {k: meta[k] for k in ("identity", "feature_names", "generated") if k in meta}
     keep["predefined_splits"] = sorted(meta.get("predefined") or ())
     return DataSplits(
-        name=source, kind=kind, input_shape=tuple(int(d) for d in x.shape[1:]),
-        num_classes=len(names), split_hash=split_hash, class_names=list(names),
-        normalizer=normalizer, meta=keep, **tensors,
+        name=source,
+        kind=kind,
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+        num_classes=len(names),
+        split_hash=split_hash,
+        class_names=list(names),
+        normalizer=normalizer,
+        meta=keep,
+        **tensors,
     )
 
 
@@ -534,8 +592,12 @@ def _load_digits(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str, dict]:
     bunch = load_digits()
     x = bunch.images[:, None, :, :]  # (N, 1, 8, 8)
     names = [str(t) for t in bunch.target_names]
-    return x, bunch.target, "image", {"class_names": names, "scale": 1.0 / 16.0,
-                                      "identity": {"source": "digits"}}
+    return (
+        x,
+        bunch.target,
+        "image",
+        {"class_names": names, "scale": 1.0 / 16.0, "identity": {"source": "digits"}},
+    )
 
 
 def _sklearn_tabular(name: str, loader_name: str) -> Loader:
@@ -543,9 +605,11 @@ def _sklearn_tabular(name: str, loader_name: str) -> Loader:
         import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, loader_name)()
-        meta = {"class_names": [str(t) for t in bunch.target_names],
-                "feature_names": [str(f) for f in bunch.feature_names],
-                "identity": {"source": name}}
+        meta = {
+            "class_names": [str(t) for t in bunch.target_names],
+            "feature_names": [str(f) for f in bunch.feature_names],
+            "identity": {"source": name},
+        }
         return bunch.data, bunch.target, "tabular", meta
 
     load.__doc__ = f"scikit-learn's bundled ``{loader_name}`` (no download)."
@@ -570,8 +634,9 @@ def _load_mnist1d(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str, dict]:
     args = get_dataset_args()
     if cfg.num_samples is not None:
         if not isinstance(cfg.num_samples, int) or cfg.num_samples < 10:
-            raise DataError(f"mnist1d num_samples must be an integer >= 10, "
-                            f"got {cfg.num_samples!r}")
+            raise DataError(
+                f"mnist1d num_samples must be an integer >= 10, got {cfg.num_samples!r}"
+            )
         args.num_samples = cfg.num_samples
     args.seed = cfg.seed
     data = _generate_mnist1d(make_dataset, args)
@@ -592,8 +657,9 @@ def _generate_mnist1d(make_dataset: Callable[[Any], dict], args: Any) -> dict:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    logger.debug("generated %d mnist1d samples in %.2f s", args.num_samples,
-                 time.perf_counter() - start)
+    logger.debug(
+        "generated %d mnist1d samples in %.2f s", args.num_samples, time.perf_counter() - start
+    )
     return data
 
 
@@ -618,8 +684,10 @@ def _read_npz(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read npz file {path!r}: {exc}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path!r} holds a single array, not an .npz archive; "
-                        "save with np.savez(path, X=..., y=...)")
+        raise DataError(
+            f"{path!r} holds a single array, not an .npz archive; "
+            "save with np.savez(path, X=..., y=...)"
+        )
     with archive:
         keys = list(archive.files)
         return {k: _npz_member(archive, k, path) for k in keys if k in _NPZ_KEYS}, keys
@@ -630,8 +698,10 @@ def _npz_member(archive: Any, key: str, path: str) -> np.ndarray:
         return archive[key]
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise DataError(f"array {key!r} in {path!r} holds Python objects (dtype=object); "
-                            "save numeric arrays (autokd never unpickles data)") from None
+            raise DataError(
+                f"array {key!r} in {path!r} holds Python objects (dtype=object); "
+                "save numeric arrays (autokd never unpickles data)"
+            ) from None
         raise DataError(f"cannot read array {key!r} from {path!r}: {exc}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read array {key!r} from {path!r}: {exc}") from None
@@ -642,9 +712,11 @@ def _npz_xy(
 ) -> tuple[np.ndarray, np.ndarray]:
     missing = [k for k in ("X", "y") if k not in arrays]
     if missing:
-        raise DataError(f"npz file {path!r} has no {' or '.join(map(repr, missing))} array; "
-                        f"keys present: {', '.join(keys) or 'none'} (expected X and y, or "
-                        "X_train/y_train/X_test/y_test)")
+        raise DataError(
+            f"npz file {path!r} has no {' or '.join(map(repr, missing))} array; "
+            f"keys present: {', '.join(keys) or 'none'} (expected X and y, or "
+            "X_train/y_train/X_test/y_test)"
+        )
     x, y = _npz_pair(arrays, "X", "y", path)
     return x, y
 
@@ -655,11 +727,14 @@ def _npz_pair(
     """One X/y pair, checked with the key names in every message."""
     x, y = arrays[xkey], arrays[ykey]
     if x.dtype.kind not in "biuf":
-        raise DataError(f"{xkey} in {path!r} has dtype {x.dtype}, not numeric; "
-                        "features must be numbers")
+        raise DataError(
+            f"{xkey} in {path!r} has dtype {x.dtype}, not numeric; features must be numbers"
+        )
     if x.ndim < 2:
-        raise DataError(f"{xkey} in {path!r} is {x.ndim}-D (shape {x.shape}); need one row per "
-                        "sample: (N, F), (N, C, L), (N, H, W) or (N, C, H, W)")
+        raise DataError(
+            f"{xkey} in {path!r} is {x.ndim}-D (shape {x.shape}); need one row per "
+            "sample: (N, F), (N, C, L), (N, H, W) or (N, C, H, W)"
+        )
     if y.ndim == 0 or len(x) != len(y):
         n_y = 0 if y.ndim == 0 else len(y)
         raise DataError(f"{xkey} has {len(x)} samples but {ykey} has {n_y} in {path!r}")
@@ -676,18 +751,22 @@ def _npz_predefined(
         if f"X_{s}" not in arrays or f"y_{s}" not in arrays:
             raise DataError(f"npz file {path!r} needs both X_{s} and y_{s}; {listing}")
     if not {"train", "test"} <= set(present):
-        raise DataError(f"npz file {path!r} has predefined splits {present} but needs at least "
-                        f"X_train/y_train and X_test/y_test; {listing}")
+        raise DataError(
+            f"npz file {path!r} has predefined splits {present} but needs at least "
+            f"X_train/y_train and X_test/y_test; {listing}"
+        )
     if "X" in arrays or "y" in arrays:
         logger.warning("%s: X/y ignored because predefined X_train/X_test splits exist", path)
     pairs = [_npz_pair(arrays, f"X_{s}", f"y_{s}", path) for s in present]
     parts, start = {}, 0
-    for s, (x, _) in zip(present, pairs):
+    for s, (x, _) in zip(present, pairs, strict=True):
         if len(x) == 0:
             raise DataError(f"X_{s} in {path!r} is empty (0 samples)")
         if x.shape[1:] != pairs[0][0].shape[1:]:
-            raise DataError(f"X_{s} in {path!r} has per-sample shape {x.shape[1:]} but X_train "
-                            f"has {pairs[0][0].shape[1:]}")
+            raise DataError(
+                f"X_{s} in {path!r} has per-sample shape {x.shape[1:]} but X_train "
+                f"has {pairs[0][0].shape[1:]}"
+            )
         parts[s] = np.arange(start, start + len(x))
         start += len(x)
     try:
@@ -714,8 +793,10 @@ def _npz_kind(x: np.ndarray, kind_arr: np.ndarray | None, path: str) -> tuple[st
     if kind == "image" and x.ndim == 3:
         x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
     if not kind or x.ndim != _NDIM[kind]:
-        raise DataError(f"X in {path!r} has shape {x.shape}; expected (N, F) tabular, (N, C, L) "
-                        "signal, or (N, H, W) / (N, C, H, W) image")
+        raise DataError(
+            f"X in {path!r} has shape {x.shape}; expected (N, F) tabular, (N, C, L) "
+            "signal, or (N, H, W) / (N, C, H, W) image"
+        )
     return kind, x
 
 
@@ -727,8 +808,11 @@ def _load_csv(path: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str, 
     target = _csv_target(frame, cfg.target, path)
     y = _csv_labels(frame[target], target, path)
     x, encoding = _csv_features(frame.drop(columns=[target]), path)
-    meta = {"identity": {"format": "csv", "target": target}, "encoding": encoding,
-            "feature_names": encoding["feature_names"]}
+    meta = {
+        "identity": {"format": "csv", "target": target},
+        "encoding": encoding,
+        "feature_names": encoding["feature_names"],
+    }
     return x, y, "tabular", meta
 
 
@@ -751,8 +835,9 @@ def _csv_target(frame: Any, target: str | None, path: str) -> str:
     columns = [str(c) for c in frame.columns]
     listing = f"columns: {', '.join(columns)}"
     if target is None:
-        raise DataError(f"csv source {path!r} needs a target column (DataConfig.target); "
-                        f"{listing}")
+        raise DataError(
+            f"csv source {path!r} needs a target column (DataConfig.target); {listing}"
+        )
     if target not in frame.columns:
         close = difflib.get_close_matches(target, columns, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -800,8 +885,10 @@ def _encode_column(series: Any, col: str, path: str) -> tuple[np.ndarray, list[s
 
     missing = int(series.isna().sum())
     if missing:
-        raise DataError(f"column {col!r} in {path!r} has {missing} missing values; fill or drop "
-                        "them first (autokd does not impute)")
+        raise DataError(
+            f"column {col!r} in {path!r} has {missing} missing values; fill or drop "
+            "them first (autokd does not impute)"
+        )
     if ptypes.is_numeric_dtype(series) and not ptypes.is_bool_dtype(series):
         values = series.to_numpy(dtype=np.float64)
         bad = int(np.count_nonzero(~np.isfinite(values)))
@@ -809,16 +896,31 @@ def _encode_column(series: Any, col: str, path: str) -> tuple[np.ndarray, list[s
             raise DataError(f"column {col!r} in {path!r} has {bad} NaN/inf values")
         return values[:, None], None
     categorical = isinstance(series.dtype, pd.CategoricalDtype)
-    if not (categorical or ptypes.is_bool_dtype(series) or ptypes.is_object_dtype(series)
-            or ptypes.is_string_dtype(series)):
-        raise DataError(f"column {col!r} in {path!r} has dtype {series.dtype}; convert it to "
-                        "numbers or text")
-    text = series.astype(str)
+    if not (
+        categorical
+        or ptypes.is_bool_dtype(series)
+        or ptypes.is_object_dtype(series)
+        or ptypes.is_string_dtype(series)
+    ):
+        raise DataError(
+            f"column {col!r} in {path!r} has dtype {series.dtype}; convert it to numbers or text"
+        )
+    return _one_hot(series.astype(str), col)
+
+
+def _one_hot(text: Any, col: str) -> tuple[np.ndarray, list[str]]:
+    """Sorted categories -> one column each; a near-unique text column is probably a mistake."""
+    import pandas as pd
+
     categories = sorted(text.unique().tolist())
-    if len(categories) > 50 and len(categories) > len(series) // 2:
-        logger.warning("column %r has %d distinct values and becomes %d one-hot features; "
-                       "is it a numeric column read as text?", col, len(categories),
-                       len(categories))
+    if len(categories) > 50 and len(categories) > len(text) // 2:
+        logger.warning(
+            "column %r has %d distinct values, so %d one-hot features; "
+            "is it a numeric column read as text?",
+            col,
+            len(categories),
+            len(categories),
+        )
     codes = pd.Categorical(text, categories=categories).codes
     return np.eye(len(categories))[codes], categories
 

@@ -276,8 +276,11 @@ class Objective:
         keys = [OBJECTIVES[o][0] for o in objs if o != "accuracy"]
         if any(costs.get(k) is None for k in keys):
             return None
+        study = getattr(trial, "study", None)  # FixedTrial (tests, replays) has no study
+        if study is None:
+            return None
         front = []
-        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if feasible(t) and not t.user_attrs.get("infeasible") and "val_accuracy" in t.user_attrs:
                 front.append(({k: t.user_attrs.get(k, math.inf) for k in keys},
                               t.user_attrs["val_accuracy"]))

@@ -30,7 +30,9 @@ from autokd.config import KDConfig, TrainConfig
 from autokd.errors import SpaceError
 from autokd.models import STUDENTS
 from autokd.models.conv import CNN_DEFAULTS
+from autokd.models.conv import normalise_spec as conv_normalise
 from autokd.models.mlp import MLP_DEFAULTS
+from autokd.models.mlp import normalise_spec as mlp_normalise
 
 __all__ = ["Param", "Candidate", "SearchSpace", "load_space", "space_names", "SPACES_DIR"]
 
@@ -227,6 +229,7 @@ class _Parser:
             allowed = self._allowed(group, family)
             self._unknown(group, block, allowed)
             params += [self._param(group, str(k), v) for k, v in block.items()]
+        self.family = family
         self._check_refs(params)
         desc = raw.get("description") or ""
         return SearchSpace(family, params, self.source, str(desc))
@@ -336,13 +339,30 @@ class _Parser:
                     raise self.fail(f"{path}.when", f"{ref!r} is not a parameter declared before it")
             if p.per_stage:
                 depth = seen.get(p.per_stage)
-                if depth is None or depth.kind == "float":
+                if depth is None or not _is_count(depth):
                     raise self.fail(f"{path}.per_stage", f"{p.per_stage!r} must be an integer "
                                     "parameter declared before it")
                 if p.kind == "float":
                     raise self.fail(path, "per_stage parameters must be discrete")
             seen[p.name] = p
         self._check_values(params)
+        self._check_arch(params)
+
+    def _check_arch(self, params: list[Param]) -> None:
+        """Every discrete architecture value must be one the family can build."""
+        family = self.family
+        for p in params:
+            if p.group != "architecture" or p.kind in ("int", "float"):
+                continue
+            values = [p.value] if p.kind == "fixed" else list(p.choices)
+            for v in values:
+                spec = {p.name: [v] if p.per_stage else v}
+                if p.name != "depth":
+                    spec["depth"] = 1
+                try:
+                    _NORMALISERS[family](spec)
+                except Exception as exc:
+                    raise self.fail(f"architecture.{p.name}", f"value {v!r}: {exc}") from None
 
     def _check_values(self, params: list[Param]) -> None:
         """Catch impossible fixed/choice values early by validating the configs they feed."""
@@ -359,6 +379,22 @@ class _Parser:
             KDConfig(**values).validate()
         except Exception as exc:
             raise self.fail(path, str(exc)) from None
+
+
+def _is_count(p: Param) -> bool:
+    """A parameter usable as a stage count: integer-valued, >= 0."""
+    if p.kind == "int":
+        return True
+    values = [p.value] if p.kind == "fixed" else list(p.choices) if p.kind == "choice" else []
+    return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                for v in values)
+
+
+_NORMALISERS = {
+    "cnn": lambda spec: conv_normalise("cnn", spec),
+    "cnn1d": lambda spec: conv_normalise("cnn1d", spec),
+    "mlp": mlp_normalise,
+}
 
 
 def space_names() -> list[str]:

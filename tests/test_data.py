@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from autokd.config import DataConfig
 from autokd.data import (
     SOURCES,
+    SPLITS,
     DataSplits,
     apply_normalizer,
     dataset_names,
@@ -170,7 +171,7 @@ def test_splits_are_disjoint_and_cover_everything(tmp_path):
     x[:, 0] = np.arange(len(x))  # a per-row id survives normalisation's affine map
     splits = load_data(_npz(tmp_path, X=x, y=y))
     mean, std = splits.normalizer["mean"][0], splits.normalizer["std"][0]
-    ids = [np.rint(splits.split(s)[0][:, 0].numpy() * std + mean) for s in ("train", "val", "test")]
+    ids = [np.rint(splits.split(s)[0][:, 0].numpy() * std + mean) for s in SPLITS]
     assert sorted(np.concatenate(ids).tolist()) == list(range(len(x)))
 
 
@@ -190,8 +191,9 @@ def test_normaliser_ignores_val_and_test_statistics(tmp_path):
     x_train = rng.normal(5.0, 2.0, size=(40, 3))
     x_val = rng.normal(-50.0, 1.0, size=(40, 3))
     x_test = rng.normal(100.0, 1.0, size=(40, 3))
-    source = _npz(tmp_path, X_train=x_train, y_train=y, X_val=x_val, y_val=y,
-                  X_test=x_test, y_test=y)
+    source = _npz(
+        tmp_path, X_train=x_train, y_train=y, X_val=x_val, y_val=y, X_test=x_test, y_test=y
+    )
     splits = load_data(source)
     assert np.allclose(splits.normalizer["mean"], x_train.mean(0))
     assert np.allclose(splits.normalizer["std"], x_train.std(0))
@@ -297,12 +299,14 @@ def test_csv_categorical_and_string_labels(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.array(["dog", "cat", "eel"] * 10)
     code = {"cat": 0, "dog": 1, "eel": 2}
-    frame = pd.DataFrame({
-        "weight": [10.0 * code[v] for v in labels],
-        "colour": rng.choice(["red", "green", "blue"], size=30),
-        "indoor": rng.random(30) > 0.5,
-        "animal": labels,
-    })
+    frame = pd.DataFrame(
+        {
+            "weight": [10.0 * code[v] for v in labels],
+            "colour": rng.choice(["red", "green", "blue"], size=30),
+            "indoor": rng.random(30) > 0.5,
+            "animal": labels,
+        }
+    )
     splits = load_data(_csv(tmp_path, frame), target="animal")
     assert splits.kind == "tabular" and splits.input_shape == (1 + 3 + 2,)
     assert splits.class_names == ["cat", "dog", "eel"]
@@ -347,12 +351,18 @@ BAD_NPZ = {
     "nan labels": (lambda x, y: {"X": x, "y": np.where(y == 0, np.nan, y)}, "10 NaN/inf"),
     "one-hot labels": (lambda x, y: {"X": x, "y": np.eye(3)[y]}, "one class id per sample"),
     "5-D X": (lambda x, y: {"X": x.reshape(30, 1, 1, 2, 2), "y": y}, "has shape (30, 1, 1, 2, 2)"),
-    "partial predefined": (lambda x, y: {"X_train": x, "y_train": y, "X_val": x, "y_val": y},
-                           "needs at least X_train/y_train and X_test/y_test"),
-    "unpaired split": (lambda x, y: {"X_train": x, "y_train": y, "X_test": x},
-                       "needs both X_test and y_test"),
-    "split shape": (lambda x, y: {"X_train": x, "y_train": y, "X_test": x[:, :2], "y_test": y},
-                    "X_test in"),
+    "partial predefined": (
+        lambda x, y: {"X_train": x, "y_train": y, "X_val": x, "y_val": y},
+        "needs at least X_train/y_train and X_test/y_test",
+    ),
+    "unpaired split": (
+        lambda x, y: {"X_train": x, "y_train": y, "X_test": x},
+        "needs both X_test and y_test",
+    ),
+    "split shape": (
+        lambda x, y: {"X_train": x, "y_train": y, "X_test": x[:, :2], "y_test": y},
+        "X_test in",
+    ),
     "bad kind": (lambda x, y: {"X": x, "y": y, "kind": "video"}, "'kind' in"),
 }
 
@@ -416,6 +426,12 @@ def test_small_class_is_named_with_a_size_that_works(tmp_path):
     with pytest.raises(DataError, match=re.escape("class '2' has only 2 sample(s)")) as info:
         load_data(_bad_npz(tmp_path, X=x[keep], y=y[keep]))
     assert "3 per class always works" in str(info.value)
+
+
+def test_two_sample_class_refused_even_when_sklearn_would_cope():
+    # With 5 % cuts sklearn would leave both samples in train; we still want one per split.
+    with pytest.raises(DataError, match=re.escape("class '0' has only 2 sample(s)")):
+        _load_counts([2, 60, 60], test_fraction=0.05, val_fraction=0.05)
 
 
 def _load_counts(counts: list[int], seed: int = 0, **fractions) -> DataSplits:
@@ -482,9 +498,9 @@ def test_unknown_split_name(digits):
 
 def test_csv_needs_target(tmp_path):
     frame = pd.DataFrame({"a": [1.0, 2.0], "label": [0, 1]})
-    with pytest.raises(DataError, match="needs a target column.*columns: a, label"):
+    with pytest.raises(DataError, match=r"needs a target column.*columns: a, label"):
         load_data(_csv(tmp_path, frame))
-    with pytest.raises(DataError, match="did you mean 'label'.*columns: a, label"):
+    with pytest.raises(DataError, match=r"did you mean 'label'.*columns: a, label"):
         load_data(_csv(tmp_path, frame), target="labl")
 
 
@@ -492,11 +508,11 @@ def test_csv_missing_values_name_the_column(tmp_path):
     x, y = _blobs(10, features=2)
     frame = pd.DataFrame({"age": x[:, 0], "b": x[:, 1], "label": y})
     frame.loc[3, "age"] = np.nan
-    with pytest.raises(DataError, match="column 'age' .* has 1 missing values"):
+    with pytest.raises(DataError, match=r"column 'age' .* has 1 missing values"):
         load_data(_csv(tmp_path, frame), target="label")
     frame.loc[3, "age"] = 1.0
     frame.loc[5, "label"] = np.nan
-    with pytest.raises(DataError, match="target column 'label' .* has 1 missing values"):
+    with pytest.raises(DataError, match=r"target column 'label' .* has 1 missing values"):
         load_data(_csv(tmp_path, frame), target="label")
 
 
@@ -544,6 +560,9 @@ def test_iterate_batches_seeded_order():
 def test_iterate_batches_rejects_bad_batch_size():
     with pytest.raises(DataError, match="batch_size"):
         iterate_batches(10, 0, shuffle=False)
+    with pytest.raises(DataError, match="must be an integer"):
+        iterate_batches(10, 2.5, shuffle=False)
+    assert len(list(iterate_batches(np.int64(10), 4, shuffle=False))) == 3
 
 
 def test_make_loader_yields_the_same_data(digits):

@@ -16,7 +16,7 @@ from autokd.errors import ConfigError
 from autokd.models import blocks
 from autokd.models._spec import per_stage, resolve_spec
 
-__all__ = ["ConvNet", "CNN_DEFAULTS", "build_cnn", "build_cnn1d"]
+__all__ = ["ConvNet", "CNN_DEFAULTS", "build_cnn", "build_cnn1d", "normalise_spec"]
 
 CNN_DEFAULTS: dict[str, Any] = {
     "depth": 2,
@@ -37,7 +37,7 @@ class ConvNet(nn.Module):
                  dim: int, family: str) -> None:
         super().__init__()
         self.family, self.dim = family, dim
-        self.spec = _normalise(family, spec)
+        self.spec = normalise_spec(family, spec)
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
         depth, widths, kernels = self.spec["depth"], self.spec["widths"], self.spec["kernel"]
         stages: list[nn.Module] = []
@@ -73,7 +73,7 @@ class ConvNet(nn.Module):
         return self.head(self.dropout(h))  # (B, K)
 
 
-def _normalise(family: str, spec: dict[str, Any]) -> dict[str, Any]:
+def normalise_spec(family: str, spec: dict[str, Any]) -> dict[str, Any]:
     s = resolve_spec(family, dict(spec), CNN_DEFAULTS)
     depth = s["depth"]
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 12:

@@ -16,7 +16,7 @@ from autokd.errors import ConfigError
 from autokd.models import blocks
 from autokd.models._spec import per_stage, resolve_spec
 
-__all__ = ["MLP", "MLP_DEFAULTS", "build_mlp"]
+__all__ = ["MLP", "MLP_DEFAULTS", "build_mlp", "normalise_spec"]
 
 MLP_DEFAULTS: dict[str, Any] = {
     "depth": 2,
@@ -34,7 +34,7 @@ class MLP(nn.Module):
 
     def __init__(self, spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
-        self.spec = _normalise(spec)
+        self.spec = normalise_spec(spec)
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
         d_in = math.prod(input_shape)
         layers: list[nn.Module] = []
@@ -54,7 +54,7 @@ class MLP(nn.Module):
         return self.head(h)  # (B, K)
 
 
-def _normalise(spec: dict[str, Any]) -> dict[str, Any]:
+def normalise_spec(spec: dict[str, Any]) -> dict[str, Any]:
     s = resolve_spec("mlp", dict(spec), MLP_DEFAULTS)
     depth = s["depth"]
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 12:
