@@ -301,7 +301,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         data=data_config(args), teacher=args.teacher, trust=args.trust, space=args.space,
         budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
         settings=search_settings(args), name=args.name, results=args.results,
-        storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline)
+        storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
+        strategy_options=_darts_options(args))
     printer = None if args.json else _progress_line
     state: dict[str, Any] = {}
     try:
@@ -311,6 +312,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise
     _search_summary(args, outcome)
     return 0
+
+
+def _darts_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The DARTS flags given (autokd.controllers.darts.DartsOptions validates them)."""
+    given = {k: v for k, v in (("targets", args.targets), ("target_metric", args.target_metric),
+                               ("relaxation", args.relaxation), ("epochs", args.darts_epochs),
+                               ("kd", args.darts_kd)) if v is not None}
+    if given and args.strategy != "darts":
+        raise ConfigError("--targets, --target-metric, --relaxation, --darts-epochs and "
+                          "--darts-kd apply to --strategy darts only")
+    return given
 
 
 def search_settings(args: argparse.Namespace) -> Any:
@@ -323,8 +335,8 @@ def search_settings(args: argparse.Namespace) -> Any:
         objectives=objectives, score=args.score, score_weights=weights,
         max_flops=args.max_flops, max_params=args.max_params, max_bytes=args.max_bytes,
         max_latency_ms=args.max_latency_ms, epochs=args.epochs,
-        cost=CostConfig(batch_size=args.latency_batch, latency=not args.no_latency,
-                        threads=args.latency_threads),
+        cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
+                                   threads=args.latency_threads),
         pareto_pruning=not args.no_early_stop).validate()
 
 
@@ -466,6 +478,19 @@ def _parser_search(sub: Any) -> None:
     g.add_argument("--latency-threads", type=_positive_int, default=1,
                    help="threads used when measuring latency (default 1)")
     g.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    g = p.add_argument_group("DARTS (--strategy darts; --budget counts DARTS runs)")
+    g.add_argument("--targets", help="cost targets as fractions of the teacher's cost, one DARTS "
+                   "run each, e.g. 0.05,0.1,0.25 (default 0.05,0.1,0.25,0.5)")
+    g.add_argument("--target-metric", choices=("auto", "flops", "params", "latency"),
+                   help="what --targets are fractions of (auto: latency with --max-latency-ms "
+                        "or the latency objective, else FLOPs)")
+    g.add_argument("--relaxation", choices=("softmax", "gumbel"),
+                   help="gumbel (annealed Gumbel-softmax, FBNet; default) or softmax (DARTS)")
+    g.add_argument("--darts-epochs", type=_positive_int,
+                   help="supernet search epochs per run (default 16)")
+    g.add_argument("--darts-kd", choices=("fixed", "sample"),
+                   help="recipe per run: the space's first choice/midpoint (fixed, default) or "
+                        "sampled by the outer Optuna loop (sample)")
     g = p.add_argument_group("study")
     g.add_argument("--name", help="study name (default: DATASET-SPACE, so re-running resumes)")
     g.add_argument("--results", default="results", help="results root directory")

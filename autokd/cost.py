@@ -573,6 +573,7 @@ def _add_latency(
             repeats=cfg.repeats,
             threads=cfg.threads,
             device=cfg.device,
+            min_block_s=cfg.min_block_s,
         )
 
     report.latency_ms, report.latency_cv = timed(1)

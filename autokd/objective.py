@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autokd.config import CostConfig, TrainConfig
-from autokd.cost import measure_cost
+from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.errors import ConfigError, TrainingError
 from autokd.pipeline import build_seeded, compare, run_distillation
@@ -65,7 +65,7 @@ class SearchSettings:
     max_bytes: float | None = None
     max_latency_ms: float | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
-    cost: CostConfig = field(default_factory=CostConfig)
+    cost: CostConfig = field(default_factory=CostConfig.for_search)
     pareto_pruning: bool = True
     keep_weights: bool = True
     epochs: int | None = None  # overrides the space's epochs (quick runs, benchmarks)
@@ -160,6 +160,7 @@ class Objective:
         self.settings = settings.validate()
         self.paths, self.strategy = paths, strategy
         self.teacher_profile = teacher_profile or {}
+        self._costs: dict[str, CostReport] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         return self.evaluate(trial, self.space.sample(trial))
@@ -211,7 +212,7 @@ class Objective:
         cfg = self._train_config(cand, trial)
         model = build_seeded(cand.family, cand.spec, self.data, cfg.seed)
         cost_cfg = self.settings.cost
-        cost = measure_cost(model, self.data.input_shape, cost_cfg)
+        cost = self._cost(cand, model)
         costs = cost.to_dict()
         for k, v in costs.items():
             trial.set_user_attr(k, v)
@@ -232,6 +233,13 @@ class Objective:
         self._keep_weights(trial, run.model, metrics, cand)
         return self._values(metrics)
 
+    def _cost(self, cand: Candidate, model: Any) -> CostReport:
+        """Costs depend on the architecture only, so a repeated spec is measured once."""
+        key = json.dumps([cand.family, model.spec], sort_keys=True, default=str)
+        if key not in self._costs:
+            self._costs[key] = measure_cost(model, self.data.input_shape, self.settings.cost)
+        return self._costs[key]
+
     def _constraints(self, costs: dict[str, Any]) -> list[float]:
         out = []
         for key, metric in CONSTRAINTS.items():
@@ -251,20 +259,24 @@ class Objective:
     def _reporter(self, trial: optuna.Trial, costs: dict[str, Any], epochs: int) -> Any:
         if self.settings.score:
             penalty = self._penalty(costs)
+            begin = time.perf_counter()
 
             def report(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
                 trial.report(m.get("val_kd_loss", m["val_nll"]) + penalty, epoch)
                 if trial.should_prune():
                     trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {epoch}")
+                    trial.set_user_attr("train_seconds", time.perf_counter() - begin)
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
             return report
         stopper = self._stopper(trial, costs, epochs)
+        start = time.perf_counter()
 
         def report_pareto(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
             if stopper is not None and stopper.should_stop(epoch, m["val_accuracy"]):
                 trial.set_user_attr("prune_reason", stopper.reason)
                 trial.set_user_attr("pruned_at_epoch", epoch)
+                trial.set_user_attr("train_seconds", time.perf_counter() - start)
                 raise optuna.TrialPruned(stopper.reason)
 
         return report_pareto

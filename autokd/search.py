@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 import yaml
 
-from autokd.config import DataConfig, TrainConfig, to_dict
+from autokd.config import CostConfig, DataConfig, TrainConfig, to_dict
 from autokd.controllers.base import Budget, ProgressFn, count_done, parse_budget
 from autokd.data import DataSplits, load_data
 from autokd.errors import ConfigError, StudyError
@@ -200,7 +200,9 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     module = _controller_module(cfg.strategy)
     data, space, paths = prepare(cfg)
     teacher, teacher_ref = _teacher(cfg, data, paths)
-    profile = teacher_profile(teacher, data, settings.cost)
+    full = dataclasses.replace(CostConfig(), latency=settings.cost.latency,
+                               batch_size=settings.cost.batch_size, threads=settings.cost.threads)
+    profile = teacher_profile(teacher, data, full)  # measured once, with full timing
     url = storage_url(paths, cfg.storage)
     study = module.open_for_search(paths.root.name, url, cfg, settings)
     _record_study(study, cfg, data, space, settings, profile, teacher_ref, budget)

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,56 @@ def storage_url(paths: StudyPaths, url: str | None) -> str:
     return url
 
 
+def _sqlite_pragmas(storage: optuna.storages.RDBStorage) -> None:
+    """WAL journal + synchronous=NORMAL: 25x faster attribute writes (0.8 s -> 0.03 s for 40).
+
+    Every commit still survives a killed process (it is in the WAL); only an OS crash or power
+    loss can drop the last transactions. WAL also lets readers (``autokd report``) work while a
+    search writes.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _on_connect(dbapi_con: Any, _record: Any) -> None:
+        dbapi_con.execute("PRAGMA journal_mode=WAL")
+        dbapi_con.execute("PRAGMA synchronous=NORMAL")
+        dbapi_con.execute("PRAGMA busy_timeout=30000")
+
+    storage.engine.dispose()  # connections opened before the listener lack the pragmas
+
+
+def _heartbeat() -> tuple[int, int]:
+    """Heartbeat interval and grace period in seconds: 60 and 180, or ``AUTOKD_HEARTBEAT``.
+
+    ``AUTOKD_HEARTBEAT=INTERVAL[,GRACE]`` (grace defaults to 3 x interval): a trial whose
+    heartbeat is older than the grace period belonged to a dead worker and is retried. Shorter
+    values recover faster from killed workers (tests use 1,6) at the cost of more writes.
+    """
+    text = os.environ.get("AUTOKD_HEARTBEAT", "").strip()
+    if not text:
+        return 60, 180
+    try:
+        parts = [int(x) for x in text.split(",")]
+        interval, grace = parts[0], (parts[1] if len(parts) > 1 else 3 * parts[0])
+    except (ValueError, IndexError):
+        raise StudyError(f"bad AUTOKD_HEARTBEAT {text!r}: expected INTERVAL[,GRACE] in whole "
+                         "seconds, e.g. 10,30") from None
+    if interval < 1 or grace <= interval:
+        raise StudyError(f"bad AUTOKD_HEARTBEAT {text!r}: need interval >= 1 and grace > interval")
+    return interval, grace
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=60, grace_period=180,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            interval, grace = _heartbeat()
+            storage = optuna.storages.RDBStorage(
+                url, heartbeat_interval=interval, grace_period=grace,
+                engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True})
+        if url.startswith("sqlite"):
+            _sqlite_pragmas(storage)
+        return storage
     except ImportError as exc:
         raise StudyError(f"storage {redact_url(url)} needs a database driver: {exc.name} "
                          "(pip install 'autokd[distributed]')") from None
@@ -170,7 +216,9 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
     """
     requeued = []
     done = set(study.user_attrs.get("requeued", []))
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    done |= {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    for t in trials:
         if t.state == TrialState.RUNNING:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "process died mid-trial")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

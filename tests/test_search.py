@@ -238,3 +238,28 @@ def test_ctrl_c_keeps_finished_trials_and_says_how_to_resume(tmp_path, digits_te
     assert count_done(study) >= 1
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
     assert (tmp_path / "results" / "k" / "trials.csv").exists()
+
+
+def test_baseline_records_scratch_twin(tmp_path, digits_teacher) -> None:
+    study = run_search(_cfg(tmp_path, 2, baseline=True)).study
+    baseline = study.user_attrs["baseline"]
+    front = pareto_front(study)
+    assert front and set(baseline) == {str(t.number) for t in front}
+    for rec in baseline.values():
+        assert 0.0 < rec["test_accuracy"] <= 1.0
+    from autokd.tables import front_rows
+
+    rows = front_rows(study)
+    assert all("kd_gain" in r for r in rows)
+
+
+def test_python_api_mirrors_cli(tmp_path, digits_teacher) -> None:
+    import autokd
+
+    study = autokd.search(dataset="digits", budget=1, space=_tiny_space(tmp_path),
+                          results=str(tmp_path / "api"), name="api", device="cpu",
+                          cost=NO_LAT, epochs=2, val_fraction=0.2)
+    assert count_done(study) == 1
+    assert study.user_attrs["dataset"]["sizes"]["val"] > 0
+    with pytest.raises(ConfigError, match="unknown argument 'bogus'"):
+        autokd.search(bogus=1)
