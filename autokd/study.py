@@ -129,7 +129,23 @@ def _heartbeat() -> tuple[int, int]:
     return interval, grace
 
 
+def _with_driver(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg2://`` when psycopg 3 is absent but psycopg2 is.
+
+    Why: SQLAlchemy 2.1 made psycopg 3 the default PostgreSQL driver, while the ``distributed``
+    extra installs psycopg2; an explicit ``postgresql+DRIVER://`` URL is left as given.
+    """
+    import importlib.util
+
+    if not url.startswith("postgresql://") or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is None:
+        return url
+    return "postgresql+psycopg2://" + url[len("postgresql://"):]
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
+    url = _with_driver(url)
     try:
         with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -269,6 +285,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,983 @@
+"""``autokd export`` and ``autokd evaluate``: pick a student, export it, prove the export right.
+
+Why it is built like this:
+- A student is picked only among complete, feasible trials (the search's hard limits hold), by
+  trial number, by a named rule, or by a ``--where`` filter parsed by a tiny grammar (never
+  ``eval``): a filter string may come from a script or a shared command line.
+- Weights the search kept for Pareto members are reused by default; otherwise (or with
+  ``retrain``) the student is trained again with its recorded recipe, against the search's own
+  teacher and data split, both checked by hash so an export never mixes runs.
+- Everything is written to a staging folder and renamed into place only after every artifact
+  verified: TorchScript and ONNX match the PyTorch student within ``PARITY_TOL`` on the whole
+  test split, and each format's test accuracy equals the card's. A failed export leaves nothing.
+- The model card records sha256 of every artifact, so ``evaluate`` and ``load_student`` refuse
+  a file that was changed after export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import operator
+import os
+import platform
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from autokd.config import CostConfig, DataConfig, KDConfig, TrainConfig, from_dict
+from autokd.cost import measure_cost, measure_latency
+from autokd.data import DataSplits, load_data
+from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
+from autokd.objective import OBJECTIVES, feasible
+from autokd.pareto import usable_trials
+from autokd.pipeline import compare, run_distillation
+from autokd.report import storage_label
+from autokd.study import StudyPaths, redact_url
+from autokd.teachers import Teacher, load_checkpoint, load_teachers, save_checkpoint
+
+__all__ = [
+    "ARTIFACT_NAMES",
+    "FORMATS",
+    "PARITY_TOL",
+    "PICKS",
+    "ExportResult",
+    "OnnxModule",
+    "evaluate_artifact",
+    "export_student",
+    "load_student",
+    "parse_formats",
+    "parse_where",
+    "select_trial",
+    "sha256_file",
+    "verify_artifacts",
+]
+
+logger = logging.getLogger(__name__)
+FORMATS = ("pt", "torchscript", "onnx")
+ARTIFACT_NAMES = {"pt": "student.pt", "torchscript": "student.torchscript.pt",
+                  "onnx": "student.onnx"}
+CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
+PICKS = ("accuracy", "smallest", "fastest")
+PARITY_TOL = 1e-4
+RETRAIN_FACTOR = 2
+ONNX_OPSET = 17
+# metrics measured on the test split: filtering on them biases the card's test numbers
+TEST_METRICS = ("test_accuracy", "test_nll", "test_kd_loss", "retention")
+ALIASES = {name: key for name, (key, _) in OBJECTIVES.items()}
+
+
+@dataclass
+class ExportResult:
+    """What ``export_student`` wrote and measured."""
+
+    trial: int
+    directory: Path
+    artifacts: dict[str, Path]
+    card: dict[str, Any]
+    selection: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def latency(self) -> dict[str, Any]:
+        """Search-time vs export-time latency (and per exported format)."""
+        return self.card["costs"]["latency"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial": self.trial, "directory": str(self.directory),
+                "artifacts": {k: str(v) for k, v in self.artifacts.items()},
+                "selection": self.selection, "warnings": self.warnings, "card": self.card}
+
+
+# -- picking a student -----------------------------------------------------------------------
+def select_trial(study: optuna.Study, *, trial: int | None = None, pick: str | None = None,
+                 where: str | None = None, min_retention: float = 0.95,
+                 ) -> tuple[FrozenTrial, str, list[str]]:
+    """The trial to export, how it was chosen, and warnings about the choice.
+
+    Raises:
+        ConfigError: Selectors combined, unknown pick, malformed ``where``.
+        ExportError: The trial does not exist or cannot be exported, or nothing qualifies.
+    """
+    if sum(x is not None for x in (trial, pick, where)) > 1:
+        raise ConfigError("give only one of --trial, --pick and --where")
+    if trial is not None:
+        return _by_number(study, trial), f"trial {trial}", []
+    candidates = [t for t in usable_trials(study) if feasible(t)]
+    if not candidates:
+        raise ExportError(f"study {study.study_name!r} has no complete trial that meets its "
+                          "limits; nothing to export yet")
+    if where is not None:
+        return _by_where(candidates, where)
+    return _by_pick(study, candidates, pick or "accuracy", min_retention)
+
+
+def _by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    t = trials.get(number)
+    if t is None:
+        span = f"0-{max(trials)}" if trials else "none"
+        raise ExportError(f"trial {number} does not exist in study {study.study_name!r} "
+                          f"(trials: {span})")
+    a = t.user_attrs
+    if t.state != TrialState.COMPLETE:
+        why = a.get("fail_reason") or a.get("prune_reason") or "not finished"
+        raise ExportError(f"trial {number} is {t.state.name.lower()} ({why}); it has no "
+                          "trained student to export")
+    if a.get("infeasible") or not feasible(t):
+        raise ExportError(f"trial {number} violates the search's limits "
+                          f"({a.get('infeasible_reason', 'constraints > 0')}); not exportable")
+    if a.get("val_accuracy") is None:
+        raise ExportError(f"trial {number} recorded no validation accuracy; not exportable")
+    return t
+
+
+def _metric(t: FrozenTrial, key: str) -> float | None:
+    value = t.user_attrs.get(ALIASES.get(key, key))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _best_accuracy(trials: list[FrozenTrial]) -> FrozenTrial:
+    """Highest validation accuracy; ties go to the smaller student."""
+    return max(trials, key=lambda t: (_metric(t, "val_accuracy") or 0.0,
+                                      -(_metric(t, "params") or 0.0)))
+
+
+def _by_pick(study: optuna.Study, candidates: list[FrozenTrial], pick: str,
+             min_retention: float) -> tuple[FrozenTrial, str, list[str]]:
+    if pick not in PICKS:
+        raise ConfigError(f"unknown --pick {pick!r}; known: {', '.join(PICKS)}")
+    if pick == "accuracy":
+        return _best_accuracy(candidates), "best validation accuracy", []
+    key = "params" if pick == "smallest" else "latency_ms"
+    teacher = study.user_attrs.get("teacher") or {}
+    keep = [t for t in candidates if (_val_retention(t, teacher) or 0.0) >= min_retention
+            and _metric(t, key) is not None]
+    if not keep:
+        raise ExportError(_no_pick_message(candidates, teacher, key, min_retention))
+    best = min(keep, key=lambda t: (_metric(t, key), -(_metric(t, "val_accuracy") or 0.0)))
+    what = "fewest parameters" if pick == "smallest" else "lowest latency"
+    return best, f"{what} with val retention >= {min_retention:g}", []
+
+
+def _val_retention(t: FrozenTrial, teacher: dict[str, Any]) -> float | None:
+    recorded = _metric(t, "val_retention")
+    return recorded if recorded is not None else compare(t.user_attrs, teacher)["val_retention"]
+
+
+def _no_pick_message(candidates: list[FrozenTrial], teacher: dict[str, Any], key: str,
+                     min_retention: float) -> str:
+    if all(_metric(t, key) is None for t in candidates):
+        return f"no trial recorded {key} (the search ran without that measurement)"
+    best = max(candidates, key=lambda t: _val_retention(t, teacher) or 0.0)
+    return (f"no student keeps val retention >= {min_retention:g}; the best is "
+            f"{_val_retention(best, teacher) or 0:.3f} (trial {best.number}); "
+            "lower --min-retention")
+
+
+# -- --where ---------------------------------------------------------------------------------
+_TOKEN = re.compile(r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?)"
+                    r"|(?P<op><=|>=|==|!=|<|>)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<paren>[()]))")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq, "!=": operator.ne}
+Node = tuple[Any, ...]  # ("or"|"and", [nodes]) or ("cmp", metric, op, number)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(text.rstrip()):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise ConfigError(f"bad --where {text!r}: cannot read {text[pos:].strip()!r}")
+        kind = m.lastgroup or ""
+        value = m.group(kind)
+        out.append(("kw" if kind == "word" and value.lower() in ("and", "or") else kind,
+                    value.lower() if kind == "word" and value.lower() in ("and", "or") else value))
+        pos = m.end()
+    return out
+
+
+class _WhereParser:
+    """Recursive descent: ``expr := conj ('or' conj)*``, ``conj := atom ('and' atom)*``,
+    ``atom := '(' expr ')' | METRIC OP NUMBER``."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.toks, self.pos = text, _tokens(text), 0
+
+    def fail(self, expected: str) -> ConfigError:
+        got = self.toks[self.pos][1] if self.pos < len(self.toks) else "end of text"
+        return ConfigError(f"bad --where {self.text!r}: expected {expected} at {got!r} "
+                           "(e.g. \"latency_ms<2 and val_retention>=0.97\")")
+
+    def peek(self, kind: str, value: str | None = None) -> bool:
+        if self.pos >= len(self.toks):
+            return False
+        k, v = self.toks[self.pos]
+        return k == kind and (value is None or v == value)
+
+    def take(self, kind: str, expected: str) -> str:
+        if not self.peek(kind):
+            raise self.fail(expected)
+        self.pos += 1
+        return self.toks[self.pos - 1][1]
+
+    def parse(self) -> Node:
+        node = self.expr()
+        if self.pos != len(self.toks):
+            raise self.fail("'and', 'or' or the end")
+        return node
+
+    def expr(self) -> Node:
+        parts = [self.conj()]
+        while self.peek("kw", "or"):
+            self.pos += 1
+            parts.append(self.conj())
+        return parts[0] if len(parts) == 1 else ("or", parts)
+
+    def conj(self) -> Node:
+        parts = [self.atom()]
+        while self.peek("kw", "and"):
+            self.pos += 1
+            parts.append(self.atom())
+        return parts[0] if len(parts) == 1 else ("and", parts)
+
+    def atom(self) -> Node:
+        if self.peek("paren", "("):
+            self.pos += 1
+            node = self.expr()
+            self.take("paren", "')'")
+            return node
+        name = self.take("word", "a metric name")
+        op = self.take("op", "a comparison (<, <=, >, >=, ==, !=)")
+        number = self.take("num", "a number")
+        value = float(number[:-1]) / 100 if number.endswith("%") else float(number)
+        return ("cmp", ALIASES.get(name, name), op, value)
+
+
+def parse_where(text: str) -> Node:
+    """Parse a ``--where`` filter into a tree (no ``eval``; numbers and metric names only)."""
+    if not text.strip():
+        raise ConfigError("--where is empty")
+    return _WhereParser(text).parse()
+
+
+def where_metrics(node: Node) -> set[str]:
+    if node[0] == "cmp":
+        return {node[1]}
+    return set().union(*(where_metrics(n) for n in node[1]))
+
+
+def where_matches(node: Node, metrics: dict[str, Any]) -> bool:
+    """Evaluate the tree; a comparison on a metric the trial did not record is false."""
+    if node[0] == "cmp":
+        _, name, op, value = node
+        have = metrics.get(name)
+        ok = isinstance(have, (int, float)) and not isinstance(have, bool)
+        return ok and _OPS[op](float(have), value)
+    results = (where_matches(n, metrics) for n in node[1])
+    return all(results) if node[0] == "and" else any(results)
+
+
+def _by_where(candidates: list[FrozenTrial], text: str) -> tuple[FrozenTrial, str, list[str]]:
+    node = parse_where(text)
+    known = {k for t in candidates for k, v in t.user_attrs.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    unknown = sorted(where_metrics(node) - known)
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {', '.join(unknown)} in --where; known: "
+                          f"{', '.join(sorted(known))}")
+    hits = [t for t in candidates if where_matches(node, t.user_attrs)]
+    if not hits:
+        raise ExportError(f"no feasible trial satisfies --where {text!r} "
+                          f"({len(candidates)} checked)")
+    used_test = sorted(where_metrics(node) & set(TEST_METRICS))
+    warned = [(f"--where filters on test-split metrics ({', '.join(used_test)}), so the card's "
+              "test numbers are optimistic; val_accuracy / val_retention are selection-safe")
+              ] if used_test else []
+    return _best_accuracy(hits), f"best val accuracy where {text}", warned
+
+
+# -- data, teacher, weights ------------------------------------------------------------------
+def _config_yaml(paths: StudyPaths) -> dict[str, Any]:
+    if not paths.config.exists():
+        return {}
+    try:
+        cfg = yaml.safe_load(paths.config.read_text()) or {}
+    except yaml.YAMLError:
+        raise ExportError(f"{paths.config} is not valid YAML") from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def study_data(study: optuna.Study, paths: StudyPaths) -> DataSplits:
+    """The search's data split, checked against the hash the study recorded."""
+    raw = _config_yaml(paths).get("dataset")
+    if raw is None:
+        raw = {"source": (study.user_attrs.get("dataset") or {}).get("name", "digits")}
+    data = load_data(from_dict(DataConfig, raw).validate())
+    expected = study.user_attrs.get("dataset_hash")
+    if expected and data.split_hash != expected:
+        raise ExportError(f"the dataset split now hashes to {data.split_hash}, but the search "
+                          f"used {expected}: the data or its split changed since the search")
+    return data
+
+
+def _teacher_refs(study: optuna.Study, paths: StudyPaths) -> list[str]:
+    """Teacher sources; a file missing where the search saw it is looked up in the study dir."""
+    text = study.user_attrs.get("teacher_ref") or _config_yaml(paths).get("teacher")
+    if not text:
+        raise ExportError("the study recorded no teacher; retraining needs one")
+    refs = []
+    for ref in str(text).split(", "):
+        local = paths.root / Path(ref).name
+        refs.append(str(local) if not Path(ref).exists() and local.exists() else ref)
+    return refs
+
+
+def study_teacher(study: optuna.Study, paths: StudyPaths, data: DataSplits) -> Teacher:
+    """The search's teacher (or ensemble), checked against the recorded hash."""
+    trust = bool(_config_yaml(paths).get("trust", False))
+    try:
+        teacher = load_teachers(_teacher_refs(study, paths), trust=trust, data=data)
+    except TeacherError as exc:
+        raise ExportError(f"retraining needs the search's teacher: {exc}") from None
+    expected = study.user_attrs.get("teacher_hash")
+    if expected and teacher.hash != expected:
+        raise ExportError(f"the teacher now hashes to {teacher.hash}, but the search used "
+                          f"{expected}; retraining would distil from another teacher")
+    return teacher
+
+
+def kept_weights(paths: StudyPaths, t: FrozenTrial, data: DataSplits) -> nn.Module | None:
+    """The weights the search kept for this trial, or None when it did not keep them."""
+    path = paths.root / t.user_attrs.get("checkpoint", f"students/{t.number}/student.pt")
+    if not path.exists():
+        return None
+    try:
+        model, payload = load_checkpoint(path)
+    except TeacherError as exc:
+        raise ExportError(f"kept weights unusable: {exc}; rerun with --retrain") from None
+    used = ((payload.get("meta") or {}).get("data") or {}).get("split_hash")
+    if used and used != data.split_hash:
+        raise ExportError(f"{path} was trained on split {used}, not {data.split_hash}")
+    return model
+
+
+def search_epochs(study: optuna.Study, t: FrozenTrial) -> int:
+    """Epochs the trial trained for: the search's override, else the space's, else default."""
+    settings = study.user_attrs.get("settings") or {}
+    return int(settings.get("epochs") or (t.user_attrs.get("train") or {}).get("epochs")
+               or (settings.get("train") or {}).get("epochs") or TrainConfig().epochs)
+
+
+def _train_config(study: optuna.Study, t: FrozenTrial, epochs: int) -> TrainConfig:
+    base = dict((study.user_attrs.get("settings") or {}).get("train") or {})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = {**base, **(t.user_attrs.get("train") or {}), "epochs": epochs,
+              "seed": t.user_attrs.get("seed", base.get("seed", 0))}
+    return TrainConfig(**{k: v for k, v in merged.items() if k in names}).validate()
+
+
+def cost_config(study: optuna.Study) -> CostConfig:
+    """Full default timing (not the search's cheaper per-trial timing), at the search's batch
+    size, threads and device, so export-time numbers are the careful ones."""
+    raw = (study.user_attrs.get("settings") or {}).get("cost") or {}
+    keep = {k: raw[k] for k in ("batch_size", "threads", "device") if raw.get(k) is not None}
+    return CostConfig(**keep)
+
+
+def retrain(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSplits,
+            epochs: int) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the trial's student again with its recorded recipe, seed and teacher."""
+    a = t.user_attrs
+    teacher = study_teacher(study, paths, data)
+    cfg = _train_config(study, t, epochs)
+    kd = KDConfig(**(a.get("recipe") or {})).validate()
+    logger.info("retraining trial %d for %d epochs", t.number, cfg.epochs)
+    run = run_distillation(data, teacher, a["family"], a["spec"], kd, cfg,
+                           CostConfig(latency=False))  # timed once, by the caller
+    info = {"how": "retrained", "epochs": cfg.epochs, "best_epoch": run.train.best_epoch,
+            "train_seconds": run.train.train_seconds}
+    return run.model, info
+
+
+def student_model(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSplits,
+                  retrain_it: bool, epochs: int | None) -> tuple[nn.Module, dict[str, Any]]:
+    """The kept weights; else a student trained again.
+
+    ``retrain_it`` trains for ``epochs`` (default ``RETRAIN_FACTOR`` x the search's epochs).
+    Without it, a trial whose weights were not kept is reproduced with the search's own epochs
+    and seed, so the export matches what the report showed for that trial.
+    """
+    model = None if retrain_it else kept_weights(paths, t, data)
+    if model is not None:
+        ckpt = t.user_attrs.get("checkpoint", f"students/{t.number}/student.pt")
+        return model, {"how": "reused", "checkpoint": ckpt,
+                       "epochs": t.user_attrs.get("epochs_run")}
+    factor = RETRAIN_FACTOR if retrain_it else 1
+    model, info = retrain(study, paths, t, data, epochs or factor * search_epochs(study, t))
+    info["reason"] = "--retrain" if retrain_it else "the search kept no weights for this trial"
+    return model, info
+
+
+# -- writing artifacts -----------------------------------------------------------------------
+def parse_formats(formats: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise ConfigError(f"unknown format(s) {', '.join(bad) or '(none)'}; known: "
+                          f"{', '.join(FORMATS)}")
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_torch_export() -> Iterator[None]:
+    """torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def _write_pt(model: nn.Module, path: Path, meta: dict[str, Any], example: torch.Tensor) -> None:
+    save_checkpoint(model, path, **meta)
+    path.chmod(0o644)  # written via a private temp file; the export is meant to be shared
+
+
+def _write_torchscript(model: nn.Module, path: Path, meta: dict[str, Any],
+                       example: torch.Tensor) -> None:
+    with _quiet_torch_export(), torch.no_grad():
+        traced = torch.jit.trace(model, example)  # no data-dependent control flow in students
+        traced.save(str(path))
+
+
+def _write_onnx(model: nn.Module, path: Path, meta: dict[str, Any], example: torch.Tensor) -> None:
+    """Legacy (TorchScript-based) exporter: needs no onnxscript, and keeps a dynamic batch."""
+    import onnx
+
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
+    with _quiet_torch_export(), torch.no_grad():
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
+    onnx.checker.check_model(str(path))
+
+
+_WRITERS = {"pt": _write_pt, "torchscript": _write_torchscript, "onnx": _write_onnx}
+
+
+def write_artifacts(model: nn.Module, folder: Path, formats: tuple[str, ...],
+                    meta: dict[str, Any], example: torch.Tensor) -> dict[str, Path]:
+    out = {}
+    for fmt in formats:
+        path = folder / ARTIFACT_NAMES[fmt]
+        try:
+            _WRITERS[fmt](model, path, meta, example)
+        except AutokdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - exporter failures are the user's answer: one line
+            raise ExportError(f"{fmt} export failed: {str(exc).splitlines()[0][:200]}") from None
+        out[fmt] = path
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- running any artifact --------------------------------------------------------------------
+class OnnxModule(nn.Module):
+    """An ONNX Runtime CPU session behind the ``nn.Module`` call, so ONNX is evaluated and
+    timed by the same code as PyTorch (``autokd.cost.measure_latency``)."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)  # (B, *input_shape)
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])  # (B, K)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def artifact_format(path: Path) -> str:
+    """``onnx``, ``torchscript`` or ``pt`` (an autokd checkpoint), by suffix and content."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix not in (".pt", ".pth"):
+        raise ExportError(f"{path.name}: unknown artifact type; expected a .pt autokd "
+                          "checkpoint, a .torchscript.pt file or an .onnx file")
+    return "torchscript" if _is_torchscript(path) else "pt"
+
+
+def _runner(path: Path, fmt: str, threads: int = 1) -> nn.Module:
+    """A callable module for any artifact; load failures become one ``ExportError`` line."""
+    try:
+        if fmt == "onnx":
+            return OnnxModule(path, threads)
+        if fmt == "torchscript":
+            with _quiet_torch_export():
+                return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
+    return load_student(path)
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch]).float() for i in range(0, len(x), batch)])  # (N, K)
+
+
+def verify_artifacts(model: nn.Module, files: dict[str, Path], data: DataSplits,
+                     threads: int = 1) -> dict[str, Any]:
+    """Every artifact against the PyTorch student on the whole test split.
+
+    Raises:
+        ExportError: An output differs by more than ``PARITY_TOL`` or a format's test accuracy
+            differs from the PyTorch student's (the card's).
+    """
+    x, y = data.x_test, data.y_test
+    ref = _predict(model, x)
+    correct = int((ref.argmax(1) == y).sum())
+    out: dict[str, Any] = {"test_samples": len(y), "tolerance": PARITY_TOL,
+                           "reference_test_accuracy": correct / len(y)}
+    for fmt, path in files.items():
+        logits = _predict(_runner(path, fmt, threads), x)
+        diff = float((logits - ref).abs().max())
+        got = int((logits.argmax(1) == y).sum())
+        out[fmt] = {"max_abs_diff": diff, "test_accuracy": got / len(y), "passed": True}
+        if not diff <= PARITY_TOL:
+            raise ExportError(f"{fmt} export does not match the PyTorch student: max abs "
+                              f"difference {diff:.2e} > {PARITY_TOL:g}")
+        if got != correct:
+            raise ExportError(f"{fmt} export scores {got}/{len(y)} on test, the PyTorch "
+                              f"student {correct}/{len(y)}")
+    return out
+
+
+# -- measuring -------------------------------------------------------------------------------
+def _latency_pair(model: nn.Module, shape: tuple[int, ...], cfg: CostConfig) -> dict[str, Any]:
+    def timed(batch: int) -> float:
+        return measure_latency(model, shape, batch, warmup=cfg.warmup, repeats=cfg.repeats,
+                               threads=cfg.threads, min_block_s=cfg.min_block_s)[0]
+
+    return {"latency_ms": timed(1), "latency_ms_batch": timed(cfg.batch_size)}
+
+
+def latency_table(t: FrozenTrial, cost: dict[str, Any], files: dict[str, Path],
+                  shape: tuple[int, ...], cfg: CostConfig) -> dict[str, Any]:
+    """Search-time latency next to the re-measured one, plus each exported format's."""
+    out: dict[str, Any] = {
+        "batch_size": cfg.batch_size, "threads": cfg.threads,
+        "search": {k: t.user_attrs.get(k) for k in ("latency_ms", "latency_ms_batch")},
+        "export": {k: cost.get(k) for k in ("latency_ms", "latency_ms_batch")},
+    }
+    for fmt in ("torchscript", "onnx"):
+        if fmt in files:
+            out[fmt] = _latency_pair(_runner(files[fmt], fmt, cfg.threads), shape, cfg)
+    return out
+
+
+def test_metrics(model: nn.Module, data: DataSplits) -> dict[str, Any]:
+    """Accuracy and NLL of the student on val and test (what the card reports)."""
+    out = {}
+    for split in ("val", "test"):
+        x, y = data.split(split)
+        logits = _predict(model, x)
+        out[split] = {"accuracy": int((logits.argmax(1) == y).sum()) / len(y),  # exact ratio
+                      "nll": float(torch.nn.functional.cross_entropy(logits, y)),
+                      "samples": len(y)}
+    return out
+
+
+# -- model card ------------------------------------------------------------------------------
+@dataclass
+class _Export:
+    """Everything one export gathers on its way to the card."""
+
+    study: optuna.Study
+    paths: StudyPaths
+    trial: FrozenTrial
+    selection: str
+    data: DataSplits
+    model: nn.Module
+    weights: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    from autokd import __version__ as autokd_version
+
+    return {"autokd": autokd_version, "torch": torch.__version__, "optuna": optuna.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def _checkpoint_meta(ex: _Export) -> dict[str, Any]:
+    """Metadata stored inside student.pt (plain data, loadable with weights_only=True)."""
+    a = ex.trial.user_attrs
+    return {"data": ex.data.describe(), "recipe": a.get("recipe"), "train": a.get("train"),
+            "metrics": {"val_accuracy": ex.metrics["val"]["accuracy"],
+                        "test_accuracy": ex.metrics["test"]["accuracy"]},
+            "teacher_hash": ex.study.user_attrs.get("teacher_hash"),
+            "study": ex.study.study_name, "trial": ex.trial.number,
+            "class_names": list(ex.data.class_names)}
+
+
+def _teacher_card(study: optuna.Study) -> dict[str, Any]:
+    profile = dict(study.user_attrs.get("teacher") or {})
+    ref = study.user_attrs.get("teacher_ref")
+    profile["ref"] = redact_url(str(ref)) if ref else None
+    return profile
+
+
+def build_card(ex: _Export) -> dict[str, Any]:
+    """The model card as data (model_card.json); artifacts' hashes are added last."""
+    a, teacher = ex.trial.user_attrs, ex.study.user_attrs.get("teacher") or {}
+    test, val = ex.metrics["test"], ex.metrics["val"]
+    ratios = compare({"test_accuracy": test["accuracy"], "val_accuracy": val["accuracy"],
+                      **ex.cost}, teacher)
+    return {
+        "format": "autokd-model-card", "version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"family": ex.model.family, "spec": ex.model.spec,
+                  "input_shape": list(ex.model.input_shape),
+                  "num_classes": ex.model.num_classes, "class_names": list(ex.data.class_names),
+                  "input": "normalised like the training data (see dataset.normalizer)"},
+        "dataset": {**ex.data.describe(), "normalizer": _normalizer(ex.data)},
+        "teacher": _teacher_card(ex.study),
+        "metrics": {"test": test, "val": val, "retention": ratios["retention"],
+                    "val_retention": ratios["val_retention"],
+                    "search": {k: a.get(k) for k in ("val_accuracy", "test_accuracy")}},
+        "costs": {**{k: ex.cost.get(k) for k in ("params", "flops", "bytes",
+                                                  "peak_memory_bytes")},
+                  **{k: ratios[k] for k in ("params_compression", "flops_compression",
+                                            "latency_speedup")}, "latency": ex.latency},
+        "hyperparameters": {"recipe": a.get("recipe"), "train": a.get("train"),
+                            "search_epochs": search_epochs(ex.study, ex.trial), "seed": a.get("seed")},
+        "provenance": _provenance(ex),
+        "verification": ex.verification,
+    }
+
+
+def _normalizer(data: DataSplits) -> dict[str, Any]:
+    """JSON-safe normaliser description (means/stds as lists)."""
+    return json.loads(json.dumps(data.normalizer, default=lambda o: np.asarray(o).tolist()))
+
+
+def _provenance(ex: _Export) -> dict[str, Any]:
+    return {"study": ex.study.study_name, "trial": ex.trial.number,
+            "strategy": ex.trial.user_attrs.get("strategy"), "selection": ex.selection,
+            "weights": ex.weights, "storage": storage_label(ex.study, ex.paths),
+            "dataset_hash": ex.study.user_attrs.get("dataset_hash"),
+            "teacher_hash": ex.study.user_attrs.get("teacher_hash"), "versions": _versions()}
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """model_card.md: the card for people (same numbers as model_card.json)."""
+    m, c, p, lat = card["metrics"], card["costs"], card["provenance"], card["costs"]["latency"]
+    ds, t = card["dataset"], card["teacher"]
+    lines = [
+        f"# Model card: {p['study']} trial {p['trial']}\n",
+        (f"A `{card['model']['family']}` student distilled by autokd ({p['strategy']} search), "
+        f"picked by {p['selection']}; weights {p['weights']['how']}.\n"),
+        "## Data\n", (f"- dataset: {ds['name']} ({ds['kind']}), input shape "
+        f"{ds['input_shape']}, {ds['num_classes']} classes"),
+        f"- split sizes: {ds['sizes']}; split hash `{ds['split_hash']}`",
+        "\n## Teacher\n", (f"- {t.get('name')} (hash `{t.get('hash')}`): test accuracy "
+        f"{_fmt(t.get('test_accuracy'))}, params {_fmt(t.get('params'))}, FLOPs "
+        f"{_fmt(t.get('flops'))}, latency {_fmt(t.get('latency_ms'))} ms"),
+        "\n## Metrics (test split unless noted)\n",
+        (f"- test accuracy {_fmt(m['test']['accuracy'])} on {m['test']['samples']} samples "
+        f"(NLL {_fmt(m['test']['nll'])}); retention {_fmt(m['retention'])}"),
+        (f"- val accuracy {_fmt(m['val']['accuracy'])} (selection split); val retention "
+        f"{_fmt(m['val_retention'])}"),
+        (f"- at search time: val {_fmt(m['search']['val_accuracy'])}, test "
+        f"{_fmt(m['search']['test_accuracy'])}"),
+    ]
+    lines += _md_costs(c, lat) + _md_hyper(card) + _md_verification(card) + _md_artifacts(card)
+    return "\n".join(lines) + "\n"
+
+
+def _md_costs(c: dict[str, Any], lat: dict[str, Any]) -> list[str]:
+    rows = [f"| {name} | {_fmt(v.get('latency_ms'))} | {_fmt(v.get('latency_ms_batch'))} |"
+            for name, v in lat.items() if isinstance(v, dict)]
+    return ["\n## Costs\n",
+            (f"- params {_fmt(c['params'])} ({_fmt(c['params_compression'], 3)}× fewer than the "
+            f"teacher), FLOPs {_fmt(c['flops'])} ({_fmt(c['flops_compression'], 3)}×), "
+            f"bytes {_fmt(c['bytes'])}, speed-up {_fmt(c['latency_speedup'], 3)}×"),
+            (f"\nLatency in ms ({lat['threads']} thread(s); batch 1 and batch {lat['batch_size']})"
+            ":\n"), "| measured | batch 1 | batch |", "|---|---|---|", *rows]
+
+
+def _md_hyper(card: dict[str, Any]) -> list[str]:
+    h = card["hyperparameters"]
+    return ["\n## Hyperparameters\n", f"- architecture: `{json.dumps(card['model']['spec'])}`",
+            f"- distillation recipe: `{json.dumps(h['recipe'])}`",
+            (f"- training: `{json.dumps(h['train'])}`, search epochs {h['search_epochs']}, "
+            f"seed {h['seed']}"), f"- weights: `{json.dumps(card['provenance']['weights'])}`",
+            f"- storage: {card['provenance']['storage']}"]
+
+
+def _md_verification(card: dict[str, Any]) -> list[str]:
+    v = card["verification"]
+    rows = [f"| {fmt} | {_fmt(r['max_abs_diff'], 3)} | {_fmt(r['test_accuracy'])} |"
+            for fmt, r in v.items() if isinstance(r, dict)]
+    return ["\n## Verification\n", (f"On all {v['test_samples']} test samples; tolerance "
+            f"{v['tolerance']:g} max abs difference vs the PyTorch student.\n"),
+            "| artifact | max abs diff | test accuracy |", "|---|---|---|", *rows]
+
+
+def _md_artifacts(card: dict[str, Any]) -> list[str]:
+    rows = [f"| {name} | {a['bytes']:,} | `{a['sha256']}` |"
+            for name, a in card["artifacts"].items()]
+    return ["\n## Artifacts\n", "| file | bytes | sha256 |", "|---|---|---|", *rows,
+            ("\nLoad: `autokd.load_student('student.pt')`, `torch.jit.load("
+            "'student.torchscript.pt')`, or onnxruntime with input `input` (batch, "
+            f"{', '.join(map(str, card['model']['input_shape']))}) -> `logits`.")]
+
+
+def _artifact_entries(folder: Path, names: list[str]) -> dict[str, Any]:
+    return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)}
+            for n in names}
+
+
+def write_card(card: dict[str, Any], folder: Path, files: dict[str, Path]) -> None:
+    """model_card.md, then model_card.json holding the hashes of every file including the md."""
+    card["artifacts"] = _artifact_entries(folder, [p.name for p in files.values()])
+    (folder / CARD_MD).write_text(card_markdown(card))
+    card["artifacts"].update(_artifact_entries(folder, [CARD_MD]))
+    (folder / CARD_JSON).write_text(json.dumps(card, indent=2, default=str))
+
+
+# -- staging and publishing ------------------------------------------------------------------
+def _target(paths: StudyPaths, trial: int, out: str | Path | None) -> Path:
+    target = Path(out) if out is not None else paths.export / str(trial)
+    if target.exists() and (not target.is_dir() or (any(target.iterdir())
+                                                    and not (target / CARD_JSON).exists())):
+        raise ExportError(f"{target} exists and is not an autokd export; choose a new or empty "
+                          "directory")
+    return target
+
+
+def _staging(target: Path) -> Path:
+    """A temp folder next to the target (same filesystem, so publishing is one rename)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    except OSError as exc:
+        raise ExportError(f"cannot write to {target.parent}: {exc.strerror}") from None
+    folder.chmod(0o755)
+    return folder
+
+
+def _publish(staging: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None = None,
+                   pick: str | None = None, where: str | None = None,
+                   min_retention: float = 0.95, retrain: bool = False, epochs: int | None = None,
+                   formats: tuple[str, ...] | list[str] | str = FORMATS,
+                   out: str | Path | None = None) -> ExportResult:
+    """Pick, (re)obtain, measure, export, verify and publish one student.
+
+    Args:
+        study, paths: The study and its results directory.
+        trial, pick, where: How to choose (one of them; default ``pick="accuracy"``).
+        min_retention: Validation retention that ``pick`` smallest/fastest must keep.
+        retrain: Train again with the recorded recipe even if the search kept weights.
+        epochs: Training epochs when the student is trained again (default: with ``retrain``
+            the search's epochs x ``RETRAIN_FACTOR``; for a trial whose weights were not kept,
+            the search's epochs, which reproduces the trial).
+        formats: Any of ``pt``, ``torchscript``, ``onnx``.
+        out: Output directory (default ``results/<study>/export/<trial>``).
+
+    Raises:
+        ConfigError, ExportError: Bad selection or output; a failed export writes nothing.
+    """
+    formats = parse_formats(formats)
+    t, selection, notes = select_trial(study, trial=trial, pick=pick, where=where,
+                                       min_retention=min_retention)
+    target = _target(paths, t.number, out)
+    parent_existed = target.parent.exists()
+    staging = _staging(target)
+    try:
+        ex = _prepare(study, paths, t, selection, retrain, epochs)
+        card = _produce(ex, staging, formats)
+        _publish(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            if not parent_existed:
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()  # only if empty: never removes anything else
+    artifacts = {fmt: target / ARTIFACT_NAMES[fmt] for fmt in formats}
+    artifacts.update(card_json=target / CARD_JSON, card_md=target / CARD_MD)
+    return ExportResult(t.number, target, artifacts, card, selection, notes)
+
+
+def _prepare(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, selection: str,
+             retrain_it: bool, epochs: int | None) -> _Export:
+    data = study_data(study, paths)
+    model, weights = student_model(study, paths, t, data, retrain_it, epochs)
+    model = model.cpu().eval()
+    ex = _Export(study, paths, t, selection, data, model, weights)
+    ex.metrics = test_metrics(model, data)
+    ex.cost = measure_cost(model, data.input_shape, cost_config(study)).to_dict()
+    return ex
+
+
+def _produce(ex: _Export, folder: Path, formats: tuple[str, ...]) -> dict[str, Any]:
+    cfg = cost_config(ex.study)
+    example = ex.data.x_test[:2]  # (2, *input_shape): batch > 1 so the batch axis stays free
+    ex.files = write_artifacts(ex.model, folder, formats, _checkpoint_meta(ex), example)
+    ex.verification = verify_artifacts(ex.model, ex.files, ex.data, cfg.threads)
+    ex.latency = latency_table(ex.trial, ex.cost, ex.files, ex.data.input_shape, cfg)
+    card = build_card(ex)
+    write_card(card, folder, ex.files)
+    return card
+
+
+# -- loading and evaluating exported files ---------------------------------------------------
+def check_card(path: Path) -> dict[str, Any] | None:
+    """Check ``path`` against a model_card.json beside it; None when there is no card.
+
+    Raises:
+        ExportError: The card is unreadable or the file's sha256 differs from the card's.
+    """
+    card_path = path.parent / CARD_JSON
+    if not card_path.exists() or path.name == CARD_JSON:
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+        entry = (card.get("artifacts") or {}).get(path.name)
+    except (json.JSONDecodeError, AttributeError):
+        raise ExportError(f"{card_path} is not a valid model card") from None
+    if entry is None:
+        return {"card": str(card_path), "verified": False, "note": "file not listed in the card"}
+    digest = sha256_file(path)
+    if digest != entry.get("sha256"):
+        raise ExportError(f"{path} does not match its model card (sha256 {digest[:12]}… != "
+                          f"{str(entry.get('sha256'))[:12]}…): the file was modified after export")
+    return {"card": str(card_path), "verified": True, "sha256": digest,
+            "test_accuracy": (card.get("metrics") or {}).get("test", {}).get("accuracy"),
+            "split_hash": (card.get("dataset") or {}).get("split_hash")}
+
+
+def load_student(path: str | Path) -> nn.Module:
+    """Load an exported (or search-kept) student checkpoint as an eval-mode ``nn.Module``.
+
+    ``path`` may be the export folder. A model_card.json beside the file must agree with its
+    sha256. The checkpoint's metadata is on ``model.autokd_meta``.
+    """
+    p = Path(path)
+    p = p / ARTIFACT_NAMES["pt"] if p.is_dir() else p
+    if not p.exists():
+        raise ExportError(f"no student checkpoint at {p}")
+    if artifact_format(p) != "pt":
+        raise ExportError(f"{p} is a {artifact_format(p)} file; load_student reads autokd "
+                          "checkpoints (student.pt); use torch.jit.load or onnxruntime")
+    check_card(p)
+    try:
+        model, payload = load_checkpoint(p)
+    except TeacherError as exc:
+        reason = "it holds pickled Python objects" if "pickled" in str(exc) else str(exc)
+        raise ExportError(f"{p} is not a loadable autokd student checkpoint: {reason}") from None
+    model.autokd_meta = payload.get("meta") or {}
+    return model.eval()
+
+
+def _check_fits(model: nn.Module, path: Path, data: DataSplits) -> None:
+    try:
+        out = _predict(model, data.x_test[:2])
+    except Exception as exc:  # noqa: BLE001 - a model for other data: shape errors from any runtime
+        raise ExportError(f"{path.name} does not accept {data.name} inputs of shape "
+                          f"{tuple(data.input_shape)}: {str(exc).splitlines()[0][:160]}") from None
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise ExportError(f"{path.name} outputs shape {tuple(out.shape)}, but {data.name} has "
+                          f"{data.num_classes} classes")
+
+
+def evaluate_artifact(path: str | Path, data: DataSplits, *, latency: bool = True,
+                      cost: CostConfig | None = None) -> dict[str, Any]:
+    """Accuracy (val, test) and latency of any exported file: .pt, .torchscript.pt or .onnx.
+
+    Raises:
+        ExportError: Missing, unloadable or tampered file, or one that does not fit ``data``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"no artifact file at {p}")
+    card = check_card(p)
+    fmt = artifact_format(p)
+    cfg = cost or CostConfig()
+    model = _runner(p, fmt, cfg.threads)
+    _check_fits(model, p, data)
+    out: dict[str, Any] = {"artifact": str(p), "format": fmt, "sha256": sha256_file(p),
+                           "card": card, "dataset": data.describe()}
+    out.update({f"{s}_{k}": v for s, m in test_metrics(model, data).items()
+                for k, v in m.items() if k != "samples"})
+    if card and card.get("split_hash") and card["split_hash"] != data.split_hash:
+        out["warning"] = (f"this data split ({data.split_hash}) is not the one the card was "
+                          f"made on ({card['split_hash']})")
+    if latency:
+        out.update(_latency_pair(model, data.input_shape, cfg), latency_batch_size=cfg.batch_size)
+    return out
