@@ -126,6 +126,16 @@ class DataSplits:
             "split_hash": self.split_hash,
         }
 
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Invert ``apply_normalizer``: raw (encoded) features ``(x * std + mean) / scale``.
+
+        Why: a scikit-learn teacher was fit by its user on raw features, so it must see them.
+        """
+        mean = torch.as_tensor(self.normalizer["mean"], dtype=torch.float64)
+        std = torch.as_tensor(self.normalizer["std"], dtype=torch.float64)
+        scale = float(self.normalizer.get("scale", 1.0))
+        return ((x.double() * std + mean) / scale).float()
+
 
 # --------------------------------------------------------------------------- public entry points
 

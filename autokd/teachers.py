@@ -145,9 +145,8 @@ class Teacher:
             try:
                 out = m.logits(xb)
             except Exception as exc:  # the user's model: any failure is a fit problem
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise TeacherError(f"teacher {m.name} fails on a batch of shape "
-                                   f"{tuple(xb.shape)}: {msg}") from None
+                                   f"{tuple(xb.shape)}: {_reason(exc)}") from None
             if out.ndim != 2 or out.shape[1] != data.num_classes:
                 raise TeacherError(f"teacher {m.name} outputs shape {tuple(out.shape)}, but the "
                                    f"dataset has {data.num_classes} classes")
@@ -158,6 +157,12 @@ class Teacher:
         y = data.split(split)[1]
         probs = torch.softmax(self.outputs(data, split), -1).mean(0)
         return (probs.argmax(1) == y).float().mean().item()
+
+
+def _reason(exc: BaseException) -> str:
+    """First line of an error (its type when the message is empty, e.g. ``EOFError()``)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -199,8 +204,8 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[nn.Module, d
         model = build_student(payload["family"], payload["spec"], tuple(payload["input_shape"]),
                               payload["num_classes"])
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError) as exc:
-        raise TeacherError(f"{path} is a damaged autokd checkpoint: {str(exc).splitlines()[0]}") from None
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise TeacherError(f"{path} is a damaged autokd checkpoint: {_reason(exc)}") from None
     model.eval()
     return model, payload
 
@@ -215,11 +220,16 @@ def _torch_load(path: Path, trust: bool) -> Any:
             raise TeacherError(f"{path} holds pickled Python objects that could run code; "
                                "refusing to load it without --trust") from None
     except Exception as exc:
-        raise TeacherError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise _unreadable(path, exc) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise TeacherError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> TeacherError:
+    return TeacherError(f"cannot read {path}: truncated, or not a PyTorch checkpoint or "
+                        f"TorchScript file ({_reason(exc)})")
 
 
 # -- loading teachers ----------------------------------------------------------------------
@@ -234,6 +244,8 @@ def _is_torchscript(path: Path) -> bool:
 def _from_file(path: Path, trust: bool, data: DataSplits | None) -> _Member:
     if not path.exists():
         raise TeacherError(f"teacher file not found: {path}")
+    if path.is_dir():
+        raise TeacherError(f"teacher {path} is a directory, not a file")
     digest = file_hash(path)
     if path.suffix in (".joblib", ".pkl", ".pickle"):
         return _sklearn_member(path, trust, digest, data)
@@ -242,7 +254,7 @@ def _from_file(path: Path, trust: bool, data: DataSplits | None) -> _Member:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise TeacherError(f"{path} is not a loadable TorchScript file: "
-                               f"{str(exc).splitlines()[0][:200]}") from None
+                               f"{_reason(exc)}") from None
         return _Member(path.name, "torchscript", digest, module=module.eval())
     payload = _torch_load(path, trust)
     if isinstance(payload, nn.Module):  # a whole pickled module, only with --trust
@@ -261,10 +273,10 @@ def _sklearn_member(path: Path, trust: bool, digest: str, data: DataSplits | Non
     try:
         est = joblib.load(path)
     except Exception as exc:
-        raise TeacherError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise TeacherError(f"cannot read {path}: {_reason(exc)}") from None
     if not hasattr(est, "predict_proba"):
         raise TeacherError(f"{path} holds a {type(est).__name__}, which has no predict_proba")
-    denorm = data.denormalize if data is not None and hasattr(data, "denormalize") else None
+    denorm = data.denormalize if data is not None else None
     return _Member(path.name, "sklearn", digest, estimator=est, denormalize=denorm)
 
 
@@ -277,36 +289,49 @@ def _from_function(text: str, trust: bool) -> _Member:
         fn = getattr(importlib.import_module(mod_name), fn_name)
         module = fn()
     except Exception as exc:
-        raise TeacherError(f"cannot build teacher {target}: {str(exc).splitlines()[0][:200]}") from None
+        raise TeacherError(f"cannot build teacher {target}: {_reason(exc)}") from None
     if not isinstance(module, nn.Module):
         raise TeacherError(f"{target} returned {type(module).__name__}, not a torch nn.Module")
-    digest = hashlib.sha256(target.encode()).hexdigest()[:16]
     if weights:
         state = _torch_load(Path(weights), trust=False)
         try:
             module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         except Exception as exc:
             raise TeacherError(f"state dict {weights} does not fit {target}: "
-                               f"{str(exc).splitlines()[0][:200]}") from None
-        digest = file_hash(weights)
+                               f"{_reason(exc)}") from None
     taps = list(getattr(module, "feature_taps", []))
-    return _Member(target, "module", digest, module=module.eval(), feature_taps=taps)
+    return _Member(target, "module", _module_digest(target, module), module=module.eval(),
+                   feature_taps=taps)
+
+
+def _module_digest(target: str, module: nn.Module) -> str:
+    """Hash of the name and the actual weights, so an edited function or new weights never
+    reuse a stale teacher-output cache (the name alone says nothing about the code)."""
+    h = hashlib.sha256(target.encode())
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_teacher(source: str | Path, *, trust: bool = False, data: DataSplits | None = None) -> Teacher:
     """Load one teacher from a path or ``module:function[@weights]``; checked against ``data``."""
-    text = str(source)
-    member = (_from_function(text, trust) if _MODULE_FN.match(text) and not Path(text).exists()
-              else _from_file(Path(text), trust, data))
-    teacher = Teacher([member])
+    teacher = Teacher([_load_member(str(source), trust, data)])
     if data is not None:
         teacher.check(data)
     return teacher
 
 
+def _load_member(text: str, trust: bool, data: DataSplits | None) -> _Member:
+    if _MODULE_FN.match(text) and not Path(text).exists():
+        return _from_function(text, trust)
+    return _from_file(Path(text), trust, data)
+
+
 def load_teachers(sources: list[str], *, trust: bool = False, data: DataSplits | None = None) -> Teacher:
     """Several teachers form an ensemble (weighting is the KD recipe's ``teacher_weighting``)."""
-    members = [load_teacher(s, trust=trust).members[0] for s in sources]
+    # data goes to each member too: scikit-learn members need it to see raw features
+    members = [_load_member(str(s), trust, data) for s in sources]
     teacher = Teacher(members)
     if data is not None:
         teacher.check(data)

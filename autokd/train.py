@@ -3,7 +3,8 @@
 Why it looks like this:
 - Teacher outputs are computed once per (teacher, split) and indexed per batch: running the
   teacher every batch made KD 3.5x slower here. Feature losses still run the teacher on the fly.
-- Batches are index tensors into in-memory data (no DataLoader per-sample overhead).
+- Each epoch permutes the in-memory data once and takes batches as views (no DataLoader
+  per-sample overhead, no per-batch gathering).
 - The student kept is the best epoch by validation accuracy, never the last.
 - Progress is reported through callbacks (``on_epoch_end``), so a search can prune without this
   module knowing about Optuna.
@@ -11,11 +12,10 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autokd.config import KDConfig, TrainConfig
-from autokd.data import DataSplits, iterate_batches
+from autokd.data import DataSplits
 from autokd.distill.hooks import FeatureHooks
 from autokd.distill.losses import DistillLoss, kd_divergence
 from autokd.errors import ConfigError, TrainingError
@@ -34,6 +34,7 @@ __all__ = [
     "TeacherLike",
     "TrainResult",
     "Trainer",
+    "clip_gradients",
     "distill",
     "evaluate",
     "resolve_device",
@@ -111,6 +112,25 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return out
 
 
+@torch.no_grad()
+def clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
+    """``nn.utils.clip_grad_norm_`` (same scaling) at a quarter of its per-call cost.
+
+    Why: on a small CNN the stock function's device/dtype grouping cost ~6 % of each step.
+    On CPU the norm is read back (free there) so the scaling is skipped when it would be 1.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # ()
+    if norm.device.type != "cpu":  # no sync on accelerators: scale by min(1, coef) always
+        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp_(max=1.0))
+        return
+    value = norm.item()
+    if value + 1e-6 > max_norm or not math.isfinite(value):
+        torch._foreach_mul_(grads, max_norm / (value + 1e-6))
+
+
 class Trainer:
     """Distil one student from a (possibly absent) teacher on in-memory data."""
 
@@ -145,6 +165,7 @@ class Trainer:
                               "nn.Module with feature taps (an autokd checkpoint or module:function)")
         if not getattr(self.student, "feature_taps", None):
             raise ConfigError("this student has no feature taps for hint/relation/attention losses")
+        self.teacher.module.to(self.device)  # run on the fly next to the student (CUDA too)
         s_shapes = self._tap_shapes(self.student, self.student.feature_taps)
         t_shapes = self._tap_shapes(self.teacher.module, self.teacher.feature_taps)
         return DistillLoss(self.kd, self.data.num_classes, s_shapes, t_shapes)
@@ -170,9 +191,10 @@ class Trainer:
         params = list(self.student.parameters()) + list(self.loss_fn.parameters())
         cfg = self.cfg
         if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
-        else:
-            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
+                                  nesterov=True, foreach=True)
+        else:  # foreach: one fused op per step, not a Python loop over tensors (CPU default)
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         if cfg.scheduler == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
         else:
@@ -204,7 +226,7 @@ class Trainer:
             key = (metrics["val_accuracy"], -metrics["val_nll"])
             if key > (best[0], -best[1]):
                 best, best_epoch = (key[0], -key[1]), epoch
-                best_state = copy.deepcopy(self.student.state_dict())
+                best_state = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
             for fn in self.callbacks["on_epoch_end"]:
                 fn(self, epoch, metrics)
             if self.stop_requested:
@@ -217,29 +239,41 @@ class Trainer:
                epoch: int) -> float:
         self.student.train()
         self.loss_fn.train()
-        total, count = torch.zeros((), device=self.device), 0
+        total, count = 0.0, 0
         use_amp = self.cfg.amp and self.device.type == "cuda"
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
-        for step, idx in enumerate(iterate_batches(len(x), self.cfg.batch_size, shuffle=True, generator=gen)):
-            idx = idx.to(self.device)
+        params = list(self.student.parameters())  # once: .parameters() walks every module
+        for step, (xb, yb, tb) in enumerate(self._shuffled_batches(x, y, t_logits, gen)):
             with amp:
-                loss = self._batch_loss(x[idx], y[idx], t_logits, idx, progress)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {epoch} step {step + 1} "
+                loss = self._batch_loss(xb, yb, tb, progress)
+            value = loss.item()  # the one host sync per step; doubles as the NaN check
+            if not math.isfinite(value):
+                raise TrainingError(f"loss became {value} at epoch {epoch} step {step + 1} "
                                     f"(try a lower learning rate)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
+                clip_gradients(params, self.cfg.grad_clip)
             opt.step()
             sched.step()
-            total += loss.detach() * len(idx)
-            count += len(idx)
-        return (total / max(1, count)).item()
+            total += value * len(yb)
+            count += len(yb)
+        return total / max(1, count)
 
-    def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, t_logits: torch.Tensor | None,
-                    idx: torch.Tensor, progress: float) -> torch.Tensor:
-        t_batch = t_logits[:, idx] if t_logits is not None else None  # (M, B, K)
+    def _shuffled_batches(self, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None,
+                          gen: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches of one shuffled epoch as views: the data is permuted once per epoch, not
+        gathered once per batch (three index ops per step were ~4 % of a small CNN's step)."""
+        order = torch.randperm(len(x), generator=gen).to(self.device)  # (N,)
+        xs, ys = x[order], y[order]  # (N, ...), (N,)
+        ts = t_logits[:, order] if t_logits is not None else None  # (M, N, K)
+        for i in range(0, len(x), self.cfg.batch_size):
+            j = i + self.cfg.batch_size
+            yield xs[i:j], ys[i:j], (ts[:, i:j] if ts is not None else None)
+
+    def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, t_batch: torch.Tensor | None,
+                    progress: float) -> torch.Tensor:
+        """The recipe's loss on one batch; ``t_batch`` is (M, B, K) cached teacher logits."""
         if not self._uses_features():
             loss, _ = self.loss_fn(self.student(xb), yb, t_batch, progress=progress)
             return loss
@@ -260,7 +294,8 @@ class Trainer:
             self.student.load_state_dict(best_state)
         self.student.eval()
         data, temp = self.data, self.kd.temperature
-        val = evaluate(self.student, data.x_val, data.y_val, self._teacher_logits("val"), temp)
+        # the best epoch's val metrics were measured on exactly these weights: reuse them
+        val = {k[4:]: v for k, v in history[best_epoch - 1].items() if k.startswith("val_")}
         test = evaluate(self.student, data.x_test, data.y_test, self._teacher_logits("test"), temp)
         result = TrainResult(self.student, best_epoch, epochs_run, val, test, history,
                              seconds, seen / max(seconds, 1e-9))

@@ -63,8 +63,10 @@ class ConvNet(nn.Module):
         layers.append(blocks.make_activation(self.spec["activation"]))
         if kind in ("max", "avg") and can_shrink:
             layers.append(blocks.pool(self.dim, kind))
-        shrink = can_shrink and kind != "none"
-        return nn.Sequential(*layers), (size + 1) // 2 if shrink else size
+        if not can_shrink or kind == "none":
+            return nn.Sequential(*layers), size
+        # a stride-2 'same' conv rounds up, a 2x pool rounds down (odd sizes: 7 -> 4 vs 3)
+        return nn.Sequential(*layers), (size + 1) // 2 if kind == "stride" else size // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C, H, W) or (B, C, L)
