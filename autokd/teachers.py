@@ -29,6 +29,7 @@ from torch import nn
 
 from autokd.config import KDConfig, TrainConfig
 from autokd.data import DataSplits
+from autokd.distill.hooks import FeatureHooks
 from autokd.errors import TeacherError
 from autokd.models import build_student, default_family
 from autokd.train import TrainResult, distill, evaluate, seed_everything
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "autokd-model"
 _MODULE_FN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(@.+)?$")
 _OUTPUT_CACHE: dict[tuple[str, str, str], torch.Tensor] = {}
+_FEATURE_CACHE: dict[tuple[str, str, str], list[torch.Tensor]] = {}
 
 
 def cache_dir() -> Path:
@@ -126,6 +128,38 @@ class Teacher:
         if key not in _OUTPUT_CACHE:
             _OUTPUT_CACHE[key] = self._load_or_compute(data, split)
         return _OUTPUT_CACHE[key]
+
+    def feature_outputs(self, data: DataSplits, split: str) -> list[torch.Tensor] | None:
+        """The first member's feature-tap outputs for a split, computed once (memory only).
+
+        Returns None when the teacher has no taps or the maps would exceed
+        ``AUTOKD_FEATURE_CACHE_MB`` (default 1024): the trainer then runs the teacher per batch.
+        """
+        module, taps = self.module, self.feature_taps
+        if module is None or not taps:
+            return None
+        key = (self.hash, data.split_hash, f"features:{split}")
+        if key not in _FEATURE_CACHE:
+            x = data.split(split)[0]
+            with FeatureHooks(module, taps) as hooks, torch.no_grad():
+                module.eval()
+                device = next(iter(module.parameters()), torch.empty(0)).device
+                module(x[:1].to(device))
+                per_sample = sum(f[0].numel() * f.element_size() for f in hooks.features)
+                limit = float(os.environ.get("AUTOKD_FEATURE_CACHE_MB", 1024)) * 2**20
+                if per_sample * len(x) > limit:
+                    return None
+                _FEATURE_CACHE[key] = self._features(module, hooks, x, device)
+        return _FEATURE_CACHE[key]
+
+    @staticmethod
+    def _features(module: nn.Module, hooks: FeatureHooks, x: torch.Tensor,
+                  device: torch.device, batch: int = 512) -> list[torch.Tensor]:
+        chunks: list[list[torch.Tensor]] = []
+        for i in range(0, len(x), batch):
+            module(x[i:i + batch].to(device))
+            chunks.append([f.detach().cpu() for f in hooks.features])
+        return [torch.cat(parts) for parts in zip(*chunks)]  # one (N, ...) tensor per tap
 
     def _load_or_compute(self, data: DataSplits, split: str) -> torch.Tensor:
         path = cache_dir() / "outputs" / f"{self.hash}-{data.split_hash}-{split}.pt"

@@ -294,3 +294,22 @@ def test_clip_gradients_matches_torch(scale: float) -> None:
     clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in ours.parameters()]))
     assert clipped.item() == pytest.approx(min(total.item(), 5.0), rel=1e-4)
     assert (total.item() > 5.0) == (scale == 1e3)  # both branches are exercised
+
+
+def test_cached_teacher_features_match_running_the_teacher(digits: DataSplits,
+                                                           cnn_teacher: Teacher,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    kd = KDConfig(hint_weight=1.0, hint_mapping="uniform", attention_weight=0.5)
+    cfg = TrainConfig(epochs=2, seed=0)
+
+    def run() -> list[float]:
+        result = Trainer(_student(digits, "cnn"), digits, cfg, kd, cnn_teacher).fit()
+        return [h["train_loss"] for h in result.history]
+
+    cached = run()
+    assert cnn_teacher.feature_outputs(digits, "train") is not None
+    monkeypatch.setenv("AUTOKD_FEATURE_CACHE_MB", "0")  # too small: the teacher runs per batch
+    monkeypatch.setattr("autokd.teachers._FEATURE_CACHE", {})
+    assert cnn_teacher.feature_outputs(digits, "train") is None
+    on_the_fly = run()
+    assert on_the_fly == pytest.approx(cached, rel=1e-4)
