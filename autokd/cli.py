@@ -1,19 +1,22 @@
 """The ``autokd`` command line.
 
 Only this module prints. Every user error surfaces as one line on stderr and exit code 2
-(``AutokdError``); Ctrl-C exits 130 after the library has saved what was finished; anything
-unexpected is one line too, with the traceback only under ``--debug``.
+(``AutokdError``); Ctrl-C exits 130 and SIGTERM 143 after the library has saved what was
+finished; anything unexpected is one line too, with the traceback only under ``--debug``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import math
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +305,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
         settings=search_settings(args), name=args.name, results=args.results,
         storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
-        strategy_options=_darts_options(args))
+        strategy_options=_darts_options(args), jobs=args.jobs, artifacts=args.artifacts,
+        tuner=_tuner(args))
     printer = None if args.json else _progress_line
     state: dict[str, Any] = {}
     try:
@@ -312,6 +316,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise
     _search_summary(args, outcome)
     return 0
+
+
+def _tuner(args: argparse.Namespace) -> str:
+    if args.tuner is not None and args.strategy != "nni":
+        raise ConfigError("--tuner applies to --strategy nni only")
+    return args.tuner or "tpe"
 
 
 def _darts_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -480,7 +490,8 @@ def _parser_search(sub: Any) -> None:
     g.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     g = p.add_argument_group("DARTS (--strategy darts; --budget counts DARTS runs)")
     g.add_argument("--targets", help="cost targets as fractions of the teacher's cost, one DARTS "
-                   "run each, e.g. 0.05,0.1,0.25 (default 0.05,0.1,0.25,0.5)")
+                   "run each, e.g. 0.05,0.1,0.25 (default 0.05,0.1,0.25,0.5; more runs fill the "
+                   "gaps between them)")
     g.add_argument("--target-metric", choices=("auto", "flops", "params", "latency"),
                    help="what --targets are fractions of (auto: latency with --max-latency-ms "
                         "or the latency objective, else FLOPs)")
@@ -497,6 +508,13 @@ def _parser_search(sub: Any) -> None:
     g.add_argument("--storage", help="Optuna storage URL (default SQLite in results/NAME/)")
     g.add_argument("--seed", type=int, default=0, help="sampler and training seed")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--jobs", type=_positive_int, default=1,
+                   help="local worker processes sharing the study (cores/N torch threads each)")
+    g.add_argument("--artifacts", metavar="DIR|URL",
+                   help="where the teacher is stored for workers: a shared directory, s3://BUCKET "
+                        "or gs://BUCKET (default results/NAME/artifacts)")
+    g.add_argument("--tuner", choices=("tpe", "evolution", "anneal", "random"),
+                   help="NNI tuner for --strategy nni (default tpe)")
     p.add_argument("--json", action="store_true", help="quiet; print a JSON summary at the end")
 
 
@@ -540,6 +558,32 @@ def _setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the running trial is recorded as interrupted."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut cleanup short
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (kill, systemd, Kubernetes) like Ctrl-C while a command runs.
+
+    Why: the default action kills the process at once, leaving the running trial RUNNING and a
+    temp file behind; as an exception, every ``except KeyboardInterrupt`` cleanup runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -548,15 +592,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose)
     try:
-        return _COMMANDS[args.command](args)
+        with _sigterm_as_interrupt():
+            return _COMMANDS[args.command](args)
     except AutokdError as exc:
         if args.debug:
             raise
         print(f"autokd: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("autokd: interrupted; everything finished so far is saved", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"autokd: {what}; everything finished so far is saved", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
     except Exception as exc:  # last resort: one line, traceback only with --debug
         if args.debug:
             raise

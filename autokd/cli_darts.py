@@ -1,11 +1,103 @@
-"""Subcommands added by the cli_darts feature set (see autokd.cli)."""
+"""``autokd latency-table``: measure (or show) the latency lookup table DARTS uses.
+
+The table is built automatically by the first ``search --strategy darts`` on a device; this
+command builds it ahead of time, for any device the user has (``--device cuda``), and shows
+how well it predicts whole models.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
 
-__all__ = ["add_parsers"]
+from autokd.cli import (
+    _fmt,
+    _positive_int,
+    add_data_args,
+    command,
+    data_config,
+    print_json,
+    print_kv_table,
+)
+
+__all__ = ["add_parsers", "cmd_latency_table"]
 
 
 def add_parsers(sub: Any) -> None:
-    """No subcommands yet."""
+    p = sub.add_parser("latency-table",
+                       help="measure the per-op latency table DARTS uses for a space and device")
+    p.add_argument("--space", help="cnn, cnn1d, mlp or a YAML file (default: by data kind)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="device to measure on (default cpu)")
+    add_data_args(p)  # the input shape and class count are part of each op's context
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch threads while timing, as --latency-threads of search (default 1)")
+    p.add_argument("--calibration", type=_positive_int, default=5,
+                   help="whole models per depth measured to fit and check the table (default 5)")
+    p.add_argument("--force", action="store_true", help="measure again even if cached")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _progress(json_mode: bool) -> Any:
+    """A one-line counter on a terminal (nothing in logs or with --json)."""
+    if json_mode or not sys.stderr.isatty():
+        return None
+    step = {"next": 0}
+
+    def show(done: int, total: int) -> None:
+        if done >= step["next"] or done == total:
+            print(f"\rmeasuring ops: {done}/{total}", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+            step["next"] = done + max(1, total // 20)
+
+    return show
+
+
+@command("latency-table")
+def cmd_latency_table(args: argparse.Namespace) -> int:
+    from autokd.config import CostConfig
+    from autokd.controllers.darts import space_decisions
+    from autokd.data import load_data
+    from autokd.latency_table import TableSettings, get_table, table_path
+    from autokd.models import build_student, default_family
+    from autokd.models.supernet import Supernet
+    from autokd.space import load_space
+
+    data = load_data(data_config(args))
+    space = load_space(args.space or default_family(data.input_shape))
+    build_student(space.family, {}, data.input_shape, data.num_classes)  # fits this data?
+    decisions, fixed = space_decisions(space)
+    net = Supernet(space.family, decisions, fixed, data.input_shape, data.num_classes)
+    path = table_path(net, space.name, args.device, args.threads)
+    cached = path.exists() and not args.force
+    settings = TableSettings.from_cost(CostConfig.for_search())
+    settings.calibration = args.calibration
+    table = get_table(net, space.name, args.device, args.threads, settings, rebuild=args.force,
+                      progress=_progress(args.json))
+    _report(args, table, cached)
+    return 0
+
+
+def _report(args: argparse.Namespace, table: Any, cached: bool) -> None:
+    error = table.error()
+    summary = {"path": table.path, "cached": cached, "device": table.device, "host": table.host,
+               "threads": table.threads, "space": table.space,
+               "input_shape": list(table.input_shape), "num_classes": table.num_classes,
+               "ops": len(table.entries), "build_seconds": table.build_seconds,
+               "overhead_ms": table.overhead, "error": error}
+    if args.json:
+        print_json(summary)
+        return
+    overhead = ", ".join(f"d{d}: {_fmt(v)}" for d, v in sorted(table.overhead.items()))
+    print_kv_table(f"latency table for {table.space} on {table.device}", [
+        ("file", f"{table.path}{' (cached)' if cached else ''}"),
+        ("device", f"{table.device} ({table.host}), {table.threads} thread(s)"),
+        ("context", f"input {tuple(table.input_shape)}, {table.num_classes} classes"),
+        ("ops measured", len(table.entries)),
+        ("build seconds", table.build_seconds),
+        ("overhead ms per depth", overhead),
+        ("whole-model error, mean |%| (leave-one-out)", error["mean_abs_pct"]),
+        ("whole-model error, max |%|", error["max_abs_pct"]),
+        ("calibration models", error["n"]),
+    ])

@@ -1,0 +1,462 @@
+"""Latency lookup tables, and the expected cost of a supernet under its architecture weights.
+
+Why measured latency and not FLOPs: across 12 CNNs measured here, Spearman rho(FLOPs, batch-1
+CPU latency) was 0.74 (0.95 at batch 64); FLOPs spanned 6100x while latency spanned 6.4x, and
+every conv-BN-ReLU block cost about 0.035 ms whatever its width. So a latency penalty built
+from FLOPs would chase the wrong networks. Instead every exported layer group of a space
+(``OpSpec``: a stage's convolution, its norm/activation/pool tail, the head) is timed once on
+the target device in its context (input shape, position), plus a per-depth overhead calibrated
+on whole models; the table is cached on disk per device + space under
+``cache_dir()/latency/`` and re-used (FBNet's lookup table, Wu et al. 2019).
+
+FLOPs and params per op are exact: params are counted on the built op, FLOPs follow
+``autokd.cost``'s convention (multiply-adds of convolutions and linear layers at batch 1), so
+the expected cost of a one-hot alpha equals ``count_flops`` / ``count_params`` of the derived
+student, which the tests check.
+
+Expected cost per decision = sum over candidates of softmax(alpha) x candidate cost; a part
+that depends on several decisions (a convolution on its input and output widths) takes the
+product of their probabilities, which is exact because the decisions are independent.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from autokd.config import CostConfig
+from autokd.cost import count_params, measure_latency
+from autokd.errors import ConfigError
+from autokd.models import build_student
+from autokd.models.supernet import OpSpec, Supernet, build_op
+from autokd.teachers import cache_dir
+
+__all__ = [
+    "METRICS",
+    "TableSettings",
+    "LatencyTable",
+    "CostModel",
+    "op_costs",
+    "device_tag",
+    "table_path",
+    "build_table",
+    "load_table",
+    "get_table",
+    "prediction_error",
+]
+
+logger = logging.getLogger(__name__)
+FORMAT = "autokd-latency-table"
+VERSION = 1
+METRICS = ("flops", "params", "latency_ms")
+MeasureFn = Callable[[nn.Module, tuple[int, ...]], float]
+ProgressFn = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact FLOPs and params of one op
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=65536)
+def op_costs(op: OpSpec) -> tuple[int, int]:
+    """``(flops, params)`` of one op, by ``autokd.cost``'s conventions.
+
+    FLOPs: multiply-adds of convolutions (weight elements x output positions) and linear
+    layers (weight elements) at batch 1; norms, activations and pooling count zero.
+    """
+    module = build_op(op).eval()
+    flops = 0
+
+    def hook(mod: nn.Module, _inputs: Any, out: Tensor) -> None:
+        nonlocal flops
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+            flops += mod.weight.numel() * math.prod(out.shape[2:])  # out: (1, C, *S)
+        elif isinstance(mod, nn.Linear):
+            flops += mod.weight.numel() * math.prod(out.shape[1:-1])  # out: (1, F)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, *op.in_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return flops, count_params(module)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableSettings:
+    """How ops are timed (like a search's per-trial measurement, but in passes).
+
+    Why passes and a minimum: on a shared machine other processes only ever add time, and
+    they do so in bursts; timing every op once per pass, passes apart, and keeping each op's
+    fastest pass keeps one burst from inflating a whole stretch of the table.
+    """
+
+    warmup: int = 3
+    repeats: int = 3  # timed blocks per pass; the median is taken
+    min_block_s: float = 0.005
+    passes: int = 2  # interleaved passes over all ops; the minimum is kept
+    calibration: int = 5  # whole models per depth used to fit and check the overhead
+    seed: int = 0
+
+    @classmethod
+    def from_cost(cls, cfg: CostConfig) -> TableSettings:
+        return cls(warmup=cfg.warmup, min_block_s=getattr(cfg, "min_block_s", cls.min_block_s))
+
+
+@dataclass
+class LatencyTable:
+    """Measured milliseconds per op key, a per-depth overhead, and how well they predict."""
+
+    device: str
+    host: str
+    threads: int
+    space: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    entries: dict[str, float]
+    overhead: dict[str, float] = field(default_factory=dict)  # str(depth) -> ms
+    calibration: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    build_seconds: float = 0.0
+    path: str | None = None
+
+    def latency(self, op: OpSpec) -> float:
+        """Milliseconds of one op (the per-depth overhead for ``model`` ops)."""
+        if op.kind == "model":
+            return self.overhead.get(str(op.out), 0.0)
+        try:
+            return self.entries[op.key()]
+        except KeyError:
+            raise ConfigError(f"latency table {self.path or ''} has no entry for {op.key()}; "
+                              "rebuild it with `autokd latency-table ... --force`") from None
+
+    def error(self) -> dict[str, float | int | None]:
+        """Leave-one-out error of whole-model predictions on the calibration models (%)."""
+        errors = [c["loo_error_pct"] for c in self.calibration
+                  if c.get("loo_error_pct") is not None]
+        if not errors:
+            return {"n": 0, "mean_abs_pct": None, "max_abs_pct": None}
+        absolute = [abs(e) for e in errors]
+        return {"n": len(errors), "mean_abs_pct": statistics.fmean(absolute),
+                "max_abs_pct": max(absolute)}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("path")
+        return {"format": FORMAT, "version": VERSION, **out,
+                "input_shape": list(self.input_shape), "error": self.error()}
+
+    def save(self, path: Path) -> Path:
+        """Write atomically (temp file + rename): concurrent builders never see half a table."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.path = str(path)
+        return path
+
+
+def load_table(path: str | Path) -> LatencyTable:
+    """Read a table written by ``LatencyTable.save``."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read latency table {path}: {exc}") from None
+    if raw.get("format") != FORMAT or raw.get("version") != VERSION:
+        raise ConfigError(f"{path} is not an autokd latency table (version {VERSION})")
+    keep = {k: raw[k] for k in ("device", "host", "threads", "space", "num_classes", "entries",
+                                "overhead", "calibration", "settings", "build_seconds")}
+    return LatencyTable(input_shape=tuple(raw["input_shape"]), path=str(path), **keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a table lives
+# ---------------------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"latency device {device!r} requested but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"unknown latency device {device!r}; known: cpu, cuda, auto")
+    return device
+
+
+def _host_name(device: str) -> str:
+    """What the device is: the CPU model, or the GPU's name."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_tag(device: str, threads: int) -> str:
+    """A directory name per device: ``cpu-<model hash>-t1`` (tables never mix machines)."""
+    device = _resolve_device(device)
+    digest = hashlib.sha256(_host_name(device).encode()).hexdigest()[:8]
+    return f"{device.replace(':', '')}-{digest}-t{threads}"
+
+
+def _timed_ops(net: Supernet) -> list[OpSpec]:
+    """One op per distinct latency key (``model`` ops are fitted, not timed)."""
+    ops: dict[str, OpSpec] = {}
+    for term in net.cost_terms_cached():
+        for _, found in term.entries:
+            for op in found:
+                if op.kind != "model":
+                    ops.setdefault(op.key(), op)
+    return [ops[k] for k in sorted(ops)]
+
+
+def table_path(net: Supernet, space: str, device: str = "cpu", threads: int = 1) -> Path:
+    """``cache_dir()/latency/<device tag>/<space>-<shape>-k<classes>-<ops digest>.json``."""
+    keys = "\n".join(op.key() for op in _timed_ops(net))
+    digest = hashlib.sha256(f"{net.family}\n{keys}".encode()).hexdigest()[:10]
+    shape = "x".join(map(str, net.input_shape))
+    name = f"{Path(space).stem}-{shape}-k{net.num_classes}-{digest}.json"
+    return cache_dir() / "latency" / device_tag(device, threads) / name
+
+
+# ---------------------------------------------------------------------------------------------
+# Building one
+# ---------------------------------------------------------------------------------------------
+
+
+def _default_measure(settings: TableSettings, device: str, threads: int) -> MeasureFn:
+    def measure(module: nn.Module, in_shape: tuple[int, ...]) -> float:
+        ms, _cv = measure_latency(module, in_shape, 1, warmup=settings.warmup,
+                                  repeats=settings.repeats, threads=threads, device=device,
+                                  min_block_s=settings.min_block_s)
+        return ms
+
+    return measure
+
+
+def _calibration_choices(net: Supernet, settings: TableSettings) -> list[dict[str, Any]]:
+    """``settings.calibration`` random architectures per depth (seeded)."""
+    rng = random.Random(settings.seed)
+    out = []
+    for depth in net.depths:
+        for _ in range(settings.calibration):
+            choice = {n: rng.choice(opts) for n, opts in net.decisions.items()}
+            if "depth" in net.decisions:
+                choice["depth"] = depth
+            out.append(choice)
+    return out
+
+
+def _calibrate(net: Supernet, table: LatencyTable, measure: MeasureFn,
+               settings: TableSettings) -> None:
+    """Fit the per-depth overhead (median residual of whole models) and its LOO error."""
+    rows, models = [], []
+    for choice in _calibration_choices(net, settings):
+        spec = net.spec_for(choice)
+        models.append(build_student(net.family, spec, net.input_shape, net.num_classes))
+        parts = sum(table.latency(op) for op in net.ops_for(choice) if op.kind != "model")
+        rows.append({"spec": spec, "depth": spec["depth"], "parts_ms": parts})
+    for _ in range(settings.passes):
+        for row, model in zip(rows, models):
+            ms = measure(model, net.input_shape)
+            row["measured_ms"] = min(ms, row.get("measured_ms", math.inf))
+    for depth in net.depths:
+        residuals = [r["measured_ms"] - r["parts_ms"] for r in rows if r["depth"] == depth]
+        table.overhead[str(depth)] = statistics.median(residuals) if residuals else 0.0
+    for k, row in enumerate(rows):
+        others = [r["measured_ms"] - r["parts_ms"] for j, r in enumerate(rows)
+                  if j != k and r["depth"] == row["depth"]]
+        predicted = row["parts_ms"] + (statistics.median(others) if others else 0.0)
+        row["predicted_ms"] = predicted
+        row["loo_error_pct"] = 100.0 * (predicted - row["measured_ms"]) / row["measured_ms"]
+    table.calibration = rows
+
+
+def build_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
+                settings: TableSettings | None = None, measure: MeasureFn | None = None,
+                progress: ProgressFn | None = None) -> LatencyTable:
+    """Time every op of ``net`` on ``device``, then calibrate the per-depth overhead.
+
+    Args:
+        net: The supernet whose ops are timed (its decisions define the space).
+        space: Space name, recorded and used in the file name.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        threads: torch intra-op threads while timing (as ``CostConfig.threads``).
+        settings: Timing settings (default: those of a search's per-trial measurement).
+        measure: ``fn(module, input_shape) -> ms``; default ``autokd.cost.measure_latency``.
+        progress: ``fn(done, total)`` after each op.
+    """
+    settings = settings or TableSettings()
+    device = _resolve_device(device)
+    measure = measure or _default_measure(settings, device, threads)
+    ops = _timed_ops(net)
+    t0 = time.perf_counter()
+    entries: dict[str, float] = {}
+    modules = [build_op(op) for op in ops]
+    total = len(ops) * settings.passes
+    for k, (op, module) in enumerate(itertools.cycle(zip(ops, modules)), 1):
+        if k > total:
+            break
+        ms = measure(module, op.in_shape)
+        entries[op.key()] = min(ms, entries.get(op.key(), math.inf))
+        if progress is not None:
+            progress(k, total)
+    table = LatencyTable(device, _host_name(device), threads, space, net.input_shape,
+                         net.num_classes, entries, settings=asdict(settings))
+    _calibrate(net, table, measure, settings)
+    table.build_seconds = time.perf_counter() - t0
+    logger.info("latency table: %d ops on %s in %.1f s, error %s", len(ops), device,
+                table.build_seconds, table.error())
+    return table
+
+
+def get_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
+              settings: TableSettings | None = None, rebuild: bool = False,
+              progress: ProgressFn | None = None,
+              measure: MeasureFn | None = None) -> LatencyTable:
+    """The cached table for this device + space, built (and saved) on first use."""
+    path = table_path(net, space, device, threads)
+    if path.exists() and not rebuild:
+        try:
+            return _checked(load_table(path))
+        except ConfigError as exc:
+            logger.warning("%s; measuring it again", exc)
+    logger.info("building the latency table %s (once per device and space)", path)
+    table = build_table(net, space, device, threads, settings, measure, progress)
+    table.save(path)
+    return _checked(table)
+
+
+def _checked(table: LatencyTable, tolerance_pct: float = 50.0) -> LatencyTable:
+    """Warn when the table mispredicts whole models badly (built while the machine was busy)."""
+    error = table.error()["mean_abs_pct"]
+    if error is not None and error > tolerance_pct:
+        logger.warning("latency table %s mispredicts whole models by %.0f %% on average; "
+                       "rebuild it on an idle machine: autokd latency-table --space %s --force",
+                       table.path, error, table.space)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected cost
+# ---------------------------------------------------------------------------------------------
+
+
+class CostModel:
+    """Exact per-op costs of a supernet's parts and their expectation under alpha.
+
+    Each cost term becomes one dense tensor of shape ``(n_1, ..., n_k, M)``: the cost in each
+    of ``M`` metrics for every combination of the ``k`` decisions it depends on. The expected
+    cost contracts it with those decisions' probabilities; a one-hot alpha indexes it.
+    """
+
+    def __init__(self, net: Supernet, table: LatencyTable | None = None) -> None:
+        self.net, self.table = net, table
+        self.metrics = METRICS if table is not None else METRICS[:2]
+        self.terms = [(term.decisions, self._dense(term.decisions, term.entries))
+                      for term in net.cost_terms_cached()]
+
+    def _dense(self, names: tuple[str, ...], entries: Iterable[Any]) -> Tensor:
+        shape = [len(self.net.decisions[n]) for n in names]
+        out = torch.zeros(*shape, len(self.metrics), dtype=torch.float64)
+        for idx, ops in entries:
+            out[idx] = torch.tensor([sum(self._op(op)[m] for op in ops) for m in self.metrics],
+                                    dtype=torch.float64)
+        return out
+
+    def _op(self, op: OpSpec) -> dict[str, float]:
+        flops, params = op_costs(op)
+        costs = {"flops": float(flops), "params": float(params)}
+        if self.table is not None:
+            costs["latency_ms"] = self.table.latency(op)
+        return costs
+
+    def expected(self, probs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``E[cost]`` per metric, differentiable in ``probs`` (softmax of alpha)."""
+        total = None
+        for names, dense in self.terms:
+            t = dense.to(next(iter(probs.values())).device) if probs else dense
+            for name in names:  # contract the leading decision axis each time
+                t = torch.tensordot(probs[name].to(t.dtype), t, dims=([0], [0]))
+            total = t if total is None else total + t
+        assert total is not None
+        return {m: total[j] for j, m in enumerate(self.metrics)}
+
+    def of_choice(self, choice: dict[str, Any]) -> dict[str, float]:
+        """Exact cost of one architecture (a full or active choice of decision values)."""
+        full = self.net.full_choice(choice)
+        total = torch.zeros(len(self.metrics), dtype=torch.float64)
+        for names, dense in self.terms:
+            idx = tuple(_position(self.net.decisions[n], full[n]) for n in names)
+            total += dense[idx]
+        out = {m: float(total[j]) for j, m in enumerate(self.metrics)}
+        out["flops"], out["params"] = int(out["flops"]), int(out["params"])
+        return out
+
+
+def _position(options: list[Any], value: Any) -> int:
+    for j, option in enumerate(options):
+        if option == value and type(option) is type(value):
+            return j
+    raise ConfigError(f"{value!r} is not among the options {options}")
+
+
+# ---------------------------------------------------------------------------------------------
+# How good were the predictions
+# ---------------------------------------------------------------------------------------------
+
+
+def prediction_error(trials: Iterable[Any]) -> dict[str, float | int | None]:
+    """Error of ``predicted_latency_ms`` against the measured ``latency_ms`` over trials (%).
+
+    Accepts Optuna ``FrozenTrial`` objects (their ``user_attrs``) or plain attribute dicts.
+    """
+    errors = []
+    for t in trials:
+        attrs = getattr(t, "user_attrs", t)
+        predicted, measured = attrs.get("predicted_latency_ms"), attrs.get("latency_ms")
+        if predicted is not None and measured:
+            errors.append(100.0 * (float(predicted) - float(measured)) / float(measured))
+    if not errors:
+        return {"n": 0, "mean_abs_pct": None, "median_abs_pct": None, "max_abs_pct": None,
+                "bias_pct": None}
+    absolute = [abs(e) for e in errors]
+    return {"n": len(errors), "mean_abs_pct": statistics.fmean(absolute),
+            "median_abs_pct": statistics.median(absolute), "max_abs_pct": max(absolute),
+            "bias_pct": statistics.fmean(errors)}
