@@ -75,6 +75,9 @@ class SearchSettings:
             unknown = sorted(set(self.score_weights) - set(SCORE_TERMS))
             if unknown:
                 raise ConfigError(f"unknown score term(s) {unknown}; known: {', '.join(SCORE_TERMS)}")
+            for term, weight in self.score_weights.items():  # nan/inf would make every score nan
+                if not math.isfinite(weight) or weight < 0:
+                    raise ConfigError(f"--score-weights {term} must be a number >= 0, got {weight}")
         else:
             if not self.objectives:
                 raise ConfigError("give at least one objective")

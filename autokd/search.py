@@ -22,6 +22,7 @@ import yaml
 
 from autokd.config import CostConfig, DataConfig, TrainConfig, to_dict
 from autokd.controllers.base import Budget, ProgressFn, count_done, parse_budget
+from autokd.controllers.distributed import is_storage_error
 from autokd.data import DataSplits, load_data
 from autokd.errors import ConfigError, StudyError
 from autokd.models import build_student
@@ -59,6 +60,9 @@ class SearchConfig:
     device: str = "auto"
     baseline: bool = False
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1  # local worker processes sharing the storage (autokd.workers.run_pool)
+    artifacts: str | None = None  # teacher artifact store; None: results/<name>/artifacts
+    tuner: str = "tpe"  # --strategy nni: tpe, evolution, anneal or random
 
 
 @dataclass
@@ -108,8 +112,21 @@ def _teacher(cfg: SearchConfig, data: DataSplits, paths: StudyPaths) -> tuple[Te
     teacher, cached = default_teacher(data, seed=cfg.seed, device=cfg.device)
     local = paths.root / "teacher.pt"
     if not local.exists():
-        shutil.copyfile(cached, local)
+        _atomic_copy(cached, local)
     return teacher, str(local)
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    """Copy via a temp file + rename: an interrupted copy must not leave a truncated teacher.pt
+    that a resumed search would keep (it only copies when the file is missing)."""
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _settings(cfg: SearchConfig) -> SearchSettings:
@@ -207,6 +224,9 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     study = module.open_for_search(paths.root.name, url, cfg, settings)
     _record_study(study, cfg, data, space, settings, profile, teacher_ref, budget)
     _write_config(paths, cfg, data, space, teacher_ref, budget)
+    from autokd import workers  # builds on this module, hence imported here
+
+    workers.publish_study(study, cfg, space, paths)
     requeued = recover_stale_trials(study) if cfg.storage is None else []
     outcome = SearchOutcome(study, paths, "finished", profile, budget, requeued)
     if on_ready is not None:
@@ -216,9 +236,12 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
         finalize(study, paths)
         return outcome
     objective = Objective(space, data, teacher, settings, paths, profile, strategy=cfg.strategy)
-    controller = module.make_controller(study, objective, budget, progress, cfg)
     try:
-        controller.run()
+        if cfg.jobs > 1:  # N local `autokd worker` processes; this one only shows progress
+            workers.run_pool(study, paths, url, cfg.jobs, workers.search_worker_args(cfg, paths),
+                             progress, budget, cfg.seed)
+        else:
+            workers.run_controllers(module, study, objective, budget, progress, cfg)
         if cfg.baseline:
             run_baselines(study, data, teacher, settings)
     finally:
@@ -253,9 +276,18 @@ def _kd(attrs: dict[str, Any]) -> Any:
 
 
 def finalize(study: optuna.Study, paths: StudyPaths) -> None:
-    """Write the tables and keep student weights only for the Pareto members."""
-    write_tables(study, paths)
-    keep = {t.number for t in pareto_front(study)}
+    """Write the tables and keep student weights only for the Pareto members (and trials still
+    running in other workers); skipped with a warning while the storage is unreachable, so an
+    outage error is not masked."""
+    try:
+        write_tables(study, paths)
+        keep = {t.number for t in pareto_front(study)}
+        keep |= {t.number for t in study.get_trials(deepcopy=False) if not t.state.is_finished()}
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        logger.warning("tables not written: the study's storage is unreachable")
+        return
     if not paths.students.exists():
         return
     for child in paths.students.iterdir():

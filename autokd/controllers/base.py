@@ -14,9 +14,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autokd.controllers.distributed import ask_trial, run_trial, study_lock, sweep_stale
 from autokd.errors import ConfigError, StudyError
 
 __all__ = ["Budget", "parse_budget", "Progress", "BaseController", "count_done"]
@@ -51,11 +54,12 @@ def parse_budget(text: str | int) -> Budget:
     return Budget(seconds=float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)])
 
 
-def count_done(study: optuna.Study) -> int:
+def count_done(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> int:
     """Finished trials that count towards the budget: trained (complete or pruned)."""
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if not t.user_attrs.get("infeasible"):
+    for t in study.get_trials(deepcopy=False) if trials is None else trials:
+        trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        if trained and not t.user_attrs.get("infeasible"):
             n += 1
     return n
 
@@ -81,6 +85,7 @@ class BaseController(abc.ABC):
 
     max_initial_failures = 5
     max_infeasible_factor = 50
+    poll_seconds = 2.0  # how often a waiting worker re-checks the budget
 
     def __init__(self, study: optuna.Study, budget: Budget, progress: ProgressFn | None = None) -> None:
         self.study, self.budget, self.progress = study, budget, progress
@@ -110,6 +115,34 @@ class BaseController(abc.ABC):
         if self.budget.seconds is not None:
             return time.monotonic() - self.started < self.budget.seconds
         return count_done(self.study) < (self.budget.trials or 0)
+
+    def next_trial(self) -> optuna.Trial | None:
+        """Claim a new trial while the budget has room; None once it is spent.
+
+        Why under the study lock: workers sharing the study count finished plus in-flight trials
+        and claim in one step, so the total never exceeds the budget. While others' in-flight
+        trials fill it, wait: one may fail or die and need a retry, which this worker then runs.
+        """
+        while self.budget_left():
+            with study_lock(self.study):
+                sweep_stale(self.study)
+                if self._slot_free():
+                    return ask_trial(self.study)
+            logger.info("budget filled by trials in flight elsewhere; waiting for them")
+            time.sleep(self.poll_seconds)
+        return None
+
+    def _slot_free(self) -> bool:
+        if self.budget.trials is None:
+            return True
+        trials = self.study.get_trials(deepcopy=False)  # one read: done and running agree
+        running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+        return count_done(self.study, trials) + running < self.budget.trials
+
+    def run_trial(self, trial: optuna.Trial,
+                  fn: Callable[[optuna.Trial], Any]) -> FrozenTrial | None:
+        """Evaluate and tell one claimed trial (heartbeats, pruning, failures, interrupts)."""
+        return run_trial(self.study, trial, fn)
 
     def check_failures(self) -> None:
         """Stop when every early trial failed (the same cause would fail all of them)."""

@@ -1,9 +1,10 @@
 """The default controller: Optuna samplers (TPE, NSGA-II, GP, random) and pruners.
 
-Each trial is one ``study.optimize(..., n_trials=1)`` call, so the budget is re-read from the
-storage before every trial (other workers' trials count) and Ctrl-C between trials loses
-nothing. Trials set Optuna constraints (``Trial.set_constraint``), which the TPE, NSGA-II and
-GP samplers read, so the sampler learns where the infeasible region is.
+Each trial is claimed with ``BaseController.next_trial`` (the budget is re-read from the storage
+before every trial, other workers' finished and in-flight trials count) and run with heartbeats by
+``run_trial``, so Ctrl-C or a killed worker loses nothing. Trials set Optuna constraints
+(``Trial.set_constraint``), which the TPE, NSGA-II and GP samplers read, so the sampler learns
+where the infeasible region is.
 """
 
 from __future__ import annotations
@@ -83,9 +84,8 @@ class OptunaController(BaseController):
         self.objective = objective
 
     def _run(self) -> None:
-        while self.budget_left():
-            self.study.optimize(self.objective, n_trials=1, catch=(Exception,),
-                                gc_after_trial=False, show_progress_bar=False)
+        while (trial := self.next_trial()) is not None:
+            self.run_trial(trial, self.objective)
             self._after_trial()
             self.check_failures()
 
