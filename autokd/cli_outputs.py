@@ -65,6 +65,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--formats", default="pt,torchscript,onnx",
                    help="comma-separated: pt, torchscript, onnx (default all)")
     p.add_argument("--out", help="output directory (default results/<study>/export/<trial>)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a teacher whose loading runs code when training again")
     p = sub.add_parser("evaluate", help="re-measure accuracy and latency of an exported file")
     p.add_argument("artifact", help=".pt autokd checkpoint, .torchscript.pt or .onnx file")
     add_data_args(p)
@@ -118,7 +120,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     study, paths = _open(args)
     result = export_student(study, paths, trial=args.trial, pick=args.pick, where=args.where,
                             min_retention=args.min_retention, retrain=args.retrain,
-                            epochs=args.epochs, formats=formats, out=args.out)
+                            epochs=args.epochs, formats=formats, out=args.out,
+                            trust=args.trust)
     for note in result.warnings:
         print(f"autokd: warning: {note}", file=sys.stderr)
     if args.json:

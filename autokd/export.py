@@ -351,9 +351,13 @@ def _teacher_refs(study: optuna.Study, paths: StudyPaths) -> list[str]:
     return refs
 
 
-def study_teacher(study: optuna.Study, paths: StudyPaths, data: DataSplits) -> Teacher:
-    """The search's teacher (or ensemble), checked against the recorded hash."""
-    trust = bool(_config_yaml(paths).get("trust", False))
+def study_teacher(study: optuna.Study, paths: StudyPaths, data: DataSplits, *,
+                  trust: bool = False) -> Teacher:
+    """The search's teacher (or ensemble), checked against the recorded hash.
+
+    ``trust`` comes from the caller, never from config.yaml: a study directory made by someone
+    else must not be able to switch on loading code by writing ``trust: true`` there.
+    """
     try:
         teacher = load_teachers(_teacher_refs(study, paths), trust=trust, data=data)
     except TeacherError as exc:
@@ -404,10 +408,10 @@ def cost_config(study: optuna.Study) -> CostConfig:
 
 
 def retrain(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSplits,
-            epochs: int) -> tuple[nn.Module, dict[str, Any]]:
+            epochs: int, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Train the trial's student again with its recorded recipe, seed and teacher."""
     a = t.user_attrs
-    teacher = study_teacher(study, paths, data)
+    teacher = study_teacher(study, paths, data, trust=trust)
     cfg = _train_config(study, t, epochs)
     kd = KDConfig(**(a.get("recipe") or {})).validate()
     logger.info("retraining trial %d for %d epochs", t.number, cfg.epochs)
@@ -419,7 +423,8 @@ def retrain(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSp
 
 
 def student_model(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSplits,
-                  retrain_it: bool, epochs: int | None) -> tuple[nn.Module, dict[str, Any]]:
+                  retrain_it: bool, epochs: int | None, *,
+                  trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The kept weights; else a student trained again.
 
     ``retrain_it`` trains for ``epochs`` (default ``RETRAIN_FACTOR`` x the search's epochs).
@@ -432,7 +437,8 @@ def student_model(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: 
         return model, {"how": "reused", "checkpoint": ckpt,
                        "epochs": t.user_attrs.get("epochs_run")}
     factor = RETRAIN_FACTOR if retrain_it else 1
-    model, info = retrain(study, paths, t, data, epochs or factor * search_epochs(study, t))
+    model, info = retrain(study, paths, t, data, epochs or factor * search_epochs(study, t),
+                          trust=trust)
     info["reason"] = "--retrain" if retrain_it else "the search kept no weights for this trial"
     return model, info
 
@@ -836,7 +842,7 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
                    pick: str | None = None, where: str | None = None,
                    min_retention: float = 0.95, retrain: bool = False, epochs: int | None = None,
                    formats: tuple[str, ...] | list[str] | str = FORMATS,
-                   out: str | Path | None = None) -> ExportResult:
+                   out: str | Path | None = None, trust: bool = False) -> ExportResult:
     """Pick, (re)obtain, measure, export, verify and publish one student.
 
     Args:
@@ -849,6 +855,8 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
             the search's epochs, which reproduces the trial).
         formats: Any of ``pt``, ``torchscript``, ``onnx``.
         out: Output directory (default ``results/<study>/export/<trial>``).
+        trust: Allow a teacher whose loading runs code when the student is trained again
+            (``--trust``; what the study's config.yaml says is not enough).
 
     Raises:
         ConfigError, ExportError: Bad selection or output; a failed export writes nothing.
@@ -860,7 +868,7 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
     parent_existed = target.parent.exists()
     staging = _staging(target)
     try:
-        ex = _prepare(study, paths, t, selection, retrain, epochs)
+        ex = _prepare(study, paths, t, selection, retrain, epochs, trust)
         card = _produce(ex, staging, formats)
         _publish(staging, target)
     finally:
@@ -875,9 +883,9 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
 
 
 def _prepare(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, selection: str,
-             retrain_it: bool, epochs: int | None) -> _Export:
+             retrain_it: bool, epochs: int | None, trust: bool = False) -> _Export:
     data = study_data(study, paths)
-    model, weights = student_model(study, paths, t, data, retrain_it, epochs)
+    model, weights = student_model(study, paths, t, data, retrain_it, epochs, trust=trust)
     model = model.cpu().eval()
     ex = _Export(study, paths, t, selection, data, model, weights)
     ex.metrics = test_metrics(model, data)

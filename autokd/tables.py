@@ -27,7 +27,8 @@ def spec_summary(spec: Any) -> str:
         spec = json.loads(spec)
     if not isinstance(spec, dict):
         return ""
-    widths = "/".join(str(w) for w in spec.get("widths", []))
+    widths = spec.get("widths", [])
+    widths = "/".join(map(str, widths)) if isinstance(widths, list) else str(widths)  # 8 == [8]*d
     parts = [f"d{spec.get('depth')}", f"w{widths}" if widths else "", ]
     for key, prefix in (("kernel", "k"), ("pool", ""), ("activation", "")):
         value = spec.get(key)
