@@ -244,7 +244,7 @@ def _is_writable(folder: Path) -> bool:
 @command("distill")
 def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
-    from autokd.models import default_family, parse_student_arg
+    from autokd.models import build_student, default_family, parse_student_arg
     from autokd.pipeline import run_distillation, scratch_recipe
 
     data = load_data(data_config(args))
@@ -252,10 +252,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
                     else (default_family(data.input_shape), {"depth": 2, "widths": [8, 16]}))
     kd = kd_config(args)
     kd = scratch_recipe(kd) if args.scratch else kd
+    train_cfg = train_config(args)  # bad options and students fail before a teacher is trained
+    build_student(family, spec, data.input_shape, data.num_classes)
     if args.out:
         _check_writable(Path(args.out))
     teacher, teacher_ref = resolve_teacher(args, data)
-    run = run_distillation(data, teacher, family, spec, kd, train_config(args))
+    run = run_distillation(data, teacher, family, spec, kd, train_cfg)
     metrics = run.metrics()
     if args.out:
         from autokd.teachers import save_checkpoint

@@ -216,12 +216,13 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     settings = _settings(cfg)
     module = _controller_module(cfg.strategy)
     data, space, paths = prepare(cfg)
+    # the storage and the strategy's options (sampler, pruner, ...) fail before the teacher work
+    url = storage_url(paths, cfg.storage)
+    study = module.open_for_search(paths.root.name, url, cfg, settings)
     teacher, teacher_ref = _teacher(cfg, data, paths)
     full = dataclasses.replace(CostConfig(), latency=settings.cost.latency,
                                batch_size=settings.cost.batch_size, threads=settings.cost.threads)
     profile = teacher_profile(teacher, data, full)  # measured once, with full timing
-    url = storage_url(paths, cfg.storage)
-    study = module.open_for_search(paths.root.name, url, cfg, settings)
     _record_study(study, cfg, data, space, settings, profile, teacher_ref, budget)
     _write_config(paths, cfg, data, space, teacher_ref, budget)
     from autokd import workers  # builds on this module, hence imported here

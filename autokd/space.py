@@ -349,12 +349,14 @@ class _Parser:
         self._check_arch(params)
 
     def _check_arch(self, params: list[Param]) -> None:
-        """Every discrete architecture value must be one the family can build."""
+        """Every discrete architecture value, and both ends of a range, must be one the family
+        can build (``depth: {int: [1, 100000]}`` would otherwise sample 100000 widths)."""
         family = self.family
         for p in params:
-            if p.group != "architecture" or p.kind in ("int", "float"):
+            if p.group != "architecture":
                 continue
-            values = [p.value] if p.kind == "fixed" else list(p.choices)
+            values = ([p.value] if p.kind == "fixed" else [p.low, p.high]
+                      if p.kind in ("int", "float") else list(p.choices))
             for v in values:
                 spec = {p.name: [v] if p.per_stage else v}
                 if p.name != "depth":
@@ -420,7 +422,10 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise SpaceError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]  # one line
+        raise SpaceError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:  # the parser recurses per level: [[[[...]]]] thousands deep
+        raise SpaceError(f"{path}: invalid YAML: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceError(f"cannot read {path}: {exc}") from None
     return SearchSpace.from_dict(raw, str(path))

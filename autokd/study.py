@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_RESULTS = Path("results")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _CRED = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*)(:(?P<pw>[^@/]*))?@", re.I)
+# libpq and SQLAlchemy also take secrets as query parameters: ...db?password=secret
+_CRED_QUERY = re.compile(r"(?P<key>[?&;](password|passwd|pwd|secret|token|sslpassword"
+                         r"|access_key|secret_key|api_key)=)[^&;#\s]*", re.I)
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,10 @@ def study_paths(name: str, results: str | Path | None = None) -> StudyPaths:
 
 
 def redact_url(url: str) -> str:
-    """Hide credentials: ``postgresql://user:secret@host/db`` -> ``postgresql://***@host/db``."""
-    return _CRED.sub(lambda m: f"{m.group('scheme')}***@", url)
+    """Hide credentials: ``postgresql://user:secret@host/db`` -> ``postgresql://***@host/db``,
+    ``...db?password=secret`` -> ``...db?password=***``."""
+    url = _CRED.sub(lambda m: f"{m.group('scheme')}***@", url)
+    return _CRED_QUERY.sub(lambda m: f"{m.group('key')}***", url)
 
 
 def storage_url(paths: StudyPaths, url: str | None) -> str:

@@ -249,7 +249,9 @@ def _torch_load(path: Path, trust: bool) -> Any:
         raise TeacherError(f"teacher file not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc):  # not a pickle at all (e.g. text): no --trust hint
+            raise _unreadable(path, pickle.UnpicklingError("unknown pickle opcode")) from None
         if not trust:
             raise TeacherError(f"{path} holds pickled Python objects that could run code; "
                                "refusing to load it without --trust") from None
