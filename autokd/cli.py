@@ -338,7 +338,7 @@ def _darts_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def search_settings(args: argparse.Namespace) -> Any:
-    from autokd.config import CostConfig
+    from autokd.config import CostConfig, TrainConfig
     from autokd.objective import SearchSettings
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -347,6 +347,7 @@ def search_settings(args: argparse.Namespace) -> Any:
         objectives=objectives, score=args.score, score_weights=weights,
         max_flops=args.max_flops, max_params=args.max_params, max_bytes=args.max_bytes,
         max_latency_ms=args.max_latency_ms, epochs=args.epochs,
+        train=TrainConfig(threads=args.threads),
         cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
                                    threads=args.latency_threads),
         pareto_pruning=not args.no_early_stop).validate()
@@ -481,6 +482,9 @@ def _parser_search(sub: Any) -> None:
     g.add_argument("--max-bytes", type=float, help="hard limit on serialized bytes")
     g.add_argument("--max-latency-ms", type=float, help="hard limit on batch-1 latency (ms)")
     g.add_argument("--epochs", type=_positive_int, help="override the space's epochs per trial")
+    g.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch CPU threads per trial (default 1: small students gain nothing "
+                        "from more, and spinning threads slow down a busy machine)")
     g.add_argument("--no-early-stop", action="store_true",
                    help="disable the Pareto early-stopping rule")
     g.add_argument("--baseline", action="store_true",

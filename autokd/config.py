@@ -81,6 +81,8 @@ class TrainConfig:
             f"unknown scheduler {self.scheduler!r}; known: constant, cosine",
         )
         _check(self.device in ("auto", "cpu", "cuda"), f"unknown device {self.device!r}; known: auto, cpu, cuda")
+        _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
+               "threads must be a positive integer")
         return self
 
 @dataclass

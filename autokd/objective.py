@@ -64,7 +64,7 @@ class SearchSettings:
     max_params: float | None = None
     max_bytes: float | None = None
     max_latency_ms: float | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(threads=1))
     cost: CostConfig = field(default_factory=CostConfig.for_search)
     pareto_pruning: bool = True
     keep_weights: bool = True
