@@ -28,7 +28,6 @@ import re
 import shutil
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,7 +50,8 @@ from autokd.pareto import usable_trials
 from autokd.pipeline import compare, run_distillation
 from autokd.report import storage_label
 from autokd.study import StudyPaths, redact_url
-from autokd.teachers import Teacher, load_checkpoint, load_teachers, save_checkpoint
+from autokd.teachers import (Teacher, is_torchscript, load_checkpoint, load_teachers,
+                             save_checkpoint)
 
 __all__ = [
     "ARTIFACT_NAMES",
@@ -532,14 +532,6 @@ class OnnxModule(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])  # (B, K)
 
 
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def artifact_format(path: Path) -> str:
     """``onnx``, ``torchscript`` or ``pt`` (an autokd checkpoint), by suffix and content."""
     suffix = path.suffix.lower()
@@ -548,7 +540,7 @@ def artifact_format(path: Path) -> str:
     if suffix not in (".pt", ".pth"):
         raise ExportError(f"{path.name}: unknown artifact type; expected a .pt autokd "
                           "checkpoint, a .torchscript.pt file or an .onnx file")
-    return "torchscript" if _is_torchscript(path) else "pt"
+    return "torchscript" if is_torchscript(path) else "pt"
 
 
 def _runner(path: Path, fmt: str, threads: int = 1) -> nn.Module:

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 import yaml
 
+from autokd._io import atomic_write
 from autokd.config import CostConfig, DataConfig, TrainConfig, to_dict
 from autokd.controllers.base import Budget, ProgressFn, count_done, parse_budget
 from autokd.controllers.distributed import is_storage_error
@@ -30,7 +31,7 @@ from autokd.objective import Objective, SearchSettings
 from autokd.pareto import pareto_front
 from autokd.pipeline import run_distillation, scratch_recipe, teacher_profile
 from autokd.space import SearchSpace, load_space
-from autokd.study import (StudyPaths, atomic_write_text, open_study, recover_stale_trials,
+from autokd.study import (StudyPaths, atomic_write_text, recover_stale_trials,
                           redact_url, storage_url, study_paths)
 from autokd.tables import write_tables
 from autokd.teachers import Teacher, default_teacher, load_teachers
@@ -117,16 +118,9 @@ def _teacher(cfg: SearchConfig, data: DataSplits, paths: StudyPaths) -> tuple[Te
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    """Copy via a temp file + rename: an interrupted copy must not leave a truncated teacher.pt
-    that a resumed search would keep (it only copies when the file is missing)."""
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """An interrupted copy must not leave a truncated teacher.pt that a resumed search would
+    keep (it only copies when the file is missing)."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _settings(cfg: SearchConfig) -> SearchSettings:

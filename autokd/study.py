@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from autokd._io import atomic_write
 from autokd.errors import StudyError
 
 __all__ = [
@@ -285,15 +285,4 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file + rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -17,7 +17,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autokd._io import atomic_write
 from autokd.config import KDConfig, TrainConfig
 from autokd.data import DataSplits
 from autokd.distill.hooks import FeatureHooks
@@ -45,6 +45,7 @@ __all__ = [
     "default_teacher",
     "teacher_metrics",
     "cache_dir",
+    "is_torchscript",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,15 +201,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -269,7 +262,8 @@ def _unreadable(path: Path, exc: BaseException) -> TeacherError:
 
 
 # -- loading teachers ----------------------------------------------------------------------
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive has a code/ folder; a torch.save zip does not."""
     try:
         with zipfile.ZipFile(path) as zf:
             return any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
@@ -285,7 +279,7 @@ def _from_file(path: Path, trust: bool, data: DataSplits | None) -> _Member:
     digest = file_hash(path)
     if path.suffix in (".joblib", ".pkl", ".pickle"):
         return _sklearn_member(path, trust, digest, data)
-    if _is_torchscript(path):
+    if is_torchscript(path):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
