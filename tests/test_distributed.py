@@ -33,14 +33,9 @@ from autokd.errors import StudyError
 from autokd.search import SearchConfig, run_search
 from autokd.study import StudyPaths, open_study
 from autokd.workers import SEARCH_CONFIG_ATTR, WorkerOptions, run_worker, worker_threads
+from tests._helpers import TINY_SPACE
 
-TINY = {
-    "family": "cnn",
-    "architecture": {"depth": {"int": [1, 2]},
-                     "widths": {"choice": [4, 8, 16], "per_stage": "depth"}},
-    "distillation": {"temperature": {"float": [2.0, 6.0]}, "alpha": {"float": [0.5, 1.0]}},
-    "training": {"lr": 0.005, "epochs": 3},
-}
+TINY = TINY_SPACE
 PG = os.environ.get("AUTOKD_TEST_POSTGRES")
 PG_CTL = os.environ.get("AUTOKD_TEST_PG_CTL")
 needs_pg = pytest.mark.skipif(not PG, reason="AUTOKD_TEST_POSTGRES is not set (.ci/postgres.sh "

@@ -18,7 +18,6 @@ import torch
 
 import autokd
 from autokd.cli import main
-from autokd.config import CostConfig, KDConfig, TrainConfig
 from autokd.data import load_data
 from autokd.errors import ConfigError, ExportError
 from autokd.export import (
@@ -31,10 +30,8 @@ from autokd.export import (
     sha256_file,
     where_matches,
 )
-from autokd.pipeline import run_distillation
-from autokd.search import search
 from autokd.study import StudyPaths, find_study
-from autokd.teachers import save_checkpoint
+from tests._helpers import quick_study
 
 TINY_SPACE = """
 family: cnn
@@ -61,15 +58,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, StudyP
     root = tmp_path_factory.mktemp("export")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOKD_CACHE", str(root / "cache"))
-        data = load_data("digits")
-        run = run_distillation(data, None, "cnn", {"depth": 1, "widths": [16]},
-                               KDConfig(soft_loss="none", alpha=0.0), TrainConfig(epochs=3),
-                               CostConfig(latency=False))
-        teacher = save_checkpoint(run.model, root / "teacher.pt", data=data.describe())
-        (root / "tiny.yaml").write_text(TINY_SPACE)
-        study = search(dataset="digits", budget=3, teacher=[str(teacher)], name="tiny",
-                       space=str(root / "tiny.yaml"), results=str(root / "results"), seed=0,
-                       device="cpu", cost=CostConfig(warmup=1, repeats=3))
+        study = quick_study(root, "tiny", TINY_SPACE, budget=3, seed=0)
     return study, StudyPaths(root / "results" / "tiny")
 
 

@@ -18,7 +18,6 @@ import errno
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from autokd.export import check_card
 from autokd.pipeline import run_distillation
 from autokd.report import build_report
 from autokd.study import StudyPaths, storage_url
+from tests._helpers import count_complete
 
 SPACE = """
 family: cnn
@@ -172,16 +172,6 @@ def test_signal_mid_trial_keeps_finished_trials_and_resumes(
     assert retries[0].state == TrialState.COMPLETE
 
 
-def _complete(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db) as con:
-        try:
-            return con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-
-
 @pytest.mark.slow
 def test_sigterm_to_a_real_search_process(files: dict[str, Path], tmp_path: Path) -> None:
     """The real signal path: kill(1) / systemd / Kubernetes send SIGTERM, then wait."""
@@ -190,7 +180,7 @@ def test_sigterm_to_a_real_search_process(files: dict[str, Path], tmp_path: Path
     cmd = [sys.executable, "-m", "autokd", *argv]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while _complete(results / "r" / "study.db") < 1 and proc.poll() is None:
+    while count_complete(results / "r" / "study.db") < 1 and proc.poll() is None:
         assert time.time() < deadline, "no trial finished in time"
         time.sleep(0.1)
     time.sleep(0.2)  # the next trial is training now (each takes seconds)

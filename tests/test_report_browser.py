@@ -20,13 +20,9 @@ from typing import Any
 
 import pytest
 
-from autokd.config import CostConfig, KDConfig, TrainConfig
-from autokd.data import load_data
-from autokd.pipeline import run_distillation
 from autokd.report import build_report
-from autokd.search import search
 from autokd.study import StudyPaths
-from autokd.teachers import save_checkpoint
+from tests._helpers import quick_study
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)
@@ -54,15 +50,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyPaths, dict[s
     root = tmp_path_factory.mktemp("browser")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOKD_CACHE", str(root / "cache"))
-        data = load_data("digits")
-        run = run_distillation(data, None, "cnn", {"depth": 1, "widths": [16]},
-                               KDConfig(soft_loss="none", alpha=0.0), TrainConfig(epochs=3),
-                               CostConfig(latency=False))
-        teacher = save_checkpoint(run.model, root / "teacher.pt", data=data.describe())
-        (root / "tiny.yaml").write_text(TINY_SPACE)
-        study = search(dataset="digits", budget=4, teacher=[str(teacher)], name="browser",
-                       space=str(root / "tiny.yaml"), results=str(root / "results"), seed=1,
-                       device="cpu", cost=CostConfig(warmup=1, repeats=3))
+        study = quick_study(root, "browser", TINY_SPACE, budget=4, seed=1)
     paths = StudyPaths(root / "results" / "browser")
     return paths, build_report(study, paths)
 

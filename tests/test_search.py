@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,14 +23,9 @@ from autokd.objective import Objective, ParetoStopper, SearchSettings
 from autokd.pareto import pareto_front
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace
+from tests._helpers import TINY_SPACE, count_complete
 
-TINY = {
-    "family": "cnn",
-    "architecture": {"depth": {"int": [1, 2]},
-                     "widths": {"choice": [4, 8, 16], "per_stage": "depth"}},
-    "distillation": {"temperature": {"float": [2.0, 6.0]}, "alpha": {"float": [0.5, 1.0]}},
-    "training": {"lr": 0.005, "epochs": 3},
-}
+TINY = TINY_SPACE
 FIXED = {"depth": 2, "widths_0": 8, "widths_1": 16, "temperature": 4.0, "alpha": 0.9}
 NO_LAT = CostConfig(latency=False)
 
@@ -182,22 +176,12 @@ def _cli(tmp_path: Path, budget: int) -> list[str]:
             "--no-latency", "--device", "cpu", "--epochs", "40"]
 
 
-def _complete(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db) as con:
-        try:
-            return con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-
-
 def _run_until(tmp_path: Path, budget: int, n_complete: int, sig: int) -> subprocess.Popen:
     db = tmp_path / "results" / "k" / "study.db"
     proc = subprocess.Popen(_cli(tmp_path, budget), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     deadline = time.time() + 120
-    while _complete(db) < n_complete and time.time() < deadline and proc.poll() is None:
+    while count_complete(db) < n_complete and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)  # let the next trial start training
     proc.send_signal(sig)
