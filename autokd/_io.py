@@ -1,8 +1,8 @@
-"""Atomic file writes, shared by every module that publishes a file.
+"""File helpers every layer shares: atomic writes and the cache location.
 
-Why: a crash, Ctrl-C or full disk must never leave a half-written teacher, table or report in
-place; writing to a temp file in the same folder and renaming it makes each file appear whole
-or not at all.
+Why atomic writes: a crash, Ctrl-C or full disk must never leave a half-written teacher, table
+or report in place; writing to a temp file in the same folder and renaming it makes each file
+appear whole or not at all.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "cache_dir"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -31,3 +31,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def cache_dir() -> Path:
+    """Where autokd caches teachers, teacher outputs and latency tables (``AUTOKD_CACHE``)."""
+    root = os.environ.get("AUTOKD_CACHE") or Path.home() / ".cache" / "autokd"
+    return Path(root)

@@ -120,26 +120,33 @@ def add_teacher_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_kd_args(p: argparse.ArgumentParser) -> None:
-    from autokd import config as c
+    """Recipe flags; every choice list comes from the registries of ``autokd.distill``."""
+    from autokd import distill as d
 
     g = p.add_argument_group("distillation recipe")
-    g.add_argument("--loss", dest="soft_loss", default="kl", choices=c.SOFT_LOSSES,
+    g.add_argument("--loss", dest="soft_loss", default="kl",
+                   choices=[*d.names_of_kind("soft"), "none"],
                    help="soft loss: KL with T^2, MSE or cosine on logits (default kl)")
     g.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T (default 4)")
-    g.add_argument("--t-schedule", default="constant", choices=c.T_SCHEDULES,
+    g.add_argument("--t-schedule", default="constant", choices=d.SCHEDULES.names(),
                    help="temperature schedule (default constant)")
     g.add_argument("--t-decay", type=float, default=3.0, help="decay rate of the exp schedule")
     g.add_argument("--alpha", type=float, default=0.9, help="weight of the soft term (default 0.9)")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="epsilon of the hard term")
     g.add_argument("--hint-weight", type=float, default=0.0, help="FitNet feature-hint weight")
-    g.add_argument("--hint-mapping", default="uniform", choices=c.MAPPINGS,
+    g.add_argument("--hint-mapping", default="uniform", choices=d.hint_mappings(),
                    help="student->teacher layer mapping for hints")
-    g.add_argument("--relation", default="none", choices=c.RELATIONS, help="relation KD kind")
+    g.add_argument("--relation", default="none", choices=["none", *d.names_of_kind("relation")],
+                   help="relation KD kind")
     g.add_argument("--relation-weight", type=float, default=0.0, help="relation KD weight")
     g.add_argument("--attention-weight", type=float, default=0.0, help="attention-transfer weight")
-    g.add_argument("--importance", default="none", choices=c.IMPORTANCE,
+    g.add_argument("--terms", metavar="NAME=W,...",
+                   help="the recipe as weighted KD terms, e.g. kl=0.9,ce=0.1,fitnet=0.5 "
+                        f"(known: {', '.join(d.TERMS.names())}); replaces --loss, --alpha, "
+                        "--hint-weight, --relation, --relation-weight and --attention-weight")
+    g.add_argument("--importance", default="none", choices=d.IMPORTANCE.names(),
                    help="per-sample importance weights")
-    g.add_argument("--teacher-weighting", default="mean", choices=c.TEACHER_WEIGHTING,
+    g.add_argument("--teacher-weighting", default="mean", choices=d.TEACHER_WEIGHTINGS.names(),
                    help="how an ensemble's teachers are combined")
 
 
@@ -163,12 +170,35 @@ def data_config(args: argparse.Namespace) -> Any:
 
 
 def kd_config(args: argparse.Namespace) -> Any:
-    from autokd.config import KDConfig
+    """The recipe of the KD flags; ``--terms`` excludes the shorthand flags it replaces."""
+    import dataclasses
 
-    keys = ("soft_loss", "temperature", "t_schedule", "t_decay", "alpha", "label_smoothing",
-            "hint_weight", "hint_mapping", "relation", "relation_weight", "attention_weight",
-            "importance", "teacher_weighting")
-    return KDConfig(**{k: getattr(args, k) for k in keys}).validate()
+    from autokd.distill import SHORTHAND, KDConfig
+
+    keys = [f.name for f in dataclasses.fields(KDConfig) if f.name != "terms"]
+    values = {k: getattr(args, k) for k in keys}
+    if args.terms is not None:
+        given = [k for k in SHORTHAND if values[k] != getattr(KDConfig, k)]
+        if given:
+            flags = ", ".join("--" + ("loss" if k == "soft_loss" else k.replace("_", "-"))
+                              for k in given)
+            raise ConfigError(f"--terms replaces {flags}; give one or the other")
+        values["terms"] = weights_arg("--terms", args.terms, "kl=0.9")
+    return KDConfig(**values).validate()
+
+
+def weights_arg(flag: str, text: str, example: str) -> dict[str, float]:
+    """``"kl=0.9,ce=0.1"`` -> ``{"kl": 0.9, "ce": 0.1}`` (one clear error otherwise)."""
+    out = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"bad {flag} item {item!r}; expected e.g. {example}") from None
+        if not eq:
+            raise ConfigError(f"bad {flag} item {item!r}; expected e.g. {example}")
+    return out
 
 
 def train_config(args: argparse.Namespace) -> Any:
@@ -245,13 +275,13 @@ def _is_writable(folder: Path) -> bool:
 def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
     from autokd.models import build_student, default_family, parse_student_arg
-    from autokd.pipeline import run_distillation, scratch_recipe
+    from autokd.pipeline import run_distillation
 
     data = load_data(data_config(args))
     family, spec = (parse_student_arg(args.student) if args.student
                     else (default_family(data.input_shape), {"depth": 2, "widths": [8, 16]}))
     kd = kd_config(args)
-    kd = scratch_recipe(kd) if args.scratch else kd
+    kd = kd.scratch() if args.scratch else kd
     train_cfg = train_config(args)  # bad options and students fail before a teacher is trained
     build_student(family, spec, data.input_shape, data.num_classes)
     if args.out:
@@ -342,7 +372,7 @@ def search_settings(args: argparse.Namespace) -> Any:
     from autokd.objective import SearchSettings
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    weights = _score_weights(args.score_weights)
+    weights = weights_arg("--score-weights", args.score_weights, "flops=0.1")
     return SearchSettings(
         objectives=objectives, score=args.score, score_weights=weights,
         max_flops=args.max_flops, max_params=args.max_params, max_bytes=args.max_bytes,
@@ -351,19 +381,6 @@ def search_settings(args: argparse.Namespace) -> Any:
         cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
                                    threads=args.latency_threads),
         pareto_pruning=not args.no_early_stop).validate()
-
-
-def _score_weights(text: str) -> dict[str, float]:
-    out = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, eq, value = item.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"bad --score-weights item {item!r}; expected e.g. flops=0.1") from None
-        if not eq:
-            raise ConfigError(f"bad --score-weights item {item!r}; expected e.g. flops=0.1")
-    return out
 
 
 def _progress_line(p: Any) -> None:

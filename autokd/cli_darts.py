@@ -57,18 +57,18 @@ def _progress(json_mode: bool) -> Any:
 @command("latency-table")
 def cmd_latency_table(args: argparse.Namespace) -> int:
     from autokd.config import CostConfig
-    from autokd.controllers.darts import space_decisions
+    from autokd.nas import space_decisions
     from autokd.data import load_data
     from autokd.latency_table import TableSettings, get_table, table_path
     from autokd.models import build_student, default_family
-    from autokd.models.supernet import Supernet
+    from autokd.models.supernet import build_supernet
     from autokd.space import load_space
 
     data = load_data(data_config(args))
     space = load_space(args.space or default_family(data.input_shape))
     build_student(space.family, {}, data.input_shape, data.num_classes)  # fits this data?
     decisions, fixed = space_decisions(space)
-    net = Supernet(space.family, decisions, fixed, data.input_shape, data.num_classes)
+    net = build_supernet(space.family, decisions, fixed, data.input_shape, data.num_classes)
     path = table_path(net, space.name, args.device, args.threads)
     cached = path.exists() and not args.force
     settings = TableSettings.from_cost(CostConfig.for_search())

@@ -1,8 +1,9 @@
-"""Typed configuration for data, training, distillation and cost measurement.
+"""Typed configuration for data, training and cost measurement.
 
 Why dataclasses: every stage takes a plain, typed, printable object; YAML and the CLI only
 fill these in, so validation lives in one place (``validate``) and tests can build configs
-directly without going through any parser.
+directly without going through any parser. The distillation recipe (``KDConfig``) lives in
+``autokd.distill.recipe``, next to the registry of terms it is validated against.
 """
 
 from __future__ import annotations
@@ -14,14 +15,7 @@ from typing import Any
 
 from autokd.errors import ConfigError
 
-__all__ = ["DataConfig", "TrainConfig", "KDConfig", "CostConfig", "to_dict", "from_dict"]
-
-SOFT_LOSSES = ("kl", "mse", "cosine", "none")
-T_SCHEDULES = ("constant", "exp", "linear")
-MAPPINGS = ("uniform", "bottom_up", "top_down", "learned")
-RELATIONS = ("none", "rkd", "gram")
-IMPORTANCE = ("none", "entropy", "student_loss")
-TEACHER_WEIGHTING = ("mean", "confidence")
+__all__ = ["DataConfig", "TrainConfig", "CostConfig", "to_dict", "from_dict"]
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
@@ -84,52 +78,6 @@ class TrainConfig:
         _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
                "threads must be a positive integer")
         return self
-
-@dataclass
-class KDConfig:
-    """The distillation recipe (DESIGN.md §2). ``soft_loss='none'`` with alpha=0 is scratch."""
-
-    soft_loss: str = "kl"
-    temperature: float = 4.0
-    t_schedule: str = "constant"
-    t_decay: float = 3.0  # lambda of exp schedule, per unit of training progress
-    alpha: float = 0.9
-    label_smoothing: float = 0.0
-    hint_weight: float = 0.0
-    hint_mapping: str = "uniform"
-    relation: str = "none"
-    relation_weight: float = 0.0
-    attention_weight: float = 0.0
-    importance: str = "none"
-    teacher_weighting: str = "mean"
-
-    def validate(self) -> KDConfig:
-        for name, value, known in (
-            ("soft_loss", self.soft_loss, SOFT_LOSSES),
-            ("t_schedule", self.t_schedule, T_SCHEDULES),
-            ("hint_mapping", self.hint_mapping, MAPPINGS),
-            ("relation", self.relation, RELATIONS),
-            ("importance", self.importance, IMPORTANCE),
-            ("teacher_weighting", self.teacher_weighting, TEACHER_WEIGHTING),
-        ):
-            _check(value in known, f"unknown {name} {value!r}; known: {', '.join(known)}")
-        _finite("temperature", self.temperature, 0.05, 100.0)
-        _finite("t_decay", self.t_decay, 0.0, 100.0)
-        _finite("alpha", self.alpha, 0.0, 1.0)
-        _finite("label_smoothing", self.label_smoothing, 0.0, 0.99)
-        for name in ("hint_weight", "relation_weight", "attention_weight"):
-            _finite(name, getattr(self, name), 0.0, 1e4)
-        return self
-
-    @property
-    def uses_teacher(self) -> bool:
-        return (self.soft_loss != "none" and self.alpha > 0) or self.needs_features
-
-    @property
-    def needs_features(self) -> bool:
-        """Feature-level losses need the teacher's intermediate activations on the fly."""
-        rel = self.relation != "none" and self.relation_weight > 0
-        return self.hint_weight > 0 or self.attention_weight > 0 or rel
 
 @dataclass
 class CostConfig:

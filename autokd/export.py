@@ -41,7 +41,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from autokd.config import CostConfig, DataConfig, KDConfig, TrainConfig, from_dict
+from autokd.config import CostConfig, DataConfig, TrainConfig, from_dict
+from autokd.distill import KDConfig
 from autokd.cost import measure_cost, measure_latency
 from autokd.data import DataSplits, load_data
 from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError

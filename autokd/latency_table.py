@@ -41,12 +41,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from autokd._io import cache_dir
 from autokd.config import CostConfig
-from autokd.cost import count_params, measure_latency
+from autokd.cost import count_flops, count_params, measure_latency
 from autokd.errors import ConfigError
 from autokd.models import build_student
 from autokd.models.supernet import OpSpec, Supernet, build_op
-from autokd.teachers import cache_dir
 
 __all__ = [
     "METRICS",
@@ -77,29 +77,13 @@ ProgressFn = Callable[[int, int], None]
 
 @functools.lru_cache(maxsize=65536)
 def op_costs(op: OpSpec) -> tuple[int, int]:
-    """``(flops, params)`` of one op, by ``autokd.cost``'s conventions.
+    """``(flops, params)`` of one op, counted by ``autokd.cost`` like any whole model.
 
-    FLOPs: multiply-adds of convolutions (weight elements x output positions) and linear
-    layers (weight elements) at batch 1; norms, activations and pooling count zero.
+    Why the same counter: the expected cost of a one-hot alpha must equal the derived student's
+    ``count_flops``, whatever ops a family's blocks use.
     """
     module = build_op(op).eval()
-    flops = 0
-
-    def hook(mod: nn.Module, _inputs: Any, out: Tensor) -> None:
-        nonlocal flops
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
-            flops += mod.weight.numel() * math.prod(out.shape[2:])  # out: (1, C, *S)
-        elif isinstance(mod, nn.Linear):
-            flops += mod.weight.numel() * math.prod(out.shape[1:-1])  # out: (1, F)
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()]
-    try:
-        with torch.no_grad():
-            module(torch.zeros(1, *op.in_shape))
-    finally:
-        for h in handles:
-            h.remove()
-    return flops, count_params(module)
+    return count_flops(module, op.in_shape), count_params(module)
 
 
 # ---------------------------------------------------------------------------------------------

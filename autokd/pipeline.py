@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from autokd.config import CostConfig, KDConfig, TrainConfig
+from autokd.config import CostConfig, TrainConfig
+from autokd.distill import KDConfig
 from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.models import build_student
@@ -25,7 +26,6 @@ __all__ = [
     "build_seeded",
     "run_distillation",
     "compare",
-    "scratch_recipe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -130,9 +130,4 @@ def run_distillation(data: DataSplits, teacher: Teacher | None, family: str, spe
     cost = cost or measure_cost(student, data.input_shape, cost_cfg or CostConfig())
     profile = teacher_profile(teacher, data, cost_cfg) if teacher is not None else {}
     return RunResult(family, dict(student.spec), kd, result, cost, profile)
-
-
-def scratch_recipe(kd: KDConfig) -> KDConfig:
-    """The same recipe with every teacher term switched off (the KD-gain comparison)."""
-    return KDConfig(soft_loss="none", alpha=0.0, label_smoothing=kd.label_smoothing)
 

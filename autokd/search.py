@@ -26,10 +26,10 @@ from autokd.controllers.base import Budget, ProgressFn, count_done, parse_budget
 from autokd.controllers.distributed import is_storage_error
 from autokd.data import DataSplits, load_data
 from autokd.errors import ConfigError, StudyError
-from autokd.models import build_student
+from autokd.models import build_student, family_for, input_kind
 from autokd.objective import Objective, SearchSettings
 from autokd.pareto import pareto_front
-from autokd.pipeline import run_distillation, scratch_recipe, teacher_profile
+from autokd.pipeline import run_distillation, teacher_profile
 from autokd.space import SearchSpace, load_space
 from autokd.study import (StudyPaths, atomic_write_text, recover_stale_trials,
                           redact_url, storage_url, study_paths)
@@ -77,7 +77,8 @@ class SearchOutcome:
 
 
 def default_space_name(data: DataSplits) -> str:
-    return {3: "cnn", 2: "cnn1d"}.get(len(data.input_shape), "mlp")
+    """The bundled space of the default family for this kind of data."""
+    return family_for(input_kind(data.input_shape)).space_name
 
 
 def _slug(text: str) -> str:
@@ -256,7 +257,7 @@ def run_baselines(study: optuna.Study, data: DataSplits, teacher: Teacher,
                                "seed": a.get("seed", settings.train.seed)})
         if settings.epochs is not None:
             train.epochs = settings.epochs
-        kd = scratch_recipe(_kd(a))
+        kd = _kd(a).scratch()
         run = run_distillation(data, teacher, a["family"], a["spec"], kd, train, settings.cost)
         m = run.metrics()
         baseline[str(t.number)] = {"val_accuracy": m["val_accuracy"],
@@ -265,7 +266,7 @@ def run_baselines(study: optuna.Study, data: DataSplits, teacher: Teacher,
 
 
 def _kd(attrs: dict[str, Any]) -> Any:
-    from autokd.config import KDConfig
+    from autokd.distill import KDConfig
 
     return KDConfig(**attrs.get("recipe", {}))
 

@@ -13,6 +13,10 @@ YAML forms for a parameter (the file is pure data, loaded with ``yaml.safe_load`
     widths: {choice: [8, 16, 32], per_stage: depth}   # one value per stage
     t_decay: {float: [0.5, 5], when: {t_schedule: exp}}   # conditional
     hint_mapping: {choice: [uniform, top_down], when: {hint_weight: {ne: 0.0}}}
+    terms: {kl: {float: [0.5, 1.0]}, ce: 0.1, fitnet: {choice: [0.0, 0.5]}}  # named KD terms
+
+A ``terms`` recipe (any registered KD term, each weight a parameter named ``terms.<term>``)
+replaces the shorthand ``soft_loss/alpha/hint_weight/relation/relation_weight/attention_weight``.
 """
 
 from __future__ import annotations
@@ -26,15 +30,13 @@ from typing import Any, Protocol
 
 import yaml
 
-from autokd.config import KDConfig, TrainConfig
+from autokd.config import TrainConfig
+from autokd.distill import SHORTHAND, TERMS, KDConfig
 from autokd.errors import SpaceError
-from autokd.models import STUDENTS
-from autokd.models.conv import CNN_DEFAULTS
-from autokd.models.conv import normalise_spec as conv_normalise
-from autokd.models.mlp import MLP_DEFAULTS
-from autokd.models.mlp import normalise_spec as mlp_normalise
+from autokd.models import FAMILIES, get_family
 
-__all__ = ["Param", "Candidate", "SearchSpace", "load_space", "space_names", "SPACES_DIR"]
+__all__ = ["Param", "Candidate", "SearchSpace", "load_space", "recipe_from_values", "space_names",
+           "SPACES_DIR"]
 
 SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
 GROUPS = ("architecture", "distillation", "training")
@@ -42,7 +44,7 @@ TOP_KEYS = ("family", "description", *GROUPS)
 TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "optimizer", "scheduler")
 DIST_KEYS = ("choice", "int", "float", "fixed")
 PARAM_KEYS = (*DIST_KEYS, "log", "step", "when", "per_stage")
-ARCH_KEYS = {"cnn": CNN_DEFAULTS, "cnn1d": CNN_DEFAULTS, "mlp": MLP_DEFAULTS}
+TERM_PREFIX = "terms."  # a recipe's term weights are parameters named terms.<term>
 
 
 class TrialLike(Protocol):
@@ -180,7 +182,7 @@ class SearchSpace:
         for p in self.params:
             if p.name in values:
                 groups[p.group][p.name] = values[p.name]
-        kd = KDConfig(**groups["distillation"])
+        kd = recipe_from_values(groups["distillation"])
         flat = {k: v for k, v in values.items() if not isinstance(v, list)}
         for k, v in values.items():
             if isinstance(v, list):
@@ -218,9 +220,9 @@ class _Parser:
             raise self.fail("", f"expected a mapping at the top level, got {type(raw).__name__}")
         self._unknown("", raw, TOP_KEYS)
         family = raw.get("family")
-        if not isinstance(family, str) or family not in STUDENTS:
+        if not isinstance(family, str) or family not in FAMILIES:
             raise self.fail("family", f"unknown student family {family!r}; known: "
-                            f"{', '.join(STUDENTS.names())}")
+                            f"{', '.join(FAMILIES.names())}")
         params: list[Param] = []
         for group in GROUPS:
             block = raw.get(group) or {}
@@ -228,7 +230,8 @@ class _Parser:
                 raise self.fail(group, "expected a mapping of parameter: distribution")
             allowed = self._allowed(group, family)
             self._unknown(group, block, allowed)
-            params += [self._param(group, str(k), v) for k, v in block.items()]
+            for k, v in block.items():
+                params += self._params(group, str(k), v)
         self.family = family
         self._check_refs(params)
         desc = raw.get("description") or ""
@@ -237,7 +240,7 @@ class _Parser:
     @staticmethod
     def _allowed(group: str, family: str) -> tuple[str, ...]:
         if group == "architecture":
-            return tuple(ARCH_KEYS[family])
+            return tuple(get_family(family).defaults)
         if group == "distillation":
             return tuple(f.name for f in dataclasses.fields(KDConfig))
         return TRAIN_KEYS
@@ -249,6 +252,17 @@ class _Parser:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 where = f"{path}.{key}" if path else str(key)
                 raise self.fail(where, f"unknown key{hint}; known: {', '.join(allowed)}")
+
+    def _params(self, group: str, name: str, raw: Any) -> list[Param]:
+        """One parameter, or one per term of a ``terms: {kl: ..., ce: ...}`` recipe."""
+        if group != "distillation" or name != "terms":
+            return [self._param(group, name, raw)]
+        if not isinstance(raw, dict) or not raw:
+            raise self.fail("distillation.terms", "expected a mapping of KD term: weight, "
+                            "e.g. {kl: 0.9, ce: 0.1}")
+        for term in raw:
+            self._unknown("distillation.terms", {term: None}, tuple(TERMS.names()))
+        return [self._param(group, f"{TERM_PREFIX}{term}", spec) for term, spec in raw.items()]
 
     def _param(self, group: str, name: str, raw: Any) -> Param:
         path = f"{group}.{name}"
@@ -351,7 +365,7 @@ class _Parser:
     def _check_arch(self, params: list[Param]) -> None:
         """Every discrete architecture value, and both ends of a range, must be one the family
         can build (``depth: {int: [1, 100000]}`` would otherwise sample 100000 widths)."""
-        family = self.family
+        normalise = get_family(self.family).normalise
         for p in params:
             if p.group != "architecture":
                 continue
@@ -362,7 +376,7 @@ class _Parser:
                 if p.name != "depth":
                     spec["depth"] = 1
                 try:
-                    _NORMALISERS[family](spec)
+                    normalise(spec)
                 except Exception as exc:
                     raise self.fail(f"architecture.{p.name}", f"value {v!r}: {exc}") from None
 
@@ -377,8 +391,11 @@ class _Parser:
         self._validate_kd("distillation", kd_values)
 
     def _validate_kd(self, path: str, values: dict[str, Any]) -> None:
+        both = [k for k in SHORTHAND if k in values]
+        if both and any(k.startswith(TERM_PREFIX) for k in values):
+            raise self.fail(path, f"terms replaces {', '.join(both)}; give one or the other")
         try:
-            KDConfig(**values).validate()
+            recipe_from_values(values).validate()
         except Exception as exc:
             raise self.fail(path, str(exc)) from None
 
@@ -392,11 +409,11 @@ def _is_count(p: Param) -> bool:
                                 for v in values)
 
 
-_NORMALISERS = {
-    "cnn": lambda spec: conv_normalise("cnn", spec),
-    "cnn1d": lambda spec: conv_normalise("cnn1d", spec),
-    "mlp": mlp_normalise,
-}
+def recipe_from_values(values: dict[str, Any]) -> KDConfig:
+    """The recipe of a candidate's distillation values (``terms.kl`` -> ``terms["kl"]``)."""
+    kd = {k: v for k, v in values.items() if not k.startswith(TERM_PREFIX)}
+    terms = {k[len(TERM_PREFIX):]: v for k, v in values.items() if k.startswith(TERM_PREFIX)}
+    return KDConfig(**kd, **({"terms": terms} if terms else {}))
 
 
 def space_names() -> list[str]:

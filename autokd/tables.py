@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from autokd.distill import recipe_summary
 from autokd.pareto import pareto_front
 from autokd.study import StudyPaths, atomic_write_text, trials_frame
 
@@ -37,21 +38,6 @@ def spec_summary(spec: Any) -> str:
         if value is not None:
             parts.append(f"{prefix}{value}")
     return " ".join(p for p in parts if p)
-
-
-def recipe_summary(recipe: Any) -> str:
-    if not isinstance(recipe, dict):
-        return ""
-    if recipe.get("soft_loss") == "none":
-        return "scratch"
-    out = f"{recipe.get('soft_loss')} a={recipe.get('alpha', 0):.2f}"
-    if recipe.get("soft_loss") == "kl":
-        out += f" T={recipe.get('temperature', 0):.1f} {recipe.get('t_schedule')}"
-    if recipe.get("hint_weight"):
-        out += f" hint={recipe['hint_weight']}:{recipe.get('hint_mapping')}"
-    if recipe.get("relation") not in (None, "none") and recipe.get("relation_weight"):
-        out += f" {recipe['relation']}={recipe['relation_weight']}"
-    return out
 
 
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from autokd._io import atomic_write
-from autokd.config import KDConfig, TrainConfig
+from autokd._io import atomic_write, cache_dir
+from autokd.config import TrainConfig
+from autokd.distill import KDConfig
 from autokd.data import DataSplits
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import TeacherError
-from autokd.models import build_student, default_family
+from autokd.models import build_student, family_for, input_kind
 from autokd.train import TrainResult, distill, evaluate, seed_everything
 
 __all__ = [
@@ -53,12 +54,6 @@ CHECKPOINT_FORMAT = "autokd-model"
 _MODULE_FN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(@.+)?$")
 _OUTPUT_CACHE: dict[tuple[str, str, str], torch.Tensor] = {}
 _FEATURE_CACHE: dict[tuple[str, str, str], list[torch.Tensor]] = {}
-
-
-def cache_dir() -> Path:
-    """Where autokd caches teachers and teacher outputs (``AUTOKD_CACHE`` overrides)."""
-    root = os.environ.get("AUTOKD_CACHE") or Path.home() / ".cache" / "autokd"
-    return Path(root)
 
 
 def file_hash(path: str | Path) -> str:
@@ -370,16 +365,13 @@ def load_teachers(sources: list[str], *, trust: bool = False, data: DataSplits |
 
 # -- default teacher -----------------------------------------------------------------------
 def default_teacher_spec(data: DataSplits) -> tuple[str, dict[str, Any], TrainConfig]:
-    """A strong default for the data kind: wide CNN for images/signals, MLP for tabular."""
-    family = default_family(data.input_shape)
-    if family == "cnn":
-        spec = {"depth": 3, "widths": [64, 128, 128], "kernel": 3, "pool": "max"}
-        return family, spec, TrainConfig(epochs=30, lr=2e-3, batch_size=64)
-    if family == "cnn1d":
-        spec = {"depth": 3, "widths": [64, 128, 128], "kernel": 5, "pool": "max"}
-        return family, spec, TrainConfig(epochs=60, lr=2e-3, batch_size=64)
-    spec = {"depth": 2, "widths": 256, "dropout": 0.1}
-    return "mlp", spec, TrainConfig(epochs=60, lr=1e-3, batch_size=64)
+    """A strong default for the data kind, from the default family's ``TeacherRecipe``."""
+    family = family_for(input_kind(data.input_shape))
+    recipe = family.teacher
+    if recipe is None:
+        raise TeacherError(f"family {family.name} defines no default teacher; pass --teacher")
+    cfg = TrainConfig(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size)
+    return family.name, dict(recipe.spec), cfg
 
 
 def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,

@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autokd.config import KDConfig, TrainConfig
+from autokd.config import TrainConfig
+from autokd.distill import KDConfig
 from autokd.data import DataSplits
 from autokd.distill.hooks import FeatureHooks
-from autokd.distill.losses import DistillLoss, kd_divergence
+from autokd.distill import DistillLoss, kd_divergence
 from autokd.errors import ConfigError, TrainingError
 
 __all__ = [
@@ -305,8 +306,7 @@ class Trainer:
         """The recipe's loss on one batch; ``t_batch`` is (M, B, K) cached teacher logits and
         ``t_feats`` the cached teacher features of the batch (None: run the teacher)."""
         if not self._uses_features():
-            loss, _ = self.loss_fn(self.student(xb), yb, t_batch, progress=progress)
-            return loss
+            return self.loss_fn.total(self.student(xb), yb, t_batch, progress=progress)
         if t_feats is None:
             teacher = self.teacher.module
             with FeatureHooks(teacher, self.teacher.feature_taps) as t_hooks, torch.no_grad():
@@ -315,9 +315,8 @@ class Trainer:
         with FeatureHooks(self.student, self.student.feature_taps) as s_hooks:
             logits = self.student(xb)
             s_feats = list(s_hooks.features)
-        loss, _ = self.loss_fn(logits, yb, t_batch, progress=progress,
-                               student_features=s_feats, teacher_features=t_feats)
-        return loss
+        return self.loss_fn.total(logits, yb, t_batch, progress=progress,
+                                  student_features=s_feats, teacher_features=t_feats)
 
     def _finish(self, best_state: dict | None, best_epoch: int, epochs_run: int,
                 history: list[dict[str, float]], seconds: float, seen: int) -> TrainResult:

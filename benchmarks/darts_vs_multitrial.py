@@ -222,10 +222,12 @@ def _nni_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ours_on_small_space(epochs: int) -> float:
-    from autokd.config import KDConfig, TrainConfig
-    from autokd.controllers.darts import DartsOptions, DartsSearch, space_decisions
+    from autokd.config import TrainConfig
+    from autokd.distill import KDConfig
+    from autokd.nas import space_decisions
     from autokd.latency_table import CostModel
     from autokd.models.supernet import Relaxation, Supernet
+    from autokd.nas import DartsOptions, DartsSearch
     from autokd.space import SearchSpace
 
     data = load_data("digits")

@@ -27,7 +27,8 @@ import onnxruntime
 import torch
 from torch import nn
 
-from autokd.config import CostConfig, KDConfig, TrainConfig
+from autokd.config import CostConfig, TrainConfig
+from autokd.distill import KDConfig
 from autokd.cost import fix_allocator, measure_latency
 from autokd.data import load_data
 from autokd.export import OnnxModule, export_student, load_student

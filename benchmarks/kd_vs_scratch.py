@@ -4,7 +4,7 @@ For each dataset: the cached default teacher (``autokd.teachers.default_teacher`
 student with at least 10x fewer FLOPs, trained ``--epochs`` epochs per seed twice through
 ``autokd.pipeline.run_distillation``: with the default KD recipe (KL, T=4, alpha=0.9; see
 ``--temperature`` / ``--alpha``) and from scratch (the same recipe with every teacher term
-off, ``scratch_recipe``). Same data split, same teacher, same seeds (the seed fixes the
+off, ``KDConfig.scratch``). Same data split, same teacher, same seeds (the seed fixes the
 student's initialisation and batch order), so the only difference is the teacher's signal.
 Reports test accuracy mean ± sample std.
 
@@ -24,10 +24,11 @@ from typing import Any
 
 from _common import log, mean_std, pm, set_threads, teacher_for, write_result
 
-from autokd.config import CostConfig, DataConfig, KDConfig, TrainConfig
+from autokd.config import CostConfig, DataConfig, TrainConfig
+from autokd.distill import KDConfig
 from autokd.data import DataSplits, load_data
 from autokd.models import parse_student_arg
-from autokd.pipeline import run_distillation, scratch_recipe, teacher_profile
+from autokd.pipeline import run_distillation, teacher_profile
 from autokd.teachers import Teacher
 
 __all__ = ["STUDENTS", "main"]
@@ -100,7 +101,7 @@ def compare_on(name: str, args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"kd": [], "scratch": []}
     for seed in args.seeds:
         cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=seed)
-        for arm, kd in (("kd", args.kd), ("scratch", scratch_recipe(args.kd))):
+        for arm, kd in (("kd", args.kd), ("scratch", args.kd.scratch())):
             row = one_run(data, teacher, args.students[name], kd, cfg)
             runs[arm].append({"seed": seed, **row})
             log(f"{name} seed {seed} {arm}: test {row['test_accuracy']:.4f} ({row['seconds']} s)")

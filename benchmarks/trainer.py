@@ -140,7 +140,8 @@ def cached_kd_step(data: Any, t_logits: torch.Tensor, student: nn.Module, epochs
 def autokd_fit(data: Any, teacher: Any, student: nn.Module, epochs: int,
                batch: int) -> tuple[Seconds, Seconds, float]:
     """(fit seconds, training-loop seconds, trainer-reported samples/s) of ``Trainer.fit``."""
-    from autokd.config import KDConfig, TrainConfig
+    from autokd.config import TrainConfig
+    from autokd.distill import KDConfig
     from autokd.train import Trainer
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=LR, weight_decay=WD, device="cpu")

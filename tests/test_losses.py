@@ -13,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from autokd.config import KDConfig
-from autokd.distill.losses import (
-    LOSSES,
+from autokd.distill import (
+    TERMS,
     AttentionLoss,
     DistillLoss,
     FitNetLoss,
     GramLoss,
     HardCELoss,
+    KDConfig,
     KLDivergenceLoss,
     LogitCosineLoss,
     LogitMSELoss,
@@ -61,13 +61,13 @@ def _smoke_inputs(name: str) -> tuple[torch.nn.Module, Callable[[Tensor], tuple]
     return cases[name]
 
 
-@pytest.mark.parametrize("name", LOSSES.names())
+@pytest.mark.parametrize("name", TERMS.names())
 def test_every_registered_loss_runs_and_backpropagates(name: str) -> None:
     torch.manual_seed(0)
     module, make_args, shape = _smoke_inputs(name)
-    assert isinstance(module, LOSSES.get(name))
+    assert isinstance(module, TERMS.get(name))
     student = torch.randn(*shape, requires_grad=True)
-    out = module(*make_args(student))
+    out = module.compute(*make_args(student))
     assert out.shape in ((B,), ())
     out.sum().backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
@@ -76,9 +76,9 @@ def test_every_registered_loss_runs_and_backpropagates(name: str) -> None:
 
 def test_registry_names_and_unknown_lookup() -> None:
     expected = {"kl", "mse", "cosine", "ce", "fitnet", "rkd", "gram", "attention"}
-    assert set(LOSSES.names()) == expected
+    assert set(TERMS.names()) == expected
     with pytest.raises(ConfigError, match="did you mean 'rkd'"):
-        LOSSES.get("rdk")
+        TERMS.get("rdk")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_kl_hand_value() -> None:
     q_s, q_t = _softmax(z_s, T), _softmax(z_t, T)
     expected = T * T * sum(t * math.log(t / s) for t, s in zip(q_t, q_s, strict=True))
     q_t_tensor = teacher_soft_targets(torch.tensor([z_t]), T, "mean")
-    got = KLDivergenceLoss()(torch.tensor([z_s]), q_t_tensor, T)
+    got = KLDivergenceLoss().compute(torch.tensor([z_s]), q_t_tensor, T)
     assert got.shape == (1,)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -101,20 +101,20 @@ def test_kl_is_zero_iff_student_matches_teacher() -> None:
     torch.manual_seed(0)
     z = torch.randn(6, 10)
     q = teacher_soft_targets(z, 3.0, "mean")
-    assert torch.allclose(KLDivergenceLoss()(z, q, 3.0), torch.zeros(6), atol=1e-5)
-    assert (KLDivergenceLoss()(z + torch.randn(6, 10), q, 3.0) > 1e-4).all()
+    assert torch.allclose(KLDivergenceLoss().compute(z, q, 3.0), torch.zeros(6), atol=1e-5)
+    assert (KLDivergenceLoss().compute(z + torch.randn(6, 10), q, 3.0) > 1e-4).all()
 
 
 def test_kl_handles_zero_teacher_probabilities() -> None:
     q_t = torch.tensor([[1.0, 0.0, 0.0]])
     z_s = torch.tensor([[2.0, 0.0, 0.0]])
     expected = -math.log(_softmax([2.0, 0.0, 0.0])[0])  # 0·log 0 terms vanish
-    assert KLDivergenceLoss()(z_s, q_t, 1.0).item() == pytest.approx(expected, rel=1e-5)
+    assert KLDivergenceLoss().compute(z_s, q_t, 1.0).item() == pytest.approx(expected, rel=1e-5)
 
 
 def _kl_grad_norm(z_s: Tensor, z_t: Tensor, T: float, *, scaled: bool) -> float:
     z = z_s.clone().requires_grad_(True)
-    loss = KLDivergenceLoss()(z, teacher_soft_targets(z_t, T, "mean"), T).mean()
+    loss = KLDivergenceLoss().compute(z, teacher_soft_targets(z_t, T, "mean"), T).mean()
     (loss if scaled else loss / T**2).backward()
     assert z.grad is not None
     return z.grad.norm().item()
@@ -133,14 +133,15 @@ def test_t_squared_keeps_gradient_scale_across_temperatures() -> None:
 
 
 def test_logit_mse_hand_value() -> None:
-    got = LogitMSELoss()(torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[3.0, 2.0]] * 2))
+    got = LogitMSELoss().compute(torch.tensor([[1.0, 2.0], [0.0, 0.0]]),
+                                 torch.tensor([[3.0, 2.0]] * 2))
     assert got.tolist() == pytest.approx([(4 + 0) / 2, (9 + 4) / 2])
 
 
 def test_cosine_hand_values() -> None:
     s = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
     t = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [1.0, 0.0]])
-    got = LogitCosineLoss()(s, t)
+    got = LogitCosineLoss().compute(s, t)
     assert got.tolist() == pytest.approx([0.0, 1.0, 2.0, 1 - 1 / math.sqrt(2)], abs=1e-6)
 
 
@@ -152,7 +153,7 @@ _finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
 def test_cosine_is_in_0_2(pairs: list[tuple[float, float]]) -> None:
     s = torch.tensor([[p[0] for p in pairs]])
     t = torch.tensor([[p[1] for p in pairs]])
-    value = LogitCosineLoss()(s, t).item()
+    value = LogitCosineLoss().compute(s, t).item()
     assert 0.0 <= value <= 2.0
 
 
@@ -160,9 +161,10 @@ def test_hard_ce_label_smoothing_hand_value() -> None:
     # p = softmax([0, ln 3]) = [1/4, 3/4]; target 1, eps 0.2, K 2 -> y' = [0.1, 0.9]
     logits = torch.tensor([[0.0, math.log(3.0)]])
     expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
-    got = HardCELoss(0.2)(logits, torch.tensor([1]))
+    got = HardCELoss(0.2).compute(logits, torch.tensor([1]))
     assert got.item() == pytest.approx(expected, rel=1e-6)
-    assert HardCELoss(0.0)(logits, torch.tensor([1])).item() == pytest.approx(-math.log(0.75))
+    plain = HardCELoss(0.0).compute(logits, torch.tensor([1])).item()
+    assert plain == pytest.approx(-math.log(0.75))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_fitnet_projection_shapes_per_rank() -> None:
     assert isinstance(linear, torch.nn.Linear) and linear.weight.shape == (12, 6)
     s = [torch.randn(2, 4, 8, 8), torch.randn(2, 4, 7), torch.randn(2, 6)]
     t = [torch.randn(2, 8, 4, 4), torch.randn(2, 10, 7), torch.randn(2, 12)]
-    assert fit(s, t).shape == (2,)
+    assert fit.compute(s, t).shape == (2,)
 
 
 def test_fitnet_hand_value_with_pooling() -> None:
@@ -259,13 +261,13 @@ def test_fitnet_hand_value_with_pooling() -> None:
         fit.proj[0].bias.fill_(1.0)
     h_s = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]]]])  # pools to 3 -> φ = 2·3 + 1 = 7
     h_t = torch.tensor([[[[4.0]]]])
-    assert fit([h_s], [h_t]).item() == pytest.approx((7.0 - 4.0) ** 2)
+    assert fit.compute([h_s], [h_t]).item() == pytest.approx((7.0 - 4.0) ** 2)
     # the teacher is the larger map here: pooled 2x2 -> 1x1
     fit_rev = FitNetLoss([(1, 1, 1)], [(1, 2, 2)])
     with torch.no_grad():
         fit_rev.proj[0].weight.fill_(1.0)
         fit_rev.proj[0].bias.zero_()
-    assert fit_rev([h_t], [h_s]).item() == pytest.approx((3.0 - 4.0) ** 2)
+    assert fit_rev.compute([h_t], [h_s]).item() == pytest.approx((3.0 - 4.0) ** 2)
 
 
 def test_fitnet_pools_pairs_of_different_rank() -> None:
@@ -278,7 +280,7 @@ def test_fitnet_pools_pairs_of_different_rank() -> None:
     s_feats = [torch.randn(1, 2, 3, 3), torch.zeros(1, 5)]
     t_feats = [h_t, torch.zeros(1, 2, 2, 2)]
     fit.proj[1].bias.data.zero_()
-    assert fit(s_feats, t_feats).item() == pytest.approx(7.5)
+    assert fit.compute(s_feats, t_feats).item() == pytest.approx(7.5)
     with pytest.raises(ConfigError, match="hint features"):
         FitNetLoss([(1, 2, 3, 4)], [(1, 2, 3, 4)])
 
@@ -316,14 +318,14 @@ def test_rkd_matches_loop_implementation() -> None:
     d, a = _rkd_by_loops(s.tolist(), t.tolist())
     assert RKDLoss.distance_loss(s, t).item() == pytest.approx(d, rel=1e-4)
     assert RKDLoss.angle_loss(s, t).item() == pytest.approx(a, rel=1e-4)
-    assert RKDLoss()(s, t).item() == pytest.approx(d + 2 * a, rel=1e-4)
+    assert RKDLoss().compute(s, t).item() == pytest.approx(d + 2 * a, rel=1e-4)
 
 
 def test_rkd_zero_for_identical_and_scale_invariant() -> None:
     torch.manual_seed(0)
     s, t = torch.randn(6, 4), torch.randn(6, 4)
-    assert RKDLoss()(s, s.clone()).item() == pytest.approx(0.0, abs=1e-6)
-    assert RKDLoss()(s, t).item() > 1e-3
+    assert RKDLoss().compute(s, s.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert RKDLoss().compute(s, t).item() > 1e-3
     for part in (RKDLoss.distance_loss, RKDLoss.angle_loss):
         assert part(s * 7.5, t).item() == pytest.approx(part(s, t).item(), rel=1e-4)
         assert part(s, t * 0.1).item() == pytest.approx(part(s, t).item(), rel=1e-4)
@@ -331,7 +333,7 @@ def test_rkd_zero_for_identical_and_scale_invariant() -> None:
 
 def test_rkd_single_sample_is_zero_not_nan() -> None:
     s = torch.randn(1, 4, requires_grad=True)
-    loss = RKDLoss()(s, torch.randn(1, 4))
+    loss = RKDLoss().compute(s, torch.randn(1, 4))
     loss.backward()
     assert loss.item() == 0.0 and torch.isfinite(s.grad).all()
 
@@ -340,27 +342,28 @@ def test_gram_hand_value_and_zero_for_identical() -> None:
     h_s = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # ψ = I
     h_t = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # ψ off-diagonal 1/√2
     expected = 2 * (1 / math.sqrt(2)) ** 2 / 2**2
-    assert GramLoss()(h_s, h_t).item() == pytest.approx(expected, rel=1e-6)
+    assert GramLoss().compute(h_s, h_t).item() == pytest.approx(expected, rel=1e-6)
     torch.manual_seed(0)
     h = torch.randn(5, 3, 2, 2)
-    assert GramLoss()(h, h.clone()).item() == pytest.approx(0.0, abs=1e-6)
-    assert GramLoss()(h * 4, h).item() == pytest.approx(0.0, abs=1e-6)  # cosine ignores scale
+    assert GramLoss().compute(h, h.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    # cosine ignores scale
+    assert GramLoss().compute(h * 4, h).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_attention_hand_value() -> None:
     h_s = torch.tensor([[[[1.0, 0.0]]]])  # Q = [1, 0]
     h_t = torch.tensor([[[[0.0, 2.0]]]])  # Q = [0, 4] -> [0, 1]
-    assert AttentionLoss()([h_s], [h_t]).item() == pytest.approx(math.sqrt(2))
+    assert AttentionLoss().compute([h_s], [h_t]).item() == pytest.approx(math.sqrt(2))
     seq_s = torch.tensor([[[1.0, 1.0], [1.0, 1.0]]])  # (B=1, C=2, L=2): Q = [1, 1]/√2
     seq_t = torch.tensor([[[3.0, 0.0]]])  # Q = [1, 0]
     expected = math.hypot(1 / math.sqrt(2) - 1, 1 / math.sqrt(2))
-    assert AttentionLoss()([seq_s], [seq_t]).item() == pytest.approx(expected, rel=1e-6)
+    assert AttentionLoss().compute([seq_s], [seq_t]).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_attention_zero_for_identical_with_finite_gradient() -> None:
     torch.manual_seed(0)
     h = torch.randn(3, 4, 6, 6, requires_grad=True)
-    loss = AttentionLoss()([h], [h.detach().clone() * 2]).mean()  # channel scale cancels
+    loss = AttentionLoss().compute([h], [h.detach().clone() * 2]).mean()  # channel scale cancels
     loss.backward()
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
     assert torch.isfinite(h.grad).all()
@@ -370,7 +373,7 @@ def test_attention_pools_mismatched_spatial_sizes() -> None:
     torch.manual_seed(0)
     small = torch.randn(2, 5, 4, 4)
     big = small.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # same map at 8x8
-    out = AttentionLoss()([big, torch.randn(2, 3, 8)], [small, torch.randn(2, 7, 5)])
+    out = AttentionLoss().compute([big, torch.randn(2, 3, 8)], [small, torch.randn(2, 7, 5)])
     assert out.shape == (2,) and torch.isfinite(out).all()
     assert AttentionLoss.pair(big, small).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
     with pytest.raises(ConfigError):
@@ -397,13 +400,13 @@ def test_scratch_equals_plain_cross_entropy(batch: Batch) -> None:
     for t in (None, teacher):
         total, parts = loss(logits, y, t, progress=0.5)
         assert total.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
-        assert set(parts) == {"hard", "total"}
+        assert set(parts) == {"ce", "total"}
 
 
 def test_no_teacher_gives_hard_term_full_weight(batch: Batch) -> None:
     logits, y, _ = batch
     total, parts = DistillLoss(KDConfig(alpha=0.9), K)(logits, y, None, progress=0.0)
-    assert "soft" not in parts
+    assert "kl" not in parts
     assert total.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
 
 
@@ -414,8 +417,8 @@ def test_kl_composition_matches_independent_formula(batch: Batch) -> None:
     log_q_s, q_t = F.log_softmax(logits / 3.0, -1), F.softmax(teacher / 3.0, -1)
     soft = F.kl_div(log_q_s, q_t, reduction="batchmean") * 9.0
     hard = F.cross_entropy(logits, y, label_smoothing=0.1)
-    assert parts["soft"] == pytest.approx(soft.item(), rel=1e-5)
-    assert parts["hard"] == pytest.approx(hard.item(), rel=1e-5)
+    assert parts["kl"] == pytest.approx(soft.item(), rel=1e-5)
+    assert parts["ce"] == pytest.approx(hard.item(), rel=1e-5)
     assert total.item() == pytest.approx(0.7 * soft.item() + 0.3 * hard.item(), rel=1e-5)
     assert parts["total"] == pytest.approx(total.item())
 
@@ -425,9 +428,9 @@ def test_temperature_follows_progress(batch: Batch) -> None:
     loss = DistillLoss(KDConfig(temperature=5.0, t_schedule="linear"), K)
     _, end = loss(logits, y, teacher, progress=1.0)  # linear schedule ends at T = 1
     at_t1 = F.kl_div(F.log_softmax(logits, -1), F.softmax(teacher, -1), reduction="batchmean")
-    assert end["soft"] == pytest.approx(at_t1.item(), rel=1e-5)
+    assert end["kl"] == pytest.approx(at_t1.item(), rel=1e-5)
     _, start = loss(logits, y, teacher, progress=0.0)
-    assert start["soft"] != pytest.approx(end["soft"], rel=1e-3)
+    assert start["kl"] != pytest.approx(end["kl"], rel=1e-3)
 
 
 def test_multi_teacher_mean_in_distill_loss(batch: Batch) -> None:
@@ -436,7 +439,7 @@ def test_multi_teacher_mean_in_distill_loss(batch: Batch) -> None:
     _, parts = DistillLoss(KDConfig(temperature=2.0), K)(logits, y, teachers, progress=0.0)
     target = torch.stack([F.softmax(t / 2.0, -1) for t in teachers]).mean(0)
     expected = F.kl_div(F.log_softmax(logits / 2.0, -1), target, reduction="batchmean") * 4.0
-    assert parts["soft"] == pytest.approx(expected.item(), rel=1e-5)
+    assert parts["kl"] == pytest.approx(expected.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("soft", ["mse", "cosine"])
@@ -445,8 +448,8 @@ def test_logit_soft_losses_in_distill_loss(soft: str, batch: Batch) -> None:
     total, parts = DistillLoss(KDConfig(soft_loss=soft, alpha=0.5), K)(
         logits, y, teacher, progress=0.0
     )
-    expected = LOSSES.get(soft)()(logits, teacher).mean().item()
-    assert parts["soft"] == pytest.approx(expected, rel=1e-6)
+    expected = TERMS.get(soft)().compute(logits, teacher).mean().item()
+    assert parts[soft] == pytest.approx(expected, rel=1e-6)
     total.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
@@ -457,8 +460,8 @@ def test_importance_weights_scale_per_sample_terms(batch: Batch) -> None:
     _, parts = DistillLoss(kd, K)(logits, y, teacher, progress=0.0)
     ce = F.cross_entropy(logits, y, reduction="none").detach()
     w = ce / ce.mean()
-    assert parts["hard"] == pytest.approx((w * ce).mean().item(), rel=1e-2)
-    assert parts["hard"] > F.cross_entropy(logits, y).item()  # hard samples weigh more
+    assert parts["ce"] == pytest.approx((w * ce).mean().item(), rel=1e-2)
+    assert parts["ce"] > F.cross_entropy(logits, y).item()  # hard samples weigh more
 
 
 def test_entropy_importance_weights_the_soft_term(batch: Batch) -> None:
@@ -471,8 +474,8 @@ def test_entropy_importance_weights_the_soft_term(batch: Batch) -> None:
     per_sample = 4.0 * F.kl_div(
         F.log_softmax(logits / 2.0, -1), F.softmax(teacher / 2.0, -1), reduction="none"
     ).sum(-1)
-    assert parts["soft"] == pytest.approx((w * per_sample).mean().item(), rel=1e-2)
-    assert parts["soft"] != pytest.approx(per_sample.mean().item(), rel=2e-2)
+    assert parts["kl"] == pytest.approx((w * per_sample).mean().item(), rel=1e-2)
+    assert parts["kl"] != pytest.approx(per_sample.mean().item(), rel=2e-2)
 
 
 def test_entropy_importance_without_teacher_falls_back(batch: Batch) -> None:
@@ -506,9 +509,9 @@ def test_feature_terms_backpropagate_to_student_and_projections(
     total, parts = loss(
         logits, y, teacher, progress=0.5, student_features=s_feats, teacher_features=t_feats
     )
-    assert set(parts) == {"soft", "hard", "hint", "relation", "attention", "total"}
-    expected = 0.9 * parts["soft"] + 0.1 * parts["hard"] + parts["hint"]
-    expected += 0.5 * parts["relation"] + 2.0 * parts["attention"]
+    assert set(parts) == {"kl", "ce", "fitnet", "rkd", "attention", "total"}
+    expected = 0.9 * parts["kl"] + 0.1 * parts["ce"] + parts["fitnet"]
+    expected += 0.5 * parts["rkd"] + 2.0 * parts["attention"]
     assert total.item() == pytest.approx(expected, rel=1e-5)
     total.backward()
     assert logits.grad is not None and all(f.grad is not None for f in s_feats)
@@ -520,9 +523,9 @@ def test_feature_terms_backpropagate_to_student_and_projections(
 def test_pairs_follow_the_mapping() -> None:
     kd = KDConfig(hint_weight=1.0, hint_mapping="top_down", attention_weight=1.0)
     loss = DistillLoss(kd, K, S_SHAPES, T_SHAPES)
-    assert loss.hint_pairs == [(0, 1), (1, 2), (2, 3)]
-    assert loss.attention_pairs == [(0, 1), (1, 2)]  # (16,) -> (20,) has no spatial dims
-    assert len(loss.hint.proj) == 3
+    assert loss.terms["fitnet"].pairs == [(0, 1), (1, 2), (2, 3)]
+    assert loss.terms["attention"].pairs == [(0, 1), (1, 2)]  # (16,) -> (20,): no spatial dims
+    assert len(loss.terms["fitnet"].proj) == 3
 
 
 def test_missing_shapes_raise_at_construction() -> None:

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from autokd.config import CostConfig, DataConfig, KDConfig, TrainConfig
+from autokd.config import CostConfig, DataConfig, TrainConfig
+from autokd.distill import KDConfig
 from autokd.cost import count_flops
 from autokd.data import DataSplits, load_data
 from autokd.distill.hooks import FeatureHooks

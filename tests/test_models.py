@@ -11,7 +11,7 @@ import torch
 
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError
-from autokd.models import STUDENTS, build_student, default_family, parse_student_arg
+from autokd.models import FAMILIES, build_student, default_family, get_family, parse_student_arg
 
 # one matching input shape per family, and one of the wrong rank where a rank is required
 INPUTS: dict[str, tuple[int, ...]] = {"cnn": (3, 9, 7), "cnn1d": (2, 20), "mlp": (13,)}
@@ -25,10 +25,10 @@ B, K = 5, 4
 
 
 def test_every_family_has_test_inputs() -> None:
-    assert set(STUDENTS.names()) == set(INPUTS), "add an input shape for the new family"
+    assert set(FAMILIES.names()) == set(INPUTS), "add an input shape for the new family"
 
 
-@pytest.mark.parametrize("family", STUDENTS.names())
+@pytest.mark.parametrize("family", FAMILIES.names())
 def test_family_builds_runs_and_backpropagates(family: str) -> None:
     torch.manual_seed(0)
     model = build_student(family, SMALL[family], INPUTS[family], K)
@@ -40,7 +40,7 @@ def test_family_builds_runs_and_backpropagates(family: str) -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
-@pytest.mark.parametrize("family", STUDENTS.names())
+@pytest.mark.parametrize("family", FAMILIES.names())
 def test_feature_taps_are_captured(family: str) -> None:
     model = build_student(family, SMALL[family], INPUTS[family], K).eval()
     assert len(model.feature_taps) == SMALL[family]["depth"]
@@ -51,7 +51,7 @@ def test_feature_taps_are_captured(family: str) -> None:
     assert [f.shape[:2] for f in feats] == [(B, w) for w in widths]
 
 
-@pytest.mark.parametrize("family", STUDENTS.names())
+@pytest.mark.parametrize("family", FAMILIES.names())
 def test_spec_is_normalised_and_rebuildable(family: str) -> None:
     model = build_student(family, SMALL[family], INPUTS[family], K)
     spec = model.spec
@@ -62,7 +62,7 @@ def test_spec_is_normalised_and_rebuildable(family: str) -> None:
     assert sum(p.numel() for p in again.parameters()) == count
 
 
-@pytest.mark.parametrize("family", STUDENTS.names())
+@pytest.mark.parametrize("family", FAMILIES.names())
 def test_unknown_spec_key_lists_the_known_ones(family: str) -> None:
     with pytest.raises(ConfigError, match=r"unknown .*bogus.*known: .*depth"):
         build_student(family, {"bogus": 1}, INPUTS[family], K)
@@ -158,3 +158,32 @@ def test_default_family(shape: tuple[int, ...], family: str) -> None:
     assert default_family(shape) == family
     model = build_student(family, {}, shape, 3)
     assert math.prod(model(torch.randn(2, *shape)).shape) == 6
+
+
+# -- the Family record: every registered family's facts agree with what it builds ------------
+@pytest.mark.parametrize("family", FAMILIES.names())
+def test_family_record_taps_and_defaults_match_the_model(family: str) -> None:
+    record = get_family(family)
+    model = build_student(family, SMALL[family], INPUTS[family], K)
+    assert record.feature_taps(model.spec) == model.feature_taps
+    assert set(record.normalise({})) == set(record.defaults)  # every key has a default
+    assert record.normalise(dict(model.spec)) == model.spec  # normalising is idempotent
+
+
+@pytest.mark.parametrize("family", FAMILIES.names())
+def test_family_record_space_teacher_and_supernet_are_usable(family: str) -> None:
+    from autokd.space import load_space
+
+    record = get_family(family)
+    assert load_space(record.space_name).family == family  # a bundled YAML space exists
+    if record.teacher is not None:  # the default teacher builds on this family's inputs
+        build_student(family, record.teacher.spec, INPUTS[family], K)
+    if record.supernet is not None:
+        assert set(record.supernet.relaxable) <= set(record.defaults)
+
+
+@pytest.mark.parametrize("kind", ["image", "signal", "tabular"])
+def test_every_input_kind_has_a_default_family(kind: str) -> None:
+    from autokd.models import family_for
+
+    assert kind in family_for(kind).default_for

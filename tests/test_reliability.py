@@ -35,7 +35,8 @@ from optuna.trial import TrialState
 
 from autokd import teachers, train
 from autokd.cli import main
-from autokd.config import CostConfig, KDConfig, TrainConfig
+from autokd.config import CostConfig, TrainConfig
+from autokd.distill import KDConfig
 from autokd.controllers.base import count_done
 from autokd.data import load_data
 from autokd.export import check_card

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from autokd.config import T_SCHEDULES, KDConfig
+from autokd.distill import KDConfig
 from autokd.distill.mapping import LearnedMapping, global_pool, map_layers
 from autokd.distill.schedules import SCHEDULES, temperature_at
 from autokd.errors import ConfigError
@@ -17,8 +17,12 @@ def _kd(schedule: str, temperature: float = 4.0, decay: float = 3.0) -> KDConfig
     return KDConfig(t_schedule=schedule, temperature=temperature, t_decay=decay).validate()
 
 
-def test_every_config_schedule_is_registered() -> None:
-    assert sorted(SCHEDULES.names()) == sorted(T_SCHEDULES)
+def test_the_recipe_accepts_exactly_the_registered_schedules() -> None:
+    assert sorted(SCHEDULES.names()) == ["constant", "exp", "linear"]
+    for name in SCHEDULES.names():
+        _kd(name)
+    with pytest.raises(ConfigError, match="known: constant, exp, linear"):
+        _kd("cosine")
 
 
 @pytest.mark.parametrize("progress", [0.0, 0.3, 1.0])

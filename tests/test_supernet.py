@@ -145,7 +145,7 @@ def test_export_matches_sampler_params_and_space(tmp_path: Any) -> None:
     """export() is the {param: choice} dict an Optuna trial of the same space holds."""
     import optuna
 
-    from autokd.controllers.darts import space_decisions
+    from autokd.nas import space_decisions
     from autokd.space import SearchSpace
 
     raw = {"family": "cnn",

@@ -21,7 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from autokd import teachers
-from autokd.config import KDConfig, TrainConfig
+from autokd.config import TrainConfig
+from autokd.distill import KDConfig
 from autokd.data import DataSplits, load_data
 from autokd.errors import AutokdError, TeacherError
 from autokd.models import build_student

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from autokd import teachers
-from autokd.config import KDConfig, TrainConfig
+from autokd.config import TrainConfig
+from autokd.distill import KDConfig
 from autokd.data import DataSplits, load_data
 from autokd.errors import ConfigError, TrainingError
 from autokd.models import build_student

@@ -38,179 +38,39 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import logging
 import math
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
-import torch
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-from torch import Tensor, nn
 
-from autokd.config import KDConfig, TrainConfig
+from autokd.config import TrainConfig
+from autokd.distill import KDConfig
 from autokd.controllers.base import Budget, ProgressFn, count_done
 from autokd.controllers.distributed import in_flight
 from autokd.controllers.optuna_search import OptunaController, create_sampler
 from autokd.cost import measure_latency
-from autokd.data import DataSplits, iterate_batches
-from autokd.distill.losses import DistillLoss
-from autokd.errors import ConfigError, SpaceError, TrainingError
+from autokd.errors import ConfigError, SpaceError
 from autokd.latency_table import CostModel, LatencyTable, TableSettings, get_table
 from autokd.models import build_student
-from autokd.models.supernet import RELAXABLE, RELAXATIONS, Relaxation, Supernet
+from autokd.models.supernet import Relaxation, build_supernet
+from autokd.nas import DartsOptions, DartsSearch, SearchResult, derive, midpoint, space_decisions
 from autokd.objective import Objective, SearchSettings
-from autokd.space import Param, SearchSpace
-from autokd.train import TeacherLike, resolve_device, seed_everything
+from autokd.space import recipe_from_values
 
 __all__ = [
-    "DEFAULT_TARGETS",
-    "DartsOptions",
-    "DartsSampler",
-    "SearchResult",
-    "DartsSearch",
     "DartsController",
-    "derive",
-    "space_decisions",
-    "open_for_search",
+    "DartsSampler",
     "make_controller",
+    "open_for_search",
 ]
 
 logger = logging.getLogger(__name__)
-DEFAULT_TARGETS = (0.05, 0.1, 0.25, 0.5)
-TARGET_METRICS = ("auto", "flops", "params", "latency")
 _METRIC_KEY = {"flops": "flops", "params": "params", "latency": "latency_ms"}
 _LIMITS = {"max_flops": "flops", "max_params": "params", "max_latency_ms": "latency_ms"}
-_MAX_REPAIRS = 64
-
-
-# ---------------------------------------------------------------------------------------------
-# Options
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DartsOptions:
-    """What ``--strategy darts`` takes (``SearchConfig.strategy_options``).
-
-    Attributes:
-        targets: Cost targets as fractions of the teacher's cost, one DARTS run each; further
-            runs take geometric midpoints between neighbouring targets; None:
-            ``DEFAULT_TARGETS``.
-        target_metric: ``flops``, ``params``, ``latency``, or ``auto`` (latency when
-            ``--max-latency-ms`` or the latency objective is used, else FLOPs).
-        relaxation: ``gumbel`` (Gumbel-softmax with an annealed temperature, FBNet/GDAS; the
-            default: its alphas end nearly one-hot, so the derived student costs what the
-            expected cost said) or ``softmax`` (DARTS; its alphas stay broad here, and the
-            derived student came out 2-10x cheaper than the constrained expected cost).
-        epochs: Supernet search epochs per run.
-        batch_size: Supernet batch size (None: the run's training batch size).
-        warmup: Fraction of the epochs that train weights only.
-        alpha_lr: Adam learning rate of the architecture parameters.
-        alpha_weight_decay: Their weight decay (DARTS uses 1e-3; 0 here, so that alpha can
-            become decisive within a short search).
-        multiplier_lr: Dual-ascent step of each constraint multiplier per alpha step.
-        tau_start: Gumbel temperature at the start, annealed exponentially to ``tau_end``.
-        tau_end: Gumbel temperature at the end (low, so that the mode of alpha, which is what
-            is derived, costs about what the constrained expectation costs).
-        gumbel_hard: Straight-through one-hot samples (GDAS); only the sampled path runs.
-        skip_cap: Cap on ``P(depth = shallowest)``, the probability that every optional stage
-            is skipped, while no cost constraint is active (None: no cap).
-        entropy_stop: Stop when the mean normalised alpha entropy falls to this (None: never).
-        kd: ``fixed`` (recipe and training params from the space's first choice / midpoint)
-            or ``sample`` (the study's sampler samples them per run).
-        derivation: ``marginal`` (default: keep each stage / channel whose probability is at
-            least 1/2, see ``Supernet.marginal_choice``) or ``argmax`` per decision.
-        repair: Repair a derived architecture that breaks a limit (greedy, least alpha lost).
-        latency_checks: Real measurements (and re-derivations) allowed per run under a
-            latency limit.
-    """
-
-    targets: list[float] | None = None
-    target_metric: str = "auto"
-    relaxation: str = "gumbel"
-    epochs: int = 16
-    batch_size: int | None = None
-    warmup: float = 0.25
-    alpha_lr: float = 0.2
-    alpha_weight_decay: float = 0.0
-    multiplier_lr: float = 0.5
-    tau_start: float = 5.0
-    tau_end: float = 0.1
-    gumbel_hard: bool = False
-    skip_cap: float | None = 0.5
-    entropy_stop: float | None = 0.15
-    kd: str = "fixed"
-    derivation: str = "marginal"
-    repair: bool = True
-    latency_checks: int = 3
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> DartsOptions:
-        """Build from ``strategy_options``; unknown keys raise with the known ones."""
-        optional = {f.name for f in dataclasses.fields(cls) if "None" in str(f.type)}
-        # None switches an optional feature off (skip_cap, entropy_stop), else means default
-        raw = {k: v for k, v in (raw or {}).items() if v is not None or k in optional}
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown darts option(s) {', '.join(unknown)}; known: "
-                              f"{', '.join(known)}")
-        if isinstance(raw.get("targets"), str):
-            raw["targets"] = parse_targets(raw["targets"])
-        return cls(**raw).validate()
-
-    def validate(self) -> DartsOptions:
-        if self.targets is not None:
-            self.targets = [float(t) for t in self.targets]
-            if not self.targets or any(not math.isfinite(t) or t <= 0 for t in self.targets):
-                raise ConfigError(f"--targets must be positive fractions, got {self.targets}")
-        _one_of("target metric", self.target_metric, TARGET_METRICS)
-        _one_of("relaxation", self.relaxation, RELAXATIONS)
-        _one_of("darts kd mode", self.kd, ("fixed", "sample"))
-        _one_of("derivation", self.derivation, ("marginal", "argmax"))
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"--darts-epochs must be a positive integer, got {self.epochs!r}")
-        checks = [("warmup", self.warmup, 0.0, 0.9), ("alpha_lr", self.alpha_lr, 1e-6, 10.0),
-                  ("multiplier_lr", self.multiplier_lr, 0.0, 100.0),
-                  ("tau_start", self.tau_start, 1e-3, 100.0),
-                  ("tau_end", self.tau_end, 1e-3, 100.0)]
-        for name, value, low, high in checks:
-            if not low <= float(value) <= high:
-                raise ConfigError(f"darts option {name} must be in [{low}, {high}], got {value}")
-        if self.skip_cap is not None and not 0.0 <= self.skip_cap <= 1.0:
-            raise ConfigError(f"darts option skip_cap must be in [0, 1], got {self.skip_cap}")
-        return self
-
-    def target_for(self, run: int) -> float:
-        """The given targets in order, then geometric midpoints between neighbours, level by
-        level, so that more runs fill the gaps of the front instead of repeating a target."""
-        sequence = list(self.targets or DEFAULT_TARGETS)
-        while len(sequence) <= run:
-            points = sorted(set(sequence))
-            middles = [math.sqrt(a * b) for a, b in itertools.pairwise(points)]
-            if not middles:  # one target: repeat it (other seeds)
-                return sequence[run % len(sequence)]
-            sequence += middles
-        return sequence[run]
-
-
-def _one_of(what: str, value: str, known: Sequence[str]) -> None:
-    if value not in known:
-        raise ConfigError(f"unknown {what} {value!r}; known: {', '.join(known)}")
-
-
-def parse_targets(text: str) -> list[float]:
-    """``"0.05,0.1,0.25"`` -> ``[0.05, 0.1, 0.25]`` (one clear error otherwise)."""
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ConfigError(f"bad --targets {text!r}: expected fractions like 0.05,0.1,0.25") \
-            from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,336 +119,6 @@ class DartsSampler(optuna.samplers.BaseSampler):
         self.base.reseed_rng()
 
 
-def space_decisions(space: SearchSpace) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """The space's relaxable decisions (``{name: options}``) and its fixed architecture values.
-
-    Raises:
-        SpaceError: For a family without a supernet or a conditional architecture decision.
-    """
-    relaxable = RELAXABLE.get(space.family)
-    if relaxable is None:
-        raise SpaceError(f"--strategy darts has no supernet for family {space.family!r}; "
-                         f"known: {', '.join(sorted(RELAXABLE))}")
-    decisions, fixed = {}, {}
-    for p in space.group("architecture"):
-        if p.kind == "fixed":
-            fixed[p.name] = p.value
-        elif p.name in relaxable and p.kind in ("choice", "int"):
-            if p.when:
-                raise SpaceError(f"--strategy darts cannot relax the conditional architecture "
-                                 f"parameter {p.name!r} ({space.source}); make it unconditional")
-            decisions.update(_expand(space, p))
-    return decisions, fixed
-
-
-def _expand(space: SearchSpace, p: Param) -> dict[str, list[Any]]:
-    """One decision, or one per stage (``widths_0`` ...) up to the deepest depth."""
-    if not p.per_stage:
-        return {p.name: p.options()}
-    depth = next(q for q in space.params if q.name == p.per_stage)
-    return {f"{p.name}_{i}": p.options() for i in range(max(depth.options()))}
-
-
-def _midpoint(p: Param) -> Any:
-    """The value a fixed-recipe run uses: first choice, or the (geometric) middle of a range."""
-    if p.kind == "fixed":
-        return p.value
-    if p.kind == "choice":
-        return p.choices[0]
-    low, high = float(p.low), float(p.high)
-    mid = math.sqrt(low * high) if p.log else (low + high) / 2
-    if p.step:
-        mid = low + round((mid - low) / p.step) * p.step
-    return round(mid) if p.kind == "int" else float(mid)
-
-
-# ---------------------------------------------------------------------------------------------
-# The supernet search
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SearchResult:
-    """What one supernet search found."""
-
-    probabilities: dict[str, list[float]]
-    argmax: dict[str, Any]
-    expected: dict[str, float]
-    multipliers: dict[str, float]
-    epochs_run: int
-    stop_reason: str
-    seconds: float
-    skip_cap_hits: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class DartsSearch:
-    """First-order bilevel DARTS with cost constraints on the expected cost.
-
-    Args:
-        net: The supernet (its relaxation decides softmax or Gumbel).
-        cost: Its cost model (exact FLOPs/params; latency when it has a table).
-        data: Splits: weights learn on ``train``, alpha on ``val``.
-        teacher: Its cached logits give the KD loss (None: the hard loss only).
-        kd: The recipe; feature terms are dropped during the search (the supernet's taps change
-            shape with its decisions), the retraining uses the full recipe.
-        train: Optimiser, learning rate, batch size, seed and device for the weights.
-        limits: ``{metric: limit}`` on the expected ``flops`` / ``params`` / ``latency_ms``.
-        options: The DARTS options.
-        deadline: ``time.monotonic()`` after which the search stops (a time budget).
-    """
-
-    def __init__(self, net: Supernet, cost: CostModel, data: DataSplits,
-                 teacher: TeacherLike | None, kd: KDConfig, train: TrainConfig,
-                 limits: dict[str, float], options: DartsOptions,
-                 deadline: float | None = None) -> None:
-        missing = sorted(set(limits) - set(cost.metrics))
-        if missing:
-            raise ConfigError(f"cannot constrain {', '.join(missing)} without a latency table")
-        self.net, self.cost, self.data, self.teacher = net, cost, data, teacher
-        self.kd = dataclasses.replace(kd, hint_weight=0.0, relation_weight=0.0,
-                                      attention_weight=0.0).validate()
-        self.train, self.limits, self.options, self.deadline = train, limits, options, deadline
-        self.device = resolve_device(train.device)
-        self.multipliers = {m: 0.0 for m in limits}
-        self.skip_cap_hits = 0
-        self.loss_fn = DistillLoss(self.kd, data.num_classes).to(self.device)
-
-    # -- set-up -------------------------------------------------------------------------------
-    def _teacher_logits(self, split: str) -> Tensor | None:
-        if self.teacher is None or not self.kd.uses_teacher:
-            return None
-        return self.teacher.outputs(self.data, split).to(self.device)  # (M, N, K)
-
-    def _optimizers(self, steps: int) -> tuple[Any, Any, Any]:
-        cfg, weights = self.train, self.net.weight_parameters()
-        if cfg.optimizer == "sgd":
-            opt_w = torch.optim.SGD(weights, lr=cfg.lr, momentum=0.9,
-                                    weight_decay=cfg.weight_decay, nesterov=True)
-        else:
-            opt_w = torch.optim.AdamW(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_w, T_max=max(1, steps))
-        opt_a = torch.optim.Adam(self.net.arch_parameters(), lr=self.options.alpha_lr,
-                                 betas=(0.5, 0.999), weight_decay=self.options.alpha_weight_decay)
-        return opt_w, sched, opt_a
-
-    def _val_batches(self, gen: torch.Generator) -> Iterator[Tensor]:
-        while True:
-            yield from iterate_batches(len(self.data.x_val), self.train.batch_size,
-                                       shuffle=True, generator=gen)
-
-    # -- the loop -----------------------------------------------------------------------------
-    def run(self) -> SearchResult:
-        t0 = time.perf_counter()
-        seed_everything(self.train.seed)
-        gen = torch.Generator().manual_seed(self.train.seed)
-        self.net.to(self.device)
-        x, y = self.data.x_train.to(self.device), self.data.y_train.to(self.device)
-        xv, yv = self.data.x_val.to(self.device), self.data.y_val.to(self.device)
-        t_train, t_val = self._teacher_logits("train"), self._teacher_logits("val")
-        epochs = self.options.epochs
-        steps = math.ceil(len(x) / self.train.batch_size)
-        opt_w, sched, opt_a = self._optimizers(epochs * steps)
-        val_batches = self._val_batches(gen)
-        warmup = round(self.options.warmup * epochs)
-        history, reason, epoch = [], "epochs done", 0
-        for epoch in range(1, epochs + 1):
-            progress = (epoch - 1) / epochs
-            self._anneal(progress)
-            for idx in iterate_batches(len(x), self.train.batch_size, shuffle=True, generator=gen):
-                self._weight_step(x[idx], y[idx], _rows(t_train, idx), opt_w, sched, progress)
-                if epoch > warmup:
-                    vdx = next(val_batches)
-                    self._alpha_step(xv[vdx], yv[vdx], _rows(t_val, vdx), opt_a, progress)
-            history.append(self._epoch_record(epoch, xv, yv))
-            reason = self._stop_reason(epoch, warmup, history[-1])
-            if reason:
-                break
-        return self._result(history, reason or "epochs done", epoch, time.perf_counter() - t0)
-
-    def _anneal(self, progress: float) -> None:
-        opts = self.options
-        self.net.relaxation.tau = opts.tau_start * (opts.tau_end / opts.tau_start) ** progress
-
-    def _loss(self, xb: Tensor, yb: Tensor, tb: Tensor | None, progress: float) -> Tensor:
-        loss, _ = self.loss_fn(self.net(xb), yb, tb, progress=progress)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"supernet loss became {loss.item()} (try a lower learning rate)")
-        return loss
-
-    def _weight_step(self, xb: Tensor, yb: Tensor, tb: Tensor | None, opt: Any, sched: Any,
-                     progress: float) -> None:
-        self.net.train()
-        with _frozen(self.net.arch_parameters()):
-            loss = self._loss(xb, yb, tb, progress)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        if self.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.train.grad_clip)
-        opt.step()
-        sched.step()
-
-    def _alpha_step(self, xb: Tensor, yb: Tensor, tb: Tensor | None, opt: Any,
-                    progress: float) -> None:
-        self.net.train()
-        alphas = self.net.arch_parameters()
-        task = self._loss(xb, yb, tb, progress)
-        expected = self.cost.expected(self.net.probabilities())
-        penalty = sum((self.multipliers[m] * expected[m] / limit
-                       for m, limit in self.limits.items()), torch.zeros((), dtype=torch.float64))
-        grads = torch.autograd.grad(task + penalty.to(task.dtype), alphas, allow_unused=True)
-        for alpha, grad in zip(alphas, grads):
-            alpha.grad = torch.zeros_like(alpha) if grad is None else grad
-        opt.step()
-        self._update_multipliers(expected)
-        if self.options.skip_cap is not None and not any(self.multipliers.values()):
-            self.skip_cap_hits += int(self._cap_skips(self.options.skip_cap))
-
-    def _update_multipliers(self, expected: dict[str, Tensor]) -> None:
-        """Dual ascent: lambda rises while E[cost] > limit and decays (to 0) below it."""
-        eta = self.options.multiplier_lr
-        for m, limit in self.limits.items():
-            violation = float(expected[m].detach()) / limit - 1.0
-            self.multipliers[m] = max(0.0, self.multipliers[m] + eta * violation)
-
-    @torch.no_grad()
-    def _cap_skips(self, cap: float) -> bool:
-        """Project the depth alpha so that ``P(depth = shallowest) <= cap``.
-
-        The excess moves to the deeper options in proportion to their probabilities, so their
-        ranking is kept; returns whether the cap acted.
-        """
-        if "depth" not in self.net.decisions or len(self.net.decisions["depth"]) < 2:
-            return False
-        alpha = self.net.alphas["depth"]
-        p = alpha.softmax(-1)
-        low = self.net.decisions["depth"].index(self.net.depths[0])
-        if float(p[low]) <= cap + 1e-9:
-            return False
-        rest = p.clone()
-        rest[low] = 0.0
-        if float(rest.sum()) <= 1e-12:  # fully collapsed: spread evenly over deeper options
-            rest = torch.ones_like(p)
-            rest[low] = 0.0
-        p = rest / rest.sum() * (1.0 - cap)
-        p[low] = cap
-        logp = p.clamp_min(1e-6).log()
-        alpha.copy_(logp - logp.mean())
-        return True
-
-    # -- bookkeeping --------------------------------------------------------------------------
-    @torch.no_grad()
-    def _epoch_record(self, epoch: int, xv: Tensor, yv: Tensor) -> dict[str, Any]:
-        self.net.eval()
-        acc = float((self.net(xv).argmax(1) == yv).float().mean())
-        expected = {m: float(v) for m, v in self.cost.expected(self.net.probabilities()).items()}
-        return {"epoch": epoch, "supernet_val_accuracy": acc, "entropy": self.entropy(),
-                "expected": expected, "multipliers": dict(self.multipliers),
-                "derived": self.net.export(self.options.derivation)}
-
-    def entropy(self) -> float:
-        """Mean over decisions of H(softmax(alpha)) / log(n options), in [0, 1]."""
-        values = []
-        for alpha in self.net.alphas.values():
-            n = alpha.numel()
-            if n > 1:
-                p = alpha.detach().softmax(-1)
-                values.append(float(-(p * p.clamp_min(1e-12).log()).sum()) / math.log(n))
-        return sum(values) / len(values) if values else 0.0
-
-    def _stop_reason(self, epoch: int, warmup: int, record: dict[str, Any]) -> str:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return "time budget spent"
-        stop = self.options.entropy_stop
-        met = all(record["expected"][m] <= limit * 1.01 for m, limit in self.limits.items())
-        if stop is not None and epoch >= warmup + 2 and record["entropy"] <= stop and met:
-            return f"alpha entropy {record['entropy']:.3f} <= {stop} with the limits met"
-        return ""
-
-    def _result(self, history: list[dict[str, Any]], reason: str, epochs: int,
-                seconds: float) -> SearchResult:
-        probs = {n: [round(float(v), 5) for v in p.detach().cpu()]
-                 for n, p in self.net.probabilities().items()}
-        expected = history[-1]["expected"] if history else {}
-        return SearchResult(probs, self.net.argmax_choice(), expected, dict(self.multipliers),
-                            epochs, reason, seconds, self.skip_cap_hits, history)
-
-
-def _rows(logits: Tensor | None, idx: Tensor) -> Tensor | None:
-    return None if logits is None else logits[:, idx.to(logits.device)]  # (M, B, K)
-
-
-class _frozen:
-    """Context: architecture parameters need no gradient during a weight step."""
-
-    def __init__(self, params: list[nn.Parameter]) -> None:
-        self.params = params
-
-    def __enter__(self) -> None:
-        for p in self.params:
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc: object) -> None:
-        for p in self.params:
-            p.requires_grad_(True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Derivation
-# ---------------------------------------------------------------------------------------------
-
-
-def _excess(costs: dict[str, float], limits: dict[str, float]) -> float:
-    return sum(max(0.0, costs[m] / limit - 1.0) for m, limit in limits.items() if m in costs)
-
-
-def derive(net: Supernet, cost: CostModel, limits: dict[str, float], repair: bool = True,
-           rule: str = "marginal") -> tuple[dict[str, Any], list[str]]:
-    """The derived architecture (``rule``), greedily repaired until it meets ``limits``.
-
-    Each repair step changes the one decision whose change lowers the total relative excess
-    over the limits at the least loss of log-probability per unit of excess removed.
-
-    Returns:
-        The full choice and the changes made (``"widths_1: 48 -> 24"``).
-    """
-    choice, changes = net.choice(rule), []
-    if not repair or not limits:
-        return choice, changes
-    logp = {n: torch.log_softmax(a.detach().double(), -1).cpu() for n, a in net.alphas.items()}
-    for _ in range(_MAX_REPAIRS):
-        excess = _excess(cost.of_choice(choice), limits)
-        if excess <= 0:
-            break
-        move = _best_move(net, cost, limits, logp, choice, excess)
-        if move is None:
-            logger.warning("no architecture in the space meets %s; keeping the cheapest found",
-                           limits)
-            break
-        name, value = move
-        changes.append(f"{name}: {choice[name]} -> {value}")
-        choice[name] = value
-    return choice, changes
-
-
-def _best_move(net: Supernet, cost: CostModel, limits: dict[str, float],
-               logp: dict[str, Tensor], choice: dict[str, Any],
-               excess: float) -> tuple[str, Any] | None:
-    best, best_score = None, math.inf
-    for name, options in net.decisions.items():
-        current = logp[name][options.index(choice[name])]
-        for j, value in enumerate(options):
-            if value == choice[name]:
-                continue
-            gain = excess - _excess(cost.of_choice({**choice, name: value}), limits)
-            if gain <= 1e-12:
-                continue
-            score = float(current - logp[name][j]) / gain
-            if score < best_score:
-                best, best_score = (name, value), score
-    return best
-
-
 # ---------------------------------------------------------------------------------------------
 # The controller
 # ---------------------------------------------------------------------------------------------
@@ -630,14 +160,14 @@ class DartsController(OptunaController):
             held |= {p.name for p in self.space.params}
         return held
 
-    def cost_model(self, net: Supernet) -> CostModel:
+    def cost_model(self, net: Any) -> CostModel:
         """Built once per controller: exact FLOPs/params, plus the device's latency table."""
         if self._cost is None:
             table = self._latency_table(net) if self.settings.cost.latency else None
             self._cost = CostModel(net, table)
         return self._cost
 
-    def _latency_table(self, net: Supernet) -> LatencyTable:
+    def _latency_table(self, net: Any) -> LatencyTable:
         cfg = self.settings.cost
         settings = TableSettings.from_cost(cfg)
         return get_table(net, self.space.name, cfg.device, cfg.threads, settings)
@@ -732,15 +262,14 @@ class DartsController(OptunaController):
             if p.name in self.decisions or p.per_stage or not p.active(values):
                 continue  # relaxed, per-stage on the depth, or conditional on a relaxed value
             if self.options.kd == "fixed":
-                self.sampler.pins[p.name] = _midpoint(p)
+                self.sampler.pins[p.name] = midpoint(p)
             values[p.name] = p.suggest(trial)
         return values
 
     def _recipe(self, values: dict[str, Any], trial: optuna.Trial) -> tuple[KDConfig, TrainConfig]:
-        kd_keys = {f.name for f in dataclasses.fields(KDConfig)}
         groups = {p.name: p.group for p in self.space.params}
-        kd = KDConfig(**{k: v for k, v in values.items()
-                         if groups[k] == "distillation" and k in kd_keys}).validate()
+        kd = recipe_from_values({k: v for k, v in values.items()
+                                 if groups[k] == "distillation"}).validate()
         overrides = {k: v for k, v in values.items() if groups[k] == "training"}
         train = dataclasses.replace(self.settings.train, **overrides)
         train.seed = self.settings.train.seed + trial.number
@@ -748,16 +277,16 @@ class DartsController(OptunaController):
             train.batch_size = self.options.batch_size
         return kd, train.validate()
 
-    def _supernet(self, values: dict[str, Any], seed: int) -> Supernet:
+    def _supernet(self, values: dict[str, Any], seed: int) -> Any:
         arch = {p.name for p in self.space.group("architecture")}
         fixed = {**self.fixed_arch, **{k: v for k, v in values.items() if k in arch}}
         relax = Relaxation(self.options.relaxation, self.options.tau_start,
                            self.options.gumbel_hard, seed=self.settings.train.seed + seed)
         data = self.objective.data
-        return Supernet(self.space.family, self.decisions, fixed, data.input_shape,
-                        data.num_classes, relax, seed=self.settings.train.seed + seed)
+        return build_supernet(self.space.family, self.decisions, fixed, data.input_shape,
+                              data.num_classes, relax, seed=self.settings.train.seed + seed)
 
-    def _limits(self, target: float, cost: CostModel, net: Supernet) -> dict[str, float]:
+    def _limits(self, target: float, cost: CostModel, net: Any) -> dict[str, float]:
         """The run's target (fraction of the teacher's cost) and the user's hard limits."""
         limits = {metric: float(getattr(self.settings, key)) for key, metric in _LIMITS.items()
                   if getattr(self.settings, key) is not None}
@@ -772,7 +301,7 @@ class DartsController(OptunaController):
         limits[metric] = min(limits.get(metric, math.inf), target * float(reference))
         return limits
 
-    def _derive(self, net: Supernet, cost: CostModel,
+    def _derive(self, net: Any, cost: CostModel,
                 limits: dict[str, float]) -> tuple[dict[str, Any], list[str], list[dict]]:
         """Derive and repair; under a latency limit, check it by real measurement."""
         opts = self.options
@@ -792,7 +321,7 @@ class DartsController(OptunaController):
             repairs = repairs + more
         return choice, repairs, checks
 
-    def _measure(self, net: Supernet, choice: dict[str, Any]) -> float:
+    def _measure(self, net: Any, choice: dict[str, Any]) -> float:
         cfg = self.settings.cost
         model = build_student(net.family, net.spec_for(choice), net.input_shape, net.num_classes)
         ms, _cv = measure_latency(model, net.input_shape, 1, warmup=cfg.warmup,
@@ -807,7 +336,7 @@ class DartsController(OptunaController):
             raise SpaceError(f"darts params {trial.params} rebuild {rebuilt}, not {spec}")
 
     def _attrs(self, target: float, limits: dict[str, float], result: SearchResult,
-               net: Supernet, cost: CostModel, choice: dict[str, Any], repairs: list[str],
+               net: Any, cost: CostModel, choice: dict[str, Any], repairs: list[str],
                checks: list[dict]) -> dict[str, Any]:
         predicted = cost.of_choice(choice)
         return {

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from autokd.config import KDConfig
 from autokd.errors import ConfigError
 from autokd.registry import Registry
+
+if TYPE_CHECKING:  # the recipe imports this module for its schedule names
+    from autokd.distill.recipe import KDConfig
 
 __all__ = ["SCHEDULES", "temperature_at", "constant", "exponential", "linear"]
 

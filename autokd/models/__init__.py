@@ -1,40 +1,56 @@
-"""Student families, created by name through one registry (timm-style).
+"""Student families, each one ``Family`` record in one file (timm-style registry).
 
 ``build_student("cnn", {"depth": 2, "widths": [8, 16]}, (1, 8, 8), 10)`` returns an
-``nn.Module`` with ``.spec`` (the normalised spec), ``.family`` and ``.feature_taps``.
+``nn.Module`` with ``.spec`` (the normalised spec), ``.family`` and ``.feature_taps``. Adding a
+family is one file that calls ``register_family`` plus its import below and a YAML space.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from autokd.errors import ConfigError
+from autokd.models import conv, mlp  # noqa: F401  (each registers its families)
+from autokd.models._family import (
+    FAMILIES,
+    INPUT_KINDS,
+    Family,
+    TeacherRecipe,
+    family_for,
+    get_family,
+    input_kind,
+    register_family,
+)
 from autokd.models._spec import parse_value
-from autokd.models.conv import build_cnn, build_cnn1d
-from autokd.models.mlp import build_mlp
-from autokd.registry import Registry
 
-__all__ = ["STUDENTS", "build_student", "parse_student_arg", "default_family"]
-
-StudentBuilder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
-STUDENTS: Registry[StudentBuilder] = Registry("student family")
-STUDENTS.register("cnn", build_cnn)
-STUDENTS.register("cnn1d", build_cnn1d)
-STUDENTS.register("mlp", build_mlp)
+__all__ = [
+    "FAMILIES",
+    "INPUT_KINDS",
+    "Family",
+    "TeacherRecipe",
+    "build_student",
+    "default_family",
+    "family_for",
+    "get_family",
+    "input_kind",
+    "parse_student_arg",
+    "register_family",
+]
 
 
 def build_student(family: str, spec: dict[str, Any], input_shape: tuple[int, ...],
                   num_classes: int) -> nn.Module:
     """Build a student; ``width`` is accepted as shorthand for ``widths``."""
+    record = get_family(family)
     spec = dict(spec)
     if "width" in spec:
         spec["widths"] = spec.pop("width")
     if num_classes < 2:
         raise ConfigError(f"need at least 2 classes, got {num_classes}")
-    model = STUDENTS.get(family)(spec, tuple(input_shape), num_classes)
+    record.check_input(tuple(input_shape))
+    model = record.build(spec, tuple(input_shape), num_classes)
     model.family = family
     return model
 
@@ -42,7 +58,7 @@ def build_student(family: str, spec: dict[str, Any], input_shape: tuple[int, ...
 def parse_student_arg(text: str) -> tuple[str, dict[str, Any]]:
     """Parse ``"cnn:depth=2,width=16"`` (lists as ``widths=8/16``) into (family, spec)."""
     family, _, rest = text.partition(":")
-    STUDENTS.get(family.strip())
+    get_family(family.strip())
     spec: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
@@ -54,4 +70,4 @@ def parse_student_arg(text: str) -> tuple[str, dict[str, Any]]:
 
 def default_family(input_shape: tuple[int, ...]) -> str:
     """The natural family for a data shape: images -> cnn, signals -> cnn1d, else mlp."""
-    return {3: "cnn", 2: "cnn1d"}.get(len(input_shape), "mlp")
+    return family_for(input_kind(tuple(input_shape))).name

@@ -1,4 +1,4 @@
-"""Convolutional students for images (``cnn``) and 1-D signals (``cnn1d``).
+"""Convolutional students for images (``cnn``) and 1-D signals (``cnn1d``): two families.
 
 Read top to bottom: a stack of conv -> [BN] -> act -> [2x pool] stages, a global average pool
 and a linear head. Each stage's output is a named feature tap (``stages.i``) so hint, relation
@@ -14,9 +14,11 @@ from torch import nn
 
 from autokd.errors import ConfigError
 from autokd.models import blocks
+from autokd.models._family import Family, TeacherRecipe, register_family
 from autokd.models._spec import per_stage, resolve_spec
+from autokd.models.supernet import StackForm
 
-__all__ = ["ConvNet", "CNN_DEFAULTS", "build_cnn", "build_cnn1d", "normalise_spec"]
+__all__ = ["CNN", "CNN1D", "CNN_DEFAULTS", "POOLS", "ConvNet", "normalise_spec"]
 
 CNN_DEFAULTS: dict[str, Any] = {
     "depth": 2,
@@ -50,7 +52,7 @@ class ConvNet(nn.Module):
         self.pool = blocks.global_pool(dim)
         self.dropout = nn.Dropout(self.spec["dropout"])
         self.head = nn.Linear(c_in, num_classes)
-        self.feature_taps = [f"stages.{i}" for i in range(depth)]
+        self.feature_taps = _taps(self.spec)
 
     def _stage(self, c_in: int, c_out: int, kernel: int, size: int) -> tuple[nn.Module, int]:
         """One stage; down-samples only while the map is at least 2 wide."""
@@ -91,19 +93,34 @@ def normalise_spec(family: str, spec: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def _check_input(family: str, input_shape: tuple[int, ...], rank: int, what: str) -> None:
-    if len(input_shape) != rank:
-        raise ConfigError(
-            f"{family} students need {what} input; this dataset's samples have shape "
-            f"{tuple(input_shape)}"
-        )
+def _taps(spec: dict[str, Any]) -> list[str]:
+    """Each stage's output, by module path (hooks attach there; the model needs no edits)."""
+    return [f"stages.{i}" for i in range(spec["depth"])]
 
 
-def build_cnn(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
-    _check_input("cnn", input_shape, 3, "image (C, H, W)")
-    return ConvNet(spec, input_shape, num_classes, dim=2, family="cnn")
+_RELAXABLE = ("depth", "widths", "kernel", "pool", "activation", "batch_norm")
 
-
-def build_cnn1d(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
-    _check_input("cnn1d", input_shape, 2, "1-D signal (C, L)")
-    return ConvNet(spec, input_shape, num_classes, dim=1, family="cnn1d")
+CNN = register_family(Family(
+    name="cnn",
+    build=lambda spec, shape, k: ConvNet(spec, shape, k, dim=2, family="cnn"),
+    defaults=CNN_DEFAULTS,
+    normalise=lambda spec: normalise_spec("cnn", spec),
+    inputs=("image",),
+    default_for=("image",),
+    feature_taps=_taps,
+    teacher=TeacherRecipe({"depth": 3, "widths": [64, 128, 128], "kernel": 3, "pool": "max"},
+                          epochs=30, lr=2e-3),
+    supernet=StackForm(dim=2, relaxable=_RELAXABLE, pools=POOLS),
+))
+CNN1D = register_family(Family(
+    name="cnn1d",
+    build=lambda spec, shape, k: ConvNet(spec, shape, k, dim=1, family="cnn1d"),
+    defaults=CNN_DEFAULTS,
+    normalise=lambda spec: normalise_spec("cnn1d", spec),
+    inputs=("signal",),
+    default_for=("signal",),
+    feature_taps=_taps,
+    teacher=TeacherRecipe({"depth": 3, "widths": [64, 128, 128], "kernel": 5, "pool": "max"},
+                          epochs=60, lr=2e-3),
+    supernet=StackForm(dim=1, relaxable=_RELAXABLE, pools=POOLS),
+))

@@ -14,9 +14,11 @@ from torch import nn
 
 from autokd.errors import ConfigError
 from autokd.models import blocks
+from autokd.models._family import Family, TeacherRecipe, register_family
 from autokd.models._spec import per_stage, resolve_spec
+from autokd.models.supernet import StackForm
 
-__all__ = ["MLP", "MLP_DEFAULTS", "build_mlp", "normalise_spec"]
+__all__ = ["FAMILY", "MLP", "MLP_DEFAULTS", "normalise_spec"]
 
 MLP_DEFAULTS: dict[str, Any] = {
     "depth": 2,
@@ -47,7 +49,7 @@ class MLP(nn.Module):
             d_in = width
         self.layers = nn.Sequential(*layers)
         self.head = nn.Linear(d_in, num_classes)
-        self.feature_taps = [f"layers.{i}" for i in range(len(layers))]
+        self.feature_taps = _taps(self.spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.layers(x.flatten(1))  # (B, D)
@@ -67,5 +69,19 @@ def normalise_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def build_mlp(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> MLP:
-    return MLP(spec, input_shape, num_classes)
+def _taps(spec: dict[str, Any]) -> list[str]:
+    """Each hidden layer's output, by module path."""
+    return [f"layers.{i}" for i in range(spec["depth"])]
+
+
+FAMILY = register_family(Family(
+    name="mlp",
+    build=MLP,
+    defaults=MLP_DEFAULTS,
+    normalise=normalise_spec,
+    inputs=("tabular", "signal", "image"),  # flattens images and signals
+    default_for=("tabular",),
+    feature_taps=_taps,
+    teacher=TeacherRecipe({"depth": 2, "widths": 256, "dropout": 0.1}, epochs=60, lr=1e-3),
+    supernet=StackForm(dim=0, relaxable=("depth", "widths", "activation", "batch_norm")),
+))

@@ -1,0 +1,200 @@
+"""The loss of one recipe: the weighted sum of its named terms (DESIGN.md §2).
+
+``total = Σ_n w_n · mean_b(ω_b · L_n(b))`` over the recipe's terms ``n``, with per-sample
+importance weights ``ω`` on the response terms (1 elsewhere). Without teacher logits (a scratch
+run, or a search step without a teacher) the soft terms drop out and the hard cross entropy
+carries weight 1, as in plain training.
+
+Shapes: ``B`` batch, ``K`` classes, ``M`` teachers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from autokd.distill._term import TERMS, Batch, Shape, Term, TermContext
+from autokd.distill.recipe import KDConfig
+from autokd.distill.response import HardCELoss, KLDivergenceLoss
+from autokd.distill.schedules import temperature_at
+from autokd.distill.weighting import importance_weights, stack_teachers, teacher_soft_targets
+from autokd.errors import ConfigError
+
+__all__ = ["DistillLoss", "kd_divergence"]
+
+logger = logging.getLogger(__name__)
+_HARD_ONLY = {"ce": 1.0}
+
+
+def _check_shapes(name: str, shapes: Sequence[Sequence[int]] | None) -> list[Shape] | None:
+    if shapes is None:
+        return None
+    out = [tuple(int(d) for d in s) for s in shapes]
+    if any(not s or min(s) < 1 for s in out):
+        raise ConfigError(f"{name} feature shapes must be non-empty positive sizes, got {out}")
+    return out
+
+
+class DistillLoss(nn.Module):
+    """The KD objective of one ``KDConfig``: its terms, built once, summed with their weights.
+
+    The module owns learned projections of feature terms: add ``parameters()`` to the student's
+    optimizer.
+
+    Args:
+        kd: The recipe (validated here).
+        num_classes: ``K``.
+        student_feature_shapes: One shape per student tap (no batch dim), input to output.
+        teacher_feature_shapes: One shape per teacher tap, input to output.
+
+    Raises:
+        ConfigError: If the recipe needs features and shapes are missing or cannot be paired.
+    """
+
+    def __init__(
+        self,
+        kd: KDConfig,
+        num_classes: int,
+        student_feature_shapes: Sequence[Sequence[int]] | None = None,
+        teacher_feature_shapes: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.kd = kd.validate()
+        if num_classes < 2:
+            raise ConfigError(f"distillation needs at least 2 classes, got {num_classes}")
+        self.num_classes = num_classes
+        ctx = TermContext(kd, num_classes, _check_shapes("student", student_feature_shapes),
+                          _check_shapes("teacher", teacher_feature_shapes))
+        self.weights = kd.weights()
+        self.terms = nn.ModuleDict({n: TERMS.get(n).create(ctx) for n in self.weights})
+        # the plain cross entropy that carries a batch without teacher logits
+        hard = self.terms["ce"] if "ce" in self.terms else HardCELoss(kd.label_smoothing)
+        self.hard: Term = hard
+        self._n_taps = (len(ctx.student_shapes or ()), len(ctx.teacher_shapes or ()))
+        self._features = any(t.needs_features for t in self.terms.values())
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        targets: Tensor,
+        teacher_logits: Tensor | None = None,
+        *,
+        progress: float,
+        student_features: Sequence[Tensor] | None = None,
+        teacher_features: Sequence[Tensor] | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The loss of one batch and its parts.
+
+        Args:
+            student_logits: ``(B, K)``.
+            targets: ``(B,)`` class indices.
+            teacher_logits: ``(M, B, K)``, ``(B, K)`` or None (then no soft term).
+            progress: Fraction of training done, for the temperature schedule.
+            student_features: Student taps in the order of ``student_feature_shapes``.
+            teacher_features: Teacher taps in the order of ``teacher_feature_shapes``.
+
+        Returns:
+            The scalar total, and detached floats per active term plus ``"total"``.
+        """
+        parts, weights = self._parts(student_logits, targets, teacher_logits, progress,
+                                     student_features, teacher_features)
+        total = _combine(parts, weights)
+        values = {name: float(value.detach()) for name, value in parts.items()}
+        values["total"] = float(total.detach())
+        return total, values
+
+    def total(
+        self,
+        student_logits: Tensor,
+        targets: Tensor,
+        teacher_logits: Tensor | None = None,
+        *,
+        progress: float,
+        student_features: Sequence[Tensor] | None = None,
+        teacher_features: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """``forward`` without the per-part floats (each is a host sync): the training step."""
+        parts, weights = self._parts(student_logits, targets, teacher_logits, progress,
+                                     student_features, teacher_features)
+        return _combine(parts, weights)
+
+    # -- the parts ---------------------------------------------------------------------------
+    def _parts(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor | None,
+               progress: float, student_features: Sequence[Tensor] | None,
+               teacher_features: Sequence[Tensor] | None,
+               ) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Each term's batch value, and the weights to sum them with."""
+        batch = self._batch(logits, targets, teacher_logits, progress,
+                            student_features, teacher_features)
+        weights = self._importance(batch)  # (B,) or None
+        if batch.teacher_logits is None:  # no teacher: plain training on the labels
+            return {"ce": _weighted_mean(self.hard(batch), weights)}, _HARD_ONLY
+        parts = {}
+        for name, term in self.terms.items():
+            value = term(batch)  # (B,) or a scalar
+            parts[name] = _weighted_mean(value, weights if term.importance_weighted else None)
+        return parts, self.weights
+
+    def _batch(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor | None,
+               progress: float, student_features: Sequence[Tensor] | None,
+               teacher_features: Sequence[Tensor] | None) -> Batch:
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ConfigError(f"student logits must be (B, {self.num_classes}), got "
+                              f"{tuple(logits.shape)}")
+        teachers = None if teacher_logits is None else stack_teachers(teacher_logits)
+        if teachers is not None and teachers.shape[1:] != logits.shape:
+            raise ConfigError(f"teacher logits {tuple(teachers.shape)} do not match student "
+                              f"logits {tuple(logits.shape)}")
+        if self._features and teachers is not None:
+            self._check_features(student_features, teacher_features)
+        return Batch(logits, targets, teachers, temperature_at(self.kd, progress), progress,
+                     self.kd.teacher_weighting, student_features, teacher_features)
+
+    def _check_features(self, student: Sequence[Tensor] | None,
+                        teacher: Sequence[Tensor] | None) -> None:
+        n_s, n_t = self._n_taps
+        if student is None or teacher is None or (len(student), len(teacher)) != (n_s, n_t):
+            got = tuple(None if f is None else len(f) for f in (student, teacher))
+            raise ConfigError(
+                f"this KD recipe needs {n_s} student and {n_t} teacher features, got {got}")
+
+    def _importance(self, batch: Batch) -> Tensor | None:
+        """Per-sample weights ``(B,)``, or None for equal weights (saves ops every batch)."""
+        kind = self.kd.importance
+        if kind == "none" or (kind == "entropy" and batch.teacher_logits is None):
+            return None
+        probs = batch.soft_targets(1.0) if batch.teacher_logits is not None else None
+        ce = F.cross_entropy(batch.logits.detach().float(), batch.targets.long(),
+                             reduction="none")  # (B,)
+        return importance_weights(kind, probs, ce)
+
+
+
+def _combine(parts: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """``Σ_n w_n · part_n`` in the recipe's order (weight 1 adds the part as it is)."""
+    total = None
+    for name, value in parts.items():
+        weight = weights[name]
+        term = value if weight == 1.0 else weight * value
+        total = term if total is None else total + term
+    assert total is not None  # a validated recipe has at least one term
+    return total
+
+
+def _weighted_mean(per_sample: Tensor, weights: Tensor | None) -> Tensor:
+    """``mean_i w_i L_i``; ``None`` means all weights are 1 (scalars pass through)."""
+    return per_sample.mean() if weights is None else (per_sample * weights).mean()
+
+
+@torch.no_grad()
+def kd_divergence(student_logits: Tensor, teacher_logits: Tensor, T: float) -> float:
+    """Batch mean of ``T² · KL(q^T ‖ q^S)`` (the "val KD loss" of reports).
+
+    ``teacher_logits`` may be ``(B, K)`` or ``(M, B, K)``; an ensemble is averaged (``"mean"``).
+    """
+    q_t = teacher_soft_targets(teacher_logits, T, "mean")  # (B, K)
+    return float(KLDivergenceLoss.compute(student_logits, q_t, T).mean())
