@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from autokd._io import atomic_write
 from autokd.errors import StudyError
 from autokd.objective import OBJECTIVES, feasible
 from autokd.pareto import hypervolume_history, pareto_front, usable_trials
@@ -106,11 +106,10 @@ def build_report(study: optuna.Study, paths: StudyPaths, *, json: bool = False) 
              "pareto_csv": paths.root / "pareto.csv"}
     data["files"] = {k: str(v) for k, v in files.items()}
     png = pareto_png(data)
-    _atomic_write_bytes(files["png"], png)
+    # like the tables, the report gets the umask's permissions: a private study stays private
+    atomic_write(files["png"], lambda tmp: Path(tmp).write_bytes(png))
     atomic_write_text(files["markdown"], render_markdown(data))
     atomic_write_text(files["html"], render_html(data, png))
-    for key in ("html", "markdown", "png"):
-        files[key].chmod(0o644)  # temp files are private; a report is meant to be shared
     logger.info("report written to %s", files["html"])
     return json_summary(data) if json else data
 
@@ -1035,13 +1034,3 @@ def _check_writable(root: Path) -> None:
     if not os.access(root, os.W_OK):
         raise StudyError(f"cannot write the report to {root}: permission denied")
 
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Self
+from typing import Any, NoReturn
 
 import optuna
 import pandas as pd
@@ -349,27 +349,18 @@ def test_disk_full_while_writing_the_report(reported: StudyPaths, tmp_path: Path
                                             monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture) -> None:
     root, before = _copy(reported, tmp_path)
-    real = os.fdopen
+    real_text, real_bytes = Path.write_text, Path.write_bytes
 
-    class Full:
-        """A file whose disk fills up after the first 100 bytes."""
+    def full(path: Path, data: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        """A disk that fills up after the first 100 bytes of any file."""
+        (real_text if isinstance(data, str) else real_bytes)(path, data[:100], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        def __init__(self, fh: Any) -> None:
-            self.fh = fh
-
-        def write(self, data: Any) -> int:
-            self.fh.write(data[:100])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __enter__(self) -> Self:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.fh.close()
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real(fd, *a, **k)))
+    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(Path, "write_bytes", full)
     code = main(["report", str(root)])
-    monkeypatch.setattr(os, "fdopen", real)
+    monkeypatch.setattr(Path, "write_text", real_text)
+    monkeypatch.setattr(Path, "write_bytes", real_bytes)
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "No space left on device" in err[0]
     assert {n: (root / n).read_bytes() for n in REPORT_FILES} == before

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import stat
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -175,6 +177,22 @@ def test_files_written_and_html_is_self_contained(standard: Any) -> None:
     pareto_csv = (paths.root / "pareto.csv").read_text().splitlines()
     assert len(pareto_csv) == 4 and set(data["files"]) >= {"html", "png", "markdown"}
 
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o077, 0o600), (0o022, 0o644)],
+                         ids=["umask-077", "umask-022"])
+def test_report_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """A private study's report stays private: every file gets the same, umask-given mode."""
+    study, paths = make_study(tmp_path)
+    add_trial(study, 0.9, 0.9, 5_000, 10_000)
+    previous = os.umask(umask)
+    try:
+        build_report(study, paths)
+    finally:
+        os.umask(previous)
+    names = ("report.html", "report.md", "pareto.png", "trials.csv")
+    modes = {n: stat.S_IMODE((paths.root / n).stat().st_mode) for n in names}
+    assert modes == dict.fromkeys(names, mode)
 
 def test_hypervolume_never_decreases_and_importances_split(standard: Any) -> None:
     _, _, data = standard
