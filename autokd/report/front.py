@@ -1,0 +1,81 @@
+"""The Pareto front's members, with metrics, ratios against the teacher, recipe and KD gain.
+
+Why: the front is the report's answer; each member carries everything the front table, the
+recipe table and the KD-gain table show, so those tables only pick columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from autokd.pareto import pareto_front
+from autokd.report.trials import architecture, ratios
+from autokd.study import StudyPaths
+from autokd.tables import recipe_summary
+
+__all__ = ["MEMBER_KEYS", "front_records", "kd_gain_rows", "relative_error"]
+
+MEMBER_KEYS = ("val_accuracy", "test_accuracy", "val_nll", "test_nll", "retention",
+               "val_retention", "params", "flops", "bytes", "latency_ms", "latency_ms_batch",
+               "latency_cv", "params_compression", "flops_compression", "latency_speedup",
+               "predicted_latency_ms", "best_epoch", "epochs_run", "train_seconds", "seed")
+
+
+def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPaths | None = None,
+                  epochs: int | None = None) -> list[dict[str, Any]]:
+    """The Pareto members with metrics, ratios vs the teacher, recipe and KD gain.
+
+    ``epochs`` is the search's epochs override: shown in each member's training settings
+    instead of the space's nominal epochs, which the search did not use.
+    """
+    baseline = study.user_attrs.get("baseline") or {}
+    rows = [_member(t, teacher, baseline.get(str(t.number)), paths) for t in pareto_front(study)]
+    for row in rows:
+        if epochs is not None and isinstance(row.get("train"), dict):
+            row["train"] = {**row["train"], "epochs": epochs}
+    return rows
+
+
+def _member(t: FrozenTrial, teacher: dict[str, Any], base: dict[str, Any] | None,
+            paths: StudyPaths | None) -> dict[str, Any]:
+    """One front row; ``base`` is its scratch twin's record, when the search trained one."""
+    a = t.user_attrs
+    row: dict[str, Any] = {"trial": t.number, "strategy": a.get("strategy"),
+                           "family": a.get("family"), "architecture": architecture(a),
+                           "spec": a.get("spec"), "recipe": a.get("recipe"),
+                           "recipe_summary": recipe_summary(a.get("recipe")),
+                           "train": a.get("train")}
+    row.update({k: a.get(k) for k in MEMBER_KEYS})
+    row.update(ratios(a, teacher))
+    row["selection_gap"] = _diff(a.get("val_accuracy"), a.get("test_accuracy"))
+    row["latency_error_pct"] = relative_error(a.get("predicted_latency_ms"), a.get("latency_ms"))
+    if base:
+        row["scratch_val_accuracy"] = base.get("val_accuracy")
+        row["scratch_test_accuracy"] = base.get("test_accuracy")
+        row["kd_gain"] = _diff(a.get("test_accuracy"), base.get("test_accuracy"))
+        row["kd_gain_val"] = _diff(a.get("val_accuracy"), base.get("val_accuracy"))
+    if paths is not None:
+        row["weights_kept"] = (paths.root / a.get("checkpoint", f"students/{t.number}/"
+                                                                "student.pt")).exists()
+    return row
+
+
+def _diff(a: Any, b: Any) -> float | None:
+    """``a - b``, or None when either was not recorded."""
+    return float(a) - float(b) if a is not None and b is not None else None
+
+
+def relative_error(predicted: Any, measured: Any) -> float | None:
+    """Percent error of a prediction; None when either is missing or nothing was measured."""
+    if predicted is None or not measured:
+        return None
+    return 100.0 * (float(predicted) - float(measured)) / float(measured)
+
+
+def kd_gain_rows(front: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Front members with a scratch twin; None when the search did not record baselines."""
+    rows = [r for r in front if "kd_gain" in r]
+    return rows or None

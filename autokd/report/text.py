@@ -1,0 +1,87 @@
+"""The sentences both reports share: the summary facts and each section's plain-language reading.
+
+Why: report.md and report.html must say the same thing; writing each sentence once keeps them
+from drifting apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autokd.report.format import fmt
+
+__all__ = ["NO_BASELINE", "hypervolume_text", "importance_text", "latency_text",
+           "selection_text", "summary_rows"]
+
+NO_BASELINE = ("Not recorded: rerun the search with --baseline to train each front member "
+               "from scratch and measure what distillation adds.")
+
+
+def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Key facts shown at the top of both reports."""
+    ds, counts, sel = data["dataset"], data["counts"], data["selection"]
+    sizes = ds.get("sizes") or {}
+    return [
+        ("status", data["status"]["note"]),
+        ("objectives", ", ".join(data["objectives"]) + f" ({data['mode']})"),
+        ("dataset", (f"{ds.get('name', '?')} — train {sizes.get('train', '?')}, "
+                    f"validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} samples; "
+                    f"split hash {ds.get('split_hash', '?')}")),
+        ("trials", (f"{counts['complete']} complete, {counts['pruned']} pruned, "
+                   f"{counts['fail']} failed, {counts['infeasible']} infeasible, "
+                   f"{counts['running'] + counts['waiting']} running/waiting "
+                   f"(budget {_budget_text(data['budget'])})")),
+        ("controllers", ", ".join(f"{k}: {v}" for k, v in counts["strategies"].items()) or "-"),
+        ("hard limits", ", ".join(f"{k} ≤ {fmt(v)}" for k, v in data["limits"].items()) or "none"),
+        ("epochs per trial", fmt(data["search_epochs"], "int") if data["search_epochs"]
+         else "as set by the search space"),
+        ("validation accuracy ±1 SE", fmt(sel["val_accuracy_se"], "pp").lstrip("+")),
+        ("storage", data["storage"]),
+    ]
+
+
+def _budget_text(budget: dict[str, Any]) -> str:
+    """The search's budget: trials, else seconds, else ``-``."""
+    if budget.get("trials"):
+        return f"{budget['trials']} trials"
+    return f"{budget['seconds']:g} s" if budget.get("seconds") else "-"
+
+
+def selection_text(sel: dict[str, Any]) -> str:
+    """Plain-language reading of the val/test comparison."""
+    parts = [(f"Selection used {fmt(sel['val_size'], 'int')} validation samples; one standard "
+             f"error of a validation accuracy is about {fmt(sel['val_accuracy_se'], 'pp')[1:]}.")]
+    if sel["mean_gap"] is not None:
+        parts.append(f"The front's val − test accuracy gap averages {fmt(sel['mean_gap'], 'pp')} "
+                     "(positive: selection on validation was optimistic).")
+    if sel["rank_correlation"] is not None:
+        parts.append(f"Rank correlation of val and test accuracy across trials: "
+                     f"{sel['rank_correlation']:.2f}.")
+    return " ".join(parts)
+
+
+def hypervolume_text(curve: list[dict[str, Any]]) -> str:
+    """Where the hypervolume ended and how early the search got close to it."""
+    if not curve:
+        return "No finished trials yet."
+    last = curve[-1]["hypervolume"]
+    half = next((c["trial"] for c in curve if c["hypervolume"] >= 0.99 * last), None)
+    return (f"Hypervolume (losses: 1 − accuracy, cost / teacher's cost) reached {last:.4f} after "
+            f"{len(curve)} finished trials; 99 % of it by trial {half}.")
+
+
+def importance_text(imp: dict[str, Any]) -> str:
+    """What the importances rest on, or why they are missing, with a caution on few trials."""
+    parts = []
+    for key, what in (("accuracy", "val accuracy"), ("cost", (f"{imp['cost_metric']} "
+                                                             "(architecture parameters only)"))):
+        entry = imp[key]
+        parts.append(f"For {what}: " + (f"fANOVA over {entry['trials']} trials." if "values"
+                                        in entry else f"unavailable, {entry['unavailable']}."))
+    return " ".join(parts) + " With fewer than ~20 trials, read them as rough hints."
+
+
+def latency_text(lp: dict[str, Any]) -> str:
+    """How far the latency predictions were from the measurements."""
+    return (f"{len(lp['rows'])} trials carry a predicted latency: mean absolute error "
+            f"{lp['mean_abs_error_pct']:.1f} %, worst {lp['max_abs_error_pct']:.1f} %.")
