@@ -1,0 +1,109 @@
+"""Datasets that need no file: scikit-learn's bundled ones and locally generated MNIST-1D.
+
+Why no network: every built-in source must load offline and identically on every machine, so
+scikit-learn's bundled copies are used, and MNIST-1D is generated, never downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from autokd.config import DataConfig
+from autokd.data.schema import RawData
+from autokd.data.sources import SOURCES, Loader
+from autokd.errors import DataError
+
+__all__: list[str] = []  # nothing to import: the sources are reached through SOURCES
+
+# One logger name for the whole data layer, so log lines and filters read ``autokd.data``.
+logger = logging.getLogger("autokd.data")
+
+_MNIST1D_MISSING = "mnist1d needs the mnist1d package: pip install 'autokd[mnist1d]'"
+
+
+@SOURCES.register("digits")
+def _load_digits(cfg: DataConfig) -> RawData:
+    """8x8 handwritten digits, raw pixels 0..16; ``scale`` brings them to 0..1 first."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.images[:, None, :, :]  # (N, 1, 8, 8)
+    names = [str(t) for t in bunch.target_names]
+    return (
+        x,
+        bunch.target,
+        "image",
+        {"class_names": names, "scale": 1.0 / 16.0, "identity": {"source": "digits"}},
+    )
+
+
+def _sklearn_tabular(name: str, loader_name: str) -> Loader:
+    def load(cfg: DataConfig) -> RawData:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, loader_name)()
+        meta = {
+            "class_names": [str(t) for t in bunch.target_names],
+            "feature_names": [str(f) for f in bunch.feature_names],
+            "identity": {"source": name},
+        }
+        return bunch.data, bunch.target, "tabular", meta
+
+    load.__doc__ = f"scikit-learn's bundled ``{loader_name}`` (no download)."
+    return load
+
+
+SOURCES.register("wine", _sklearn_tabular("wine", "load_wine"))
+SOURCES.register("breast_cancer", _sklearn_tabular("breast_cancer", "load_breast_cancer"))
+
+
+@SOURCES.register("mnist1d")
+def _load_mnist1d(cfg: DataConfig) -> RawData:
+    """MNIST-1D generated locally; its own train/test cut is merged so we split it like the rest.
+
+    Generating the package default (5000 samples) takes well under a second, so nothing is
+    cached on disk.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataError(_MNIST1D_MISSING) from None
+    args = get_dataset_args()
+    if cfg.num_samples is not None:
+        if not isinstance(cfg.num_samples, int) or cfg.num_samples < 10:
+            raise DataError(
+                f"mnist1d num_samples must be an integer >= 10, got {cfg.num_samples!r}"
+            )
+        args.num_samples = cfg.num_samples
+    args.seed = cfg.seed
+    data = _generate_mnist1d(make_dataset, args)
+    x = np.concatenate([data["x"], data["x_test"]])[:, None, :]  # (N, 1, 40)
+    y = np.concatenate([data["y"], data["y_test"]])
+    identity = {"source": "mnist1d", "num_samples": int(args.num_samples), "seed": int(args.seed)}
+    meta = {"class_names": [str(i) for i in range(10)], "identity": identity, "generated": True}
+    return x, y, "signal", meta
+
+
+def _generate_mnist1d(make_dataset: Callable[[Any], dict], args: Any) -> dict:
+    """Run the generator without letting it disturb the caller's random state.
+
+    ``make_dataset`` reseeds the *global* random and numpy RNGs; restoring them keeps loading
+    data from silently changing every later random draw in the caller's process.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    start = time.perf_counter()
+    try:
+        data = make_dataset(args)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    logger.debug(
+        "generated %d mnist1d samples in %.2f s", args.num_samples, time.perf_counter() - start
+    )
+    return data

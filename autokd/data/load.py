@@ -1,0 +1,108 @@
+"""``load_data``: one source, validated, split, normalised on train and hashed.
+
+Why one entry point: every later stage (teacher, training, cost, report) must see the same
+tensors for the same configuration and be able to tell whether two runs used the same split,
+so all of them load through here and get a :class:`DataSplits` carrying a ``split_hash``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from autokd.config import DataConfig, from_dict, to_dict
+from autokd.data.normalize import apply_normalizer, fit_normalizer
+from autokd.data.schema import SPLITS, DataSplits
+from autokd.data.sources import file_forms, read_source
+from autokd.data.splits import split_hash, split_indices
+from autokd.data.validate import check_features, encode_labels
+from autokd.errors import DataError
+
+__all__ = ["load_data"]
+
+# One logger name for the whole data layer, so log lines and filters read ``autokd.data``.
+logger = logging.getLogger("autokd.data")
+
+
+def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
+    """Load a source, split it, normalise it on train only and hash the split.
+
+    Args:
+        cfg: a ``DataConfig``, or a source string (shorthand for ``DataConfig(source=...)``).
+        **overrides: ``DataConfig`` fields replacing those of ``cfg`` (``seed=1``, ...).
+
+    Raises:
+        DataError: the source is unknown or its data is unusable (the message says why).
+        ConfigError: an override is not a ``DataConfig`` field or a fraction is out of range.
+    """
+    cfg = _resolve_config(cfg, overrides)
+    x, y, kind, meta = read_source(cfg)
+    x = check_features(x, kind, cfg.source)
+    y, class_names = encode_labels(y, cfg.source, meta.get("class_names"))
+    if len(x) != len(y):
+        raise DataError(f"{cfg.source}: X has {len(x)} samples but y has {len(y)}")
+    parts = split_indices(y, class_names, cfg, meta.get("predefined"))
+    normalizer = fit_normalizer(x[parts["train"]], kind, float(meta.get("scale", 1.0)))
+    if "encoding" in meta:
+        normalizer["encoding"] = meta["encoding"]
+    digest = split_hash(meta, x, y, class_names, cfg, parts)
+    splits = _assemble(cfg.source, kind, x, y, parts, class_names, normalizer, digest, meta)
+    logger.info(
+        "loaded %s (%s): sizes %s, %d classes, split %s",
+        splits.name,
+        kind,
+        splits.sizes(),
+        splits.num_classes,
+        digest,
+    )
+    return splits
+
+
+def _resolve_config(cfg: DataConfig | str, overrides: dict[str, Any]) -> DataConfig:
+    """One validated ``DataConfig`` from either spelling, so the steps below see only one."""
+    if isinstance(cfg, str):
+        base: dict[str, Any] = {"source": cfg}
+    elif isinstance(cfg, DataConfig):
+        base = to_dict(cfg)
+    else:
+        raise DataError(f"load_data needs a DataConfig or a source string, not {type(cfg)}")
+    resolved = from_dict(DataConfig, {**base, **overrides}).validate()
+    if not isinstance(resolved.source, str) or not resolved.source.strip():
+        forms = " / ".join(file_forms())
+        raise DataError(f"data source is empty; use a name such as 'digits' or {forms}")
+    return resolved
+
+
+def _assemble(
+    source: str,
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    parts: dict[str, np.ndarray],
+    names: list[str],
+    normalizer: dict[str, Any],
+    digest: str,
+    meta: dict,
+) -> DataSplits:
+    """Normalise once, cut the tensors per split and keep only the meta worth reporting."""
+    xn = apply_normalizer(x, normalizer)
+    tensors: dict[str, torch.Tensor] = {}
+    for name in SPLITS:
+        tensors[f"x_{name}"] = torch.from_numpy(np.ascontiguousarray(xn[parts[name]]))
+        tensors[f"y_{name}"] = torch.from_numpy(y[parts[name]])
+    keep = {k: meta[k] for k in ("identity", "feature_names", "generated") if k in meta}
+    keep["predefined_splits"] = sorted(meta.get("predefined") or ())
+    return DataSplits(
+        name=source,
+        kind=kind,
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+        num_classes=len(names),
+        split_hash=digest,
+        class_names=list(names),
+        normalizer=normalizer,
+        meta=keep,
+        **tensors,
+    )
