@@ -20,10 +20,13 @@ from hypothesis import strategies as st
 
 from autokd.config import DataConfig
 from autokd.data import (
+    FILE_FORMATS,
     SOURCES,
     SPLITS,
     DataSplits,
+    FileFormat,
     apply_normalizer,
+    dataset_help,
     dataset_names,
     iterate_batches,
     load_data,
@@ -418,6 +421,41 @@ def test_unknown_dataset_lists_names_and_suggests():
         assert known in str(info.value)
     with pytest.raises(DataError, match=re.escape("did you mean 'npz:data.npz'")):
         load_data("data.npz")
+
+
+def test_unknown_dataset_message_lists_names_then_file_forms():
+    with pytest.raises(DataError) as info:
+        load_data("xyz")
+    assert str(info.value) == (
+        "unknown dataset 'xyz'; known: breast_cancer, digits, mnist1d, wine, npz:PATH, csv:PATH"
+    )
+
+
+def test_dataset_help_is_built_from_the_registries():
+    text = dataset_help()
+    assert text.startswith("digits (default), ") and text.endswith("npz:PATH or csv:PATH")
+    assert all(name in text for name in dataset_names())
+
+
+def test_a_registered_file_format_is_loaded_listed_and_suggested(tmp_path):
+    x, y = _blobs(20)
+    seen = []
+
+    def load(path, cfg):
+        seen.append(path)
+        return x, y, "tabular", {"identity": {"format": "blob"}}
+
+    FILE_FORMATS.register("blob", FileFormat(load, suffixes=(".blob",), placeholder="FILE"))
+    try:
+        splits = load_data(f"blob:{tmp_path / 'd.blob'}")
+        assert seen == [str(tmp_path / "d.blob")] and splits.num_classes == 3
+        assert dataset_help().endswith("npz:PATH, csv:PATH or blob:FILE")
+        with pytest.raises(DataError, match=re.escape("did you mean 'blob:x.BLOB'")):
+            load_data("x.BLOB")
+        with pytest.raises(DataError, match=re.escape("e.g. 'blob:data/mydata.blob'")):
+            load_data("blob:")
+    finally:
+        FILE_FORMATS._items.pop("blob", None)
 
 
 def test_small_class_is_named_with_a_size_that_works(tmp_path):

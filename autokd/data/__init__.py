@@ -44,7 +44,7 @@ from autokd.data.batches import iterate_batches, make_loader
 from autokd.data.load import load_data
 from autokd.data.normalize import apply_normalizer
 from autokd.data.schema import KINDS, SPLITS, DataSplits
-from autokd.data.sources import FILE_FORMATS, SOURCES, FileFormat, dataset_names
+from autokd.data.sources import FILE_FORMATS, SOURCES, FileFormat, dataset_help, dataset_names
 
 __all__ = [
     "FILE_FORMATS",
@@ -54,6 +54,7 @@ __all__ = [
     "DataSplits",
     "FileFormat",
     "apply_normalizer",
+    "dataset_help",
     "dataset_names",
     "iterate_batches",
     "load_data",

@@ -28,6 +28,7 @@ __all__ = [
     "FileLoader",
     "Loader",
     "check_file",
+    "dataset_help",
     "dataset_names",
     "file_forms",
     "read_source",
@@ -75,6 +76,21 @@ def dataset_names() -> list[str]:
 def file_forms() -> list[str]:
     """The file-format forms in listing order, e.g. ``["npz:PATH", "csv:PATH"]``."""
     return [f"{name}:{FILE_FORMATS.get(name).placeholder}" for name in _format_names()]
+
+
+def dataset_help() -> str:
+    """Help text for a ``--dataset`` option, built from the registries so it never goes stale.
+
+    The default source comes first, then the other names sorted, then the file forms, e.g.
+    ``"digits (default), breast_cancer, mnist1d, wine, npz:PATH or csv:PATH"``.
+    """
+    default = DataConfig().source
+    names = dataset_names()
+    items = [f"{default} (default)"] if default in names else []
+    items += [n for n in names if n != default] + file_forms()
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def read_source(cfg: DataConfig) -> RawData:
