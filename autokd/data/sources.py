@@ -75,7 +75,7 @@ def dataset_names() -> list[str]:
 
 def file_forms() -> list[str]:
     """The file-format forms in listing order, e.g. ``["npz:PATH", "csv:PATH"]``."""
-    return [f"{name}:{FILE_FORMATS.get(name).placeholder}" for name in _format_names()]
+    return [_form_of(name) for name in _format_names()]
 
 
 def dataset_help() -> str:
