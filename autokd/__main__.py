@@ -1,4 +1,5 @@
-from autokd.cli import main
 import sys
+
+from autokd.cli import main
 
 sys.exit(main())

@@ -368,8 +368,7 @@ def _darts_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def search_settings(args: argparse.Namespace) -> Any:
-    from autokd.config import CostConfig, TrainConfig
-    from autokd.objective import SearchSettings
+    from autokd.config import CostConfig, SearchSettings, TrainConfig
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     weights = weights_arg("--score-weights", args.score_weights, "flops=0.1")

@@ -57,11 +57,11 @@ def _progress(json_mode: bool) -> Any:
 @command("latency-table")
 def cmd_latency_table(args: argparse.Namespace) -> int:
     from autokd.config import CostConfig
-    from autokd.nas import space_decisions
     from autokd.data import load_data
     from autokd.latency_table import TableSettings, get_table, table_path
     from autokd.models import build_student, default_family
     from autokd.models.supernet import build_supernet
+    from autokd.nas import space_decisions
     from autokd.space import load_space
 
     data = load_data(data_config(args))

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autokd.errors import ConfigError
 
-__all__ = ["DataConfig", "TrainConfig", "CostConfig", "to_dict", "from_dict"]
+__all__ = [
+    "CONSTRAINTS",
+    "COST_KEYS",
+    "OBJECTIVES",
+    "SCORE_TERMS",
+    "CostConfig",
+    "DataConfig",
+    "SearchSettings",
+    "TrainConfig",
+    "from_dict",
+    "to_dict",
+]
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
@@ -99,6 +110,86 @@ class CostConfig:
         overhead dominate. Exports re-measure with the full default settings.
         """
         return cls(**{"warmup": 2, "repeats": 5, "min_block_s": 0.002, **overrides})
+
+# objective name -> (metric key, direction)
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("val_accuracy", "maximize"),
+    "kd_loss": ("val_kd_loss", "minimize"),
+    "flops": ("flops", "minimize"),
+    "params": ("params", "minimize"),
+    "bytes": ("bytes", "minimize"),
+    "latency": ("latency_ms", "minimize"),
+}
+# constraint option -> metric key
+CONSTRAINTS: dict[str, str] = {
+    "max_flops": "flops",
+    "max_params": "params",
+    "max_bytes": "bytes",
+    "max_latency_ms": "latency_ms",
+}
+SCORE_TERMS = {"bytes": "bytes", "flops": "flops", "latency": "latency_ms"}
+COST_KEYS = ("flops", "params", "bytes", "latency_ms")
+
+
+@dataclass
+class SearchSettings:
+    """What a search optimises and under which hard limits."""
+
+    objectives: list[str] = field(default_factory=lambda: ["accuracy", "flops"])
+    score: bool = False
+    score_weights: dict[str, float] = field(
+        default_factory=lambda: {"bytes": 0.1, "flops": 0.1, "latency": 0.1})
+    max_flops: float | None = None
+    max_params: float | None = None
+    max_bytes: float | None = None
+    max_latency_ms: float | None = None
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(threads=1))
+    cost: CostConfig = field(default_factory=CostConfig.for_search)
+    pareto_pruning: bool = True
+    keep_weights: bool = True
+    epochs: int | None = None  # overrides the space's epochs (quick runs, benchmarks)
+
+    def validate(self) -> SearchSettings:
+        if self.score:
+            unknown = sorted(set(self.score_weights) - set(SCORE_TERMS))
+            if unknown:
+                raise ConfigError(f"unknown score term(s) {unknown}; known: "
+                                  f"{', '.join(SCORE_TERMS)}")
+            for term, weight in self.score_weights.items():  # nan/inf would make every score nan
+                if not math.isfinite(weight) or weight < 0:
+                    raise ConfigError(f"--score-weights {term} must be a number >= 0, got {weight}")
+        else:
+            if not self.objectives:
+                raise ConfigError("give at least one objective")
+            for name in self.objectives:
+                if name not in OBJECTIVES:
+                    raise ConfigError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
+            if len(set(self.objectives)) != len(self.objectives):
+                raise ConfigError("objectives must not repeat")
+        for key in CONSTRAINTS:
+            value = getattr(self, key)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        if self.score:
+            return ["minimize"]
+        return [OBJECTIVES[o][1] for o in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return ["score"] if self.score else list(self.objectives)
+
+    @property
+    def needs_latency(self) -> bool:
+        lat_obj = "latency" in self.objectives or (self.score and self.score_weights.get("latency"))
+        return bool(lat_obj or self.max_latency_ms is not None)
+
+    def limits(self) -> dict[str, float]:
+        return {CONSTRAINTS[k]: getattr(self, k) for k in CONSTRAINTS if getattr(self, k) is not None}
+
 
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)

@@ -41,18 +41,23 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from autokd.config import CostConfig, DataConfig, TrainConfig, from_dict
-from autokd.distill import KDConfig
+from autokd.config import OBJECTIVES, CostConfig, DataConfig, TrainConfig, from_dict
 from autokd.cost import measure_cost, measure_latency
 from autokd.data import DataSplits, load_data
+from autokd.distill import KDConfig
 from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
-from autokd.objective import OBJECTIVES, feasible
+from autokd.objective import feasible
 from autokd.pareto import usable_trials
 from autokd.pipeline import compare, run_distillation
 from autokd.report import storage_label
 from autokd.study import StudyPaths, redact_url
-from autokd.teachers import (Teacher, is_torchscript, load_checkpoint, load_teachers,
-                             save_checkpoint)
+from autokd.teachers import (
+    Teacher,
+    is_torchscript,
+    load_checkpoint,
+    load_teachers,
+    save_checkpoint,
+)
 
 __all__ = [
     "ARTIFACT_NAMES",

@@ -13,12 +13,12 @@ from typing import Any
 from torch import nn
 
 from autokd.config import CostConfig, TrainConfig
-from autokd.distill import KDConfig
 from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
+from autokd.distill import KDConfig
 from autokd.models import build_student
 from autokd.teachers import Teacher
-from autokd.train import Callback, TrainResult, Trainer, seed_everything
+from autokd.train import Callback, Trainer, TrainResult, seed_everything
 
 __all__ = [
     "RunResult",

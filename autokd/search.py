@@ -21,18 +21,24 @@ import optuna
 import yaml
 
 from autokd._io import atomic_write
-from autokd.config import CostConfig, DataConfig, TrainConfig, to_dict
+from autokd.config import CostConfig, DataConfig, SearchSettings, TrainConfig, to_dict
 from autokd.controllers.base import Budget, ProgressFn, count_done, parse_budget
 from autokd.controllers.distributed import is_storage_error
 from autokd.data import DataSplits, load_data
 from autokd.errors import ConfigError, StudyError
 from autokd.models import build_student, family_for, input_kind
-from autokd.objective import Objective, SearchSettings
+from autokd.objective import Objective
 from autokd.pareto import pareto_front
 from autokd.pipeline import run_distillation, teacher_profile
 from autokd.space import SearchSpace, load_space
-from autokd.study import (StudyPaths, atomic_write_text, recover_stale_trials,
-                          redact_url, storage_url, study_paths)
+from autokd.study import (
+    StudyPaths,
+    atomic_write_text,
+    recover_stale_trials,
+    redact_url,
+    storage_url,
+    study_paths,
+)
 from autokd.tables import write_tables
 from autokd.teachers import Teacher, default_teacher, load_teachers
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from autokd._io import atomic_write, cache_dir
 from autokd.config import TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import DataSplits
+from autokd.distill import KDConfig
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import TeacherError
 from autokd.models import build_student, family_for, input_kind

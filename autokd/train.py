@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from autokd.config import TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import DataSplits
+from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
-from autokd.distill import DistillLoss, kd_divergence
 from autokd.errors import ConfigError, TrainingError
 
 __all__ = [

@@ -33,7 +33,7 @@ from typing import Any
 import optuna
 import yaml
 
-from autokd.config import CostConfig, DataConfig, TrainConfig, from_dict, to_dict
+from autokd.config import CostConfig, DataConfig, SearchSettings, TrainConfig, from_dict, to_dict
 from autokd.controllers.base import Budget, Progress, ProgressFn, count_done
 from autokd.controllers.distributed import (
     Backoff,
@@ -44,7 +44,7 @@ from autokd.controllers.distributed import (
 )
 from autokd.data import DataSplits, load_data
 from autokd.errors import ConfigError, StudyError
-from autokd.objective import Objective, SearchSettings
+from autokd.objective import Objective
 from autokd.pareto import pareto_front
 from autokd.search import SearchConfig, _check_results_dir, _controller_module, finalize
 from autokd.space import SearchSpace

@@ -38,9 +38,9 @@ import optuna
 from _common import log, mean_std, set_threads, teacher_for, write_result
 from optuna.trial import FrozenTrial, TrialState
 
-from autokd.config import CostConfig, DataConfig
+from autokd.config import CostConfig, DataConfig, SearchSettings
 from autokd.data import load_data
-from autokd.objective import SearchSettings, feasible
+from autokd.objective import feasible
 from autokd.search import SearchConfig, run_search
 
 __all__ = ["main"]
@@ -224,10 +224,9 @@ def _nni_run(args: argparse.Namespace) -> dict[str, Any]:
 def _ours_on_small_space(epochs: int) -> float:
     from autokd.config import TrainConfig
     from autokd.distill import KDConfig
-    from autokd.nas import space_decisions
     from autokd.latency_table import CostModel
     from autokd.models.supernet import Relaxation, Supernet
-    from autokd.nas import DartsOptions, DartsSearch
+    from autokd.nas import DartsOptions, DartsSearch, space_decisions
     from autokd.space import SearchSpace
 
     data = load_data("digits")

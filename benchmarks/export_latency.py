@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from autokd.config import CostConfig, TrainConfig
-from autokd.distill import KDConfig
 from autokd.cost import fix_allocator, measure_latency
 from autokd.data import load_data
+from autokd.distill import KDConfig
 from autokd.export import OnnxModule, export_student, load_student
 from autokd.pipeline import run_distillation
 from autokd.search import search

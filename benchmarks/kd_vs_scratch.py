@@ -25,8 +25,8 @@ from typing import Any
 from _common import log, mean_std, pm, set_threads, teacher_for, write_result
 
 from autokd.config import CostConfig, DataConfig, TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import DataSplits, load_data
+from autokd.distill import KDConfig
 from autokd.models import parse_student_arg
 from autokd.pipeline import run_distillation, teacher_profile
 from autokd.teachers import Teacher

@@ -27,9 +27,9 @@ from typing import Any
 from _common import log, mean_std, pm, quick_teacher, set_threads, write_result
 
 from autokd.config import CostConfig, DataConfig
-from autokd.distill import KDConfig
 from autokd.cost import measure_cost
 from autokd.data import DataSplits, load_data
+from autokd.distill import KDConfig
 from autokd.pipeline import run_distillation
 from autokd.teachers import default_teacher, default_teacher_spec
 

@@ -50,9 +50,8 @@ import numpy as np
 from _common import log, mean_std, pm, set_threads, teacher_for, write_result
 from optuna.trial import TrialState
 
-from autokd.config import CostConfig, DataConfig
+from autokd.config import CostConfig, DataConfig, SearchSettings
 from autokd.data import load_data
-from autokd.objective import SearchSettings
 from autokd.pareto import hypervolume, non_dominated, normalised_losses
 from autokd.pipeline import teacher_profile
 from autokd.search import search

@@ -26,8 +26,7 @@ import yaml
 from _common import log, write_result
 from optuna.trial import TrialState
 
-from autokd.config import CostConfig
-from autokd.objective import SearchSettings
+from autokd.config import CostConfig, SearchSettings
 from autokd.search import SearchConfig, run_search
 
 SPACE = {

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 
 from autokd.config import CostConfig, TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import load_data
+from autokd.distill import KDConfig
 from autokd.pipeline import run_distillation
 from autokd.search import search
 from autokd.teachers import save_checkpoint

@@ -12,15 +12,14 @@ import torch
 import yaml
 
 from autokd.cli import main
-from autokd.config import CostConfig, DataConfig, TrainConfig
-from autokd.distill import KDConfig
+from autokd.config import CostConfig, DataConfig, SearchSettings, TrainConfig
 from autokd.cost import count_flops
+from autokd.distill import KDConfig
 from autokd.errors import ConfigError
 from autokd.latency_table import CostModel
 from autokd.models import build_student
 from autokd.models.supernet import Relaxation, Supernet
 from autokd.nas import DartsOptions, DartsSearch, derive, space_decisions
-from autokd.objective import SearchSettings
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace
 

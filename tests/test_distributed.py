@@ -185,8 +185,7 @@ def test_worker_threads_never_oversubscribe() -> None:
 
 # -- workers -----------------------------------------------------------------------------------
 def _search(tmp_path: Path, budget: int, **kw: object):
-    from autokd.config import CostConfig
-    from autokd.objective import SearchSettings
+    from autokd.config import CostConfig, SearchSettings
 
     settings = SearchSettings(cost=CostConfig.for_search(latency=False), pareto_pruning=False)
     cfg = SearchConfig(space=_space(tmp_path), budget=budget, name="d",

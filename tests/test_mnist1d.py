@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from autokd.config import CostConfig, DataConfig, TrainConfig
-from autokd.distill import KDConfig
 from autokd.cost import count_flops
 from autokd.data import DataSplits, load_data
+from autokd.distill import KDConfig
 from autokd.distill.hooks import FeatureHooks
 from autokd.models import build_student
 from autokd.search import default_space_name, search

@@ -11,11 +11,10 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from autokd.config import CostConfig
+from autokd.config import CostConfig, SearchSettings
 from autokd.controllers.base import count_done
 from autokd.controllers.nni_search import PinnedSampler, nni_space, scalar_reward, to_pins
 from autokd.errors import ConfigError
-from autokd.objective import SearchSettings
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace, load_space
 

@@ -36,9 +36,9 @@ from optuna.trial import TrialState
 from autokd import teachers, train
 from autokd.cli import main
 from autokd.config import CostConfig, TrainConfig
-from autokd.distill import KDConfig
 from autokd.controllers.base import count_done
 from autokd.data import load_data
+from autokd.distill import KDConfig
 from autokd.export import check_card
 from autokd.pipeline import run_distillation
 from autokd.report import build_report

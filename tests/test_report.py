@@ -23,7 +23,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from autokd.cli import main
-from autokd.objective import OBJECTIVES
+from autokd.config import OBJECTIVES
 from autokd.pipeline import compare
 from autokd.report import build_report, claim_table, fmt, plot_objectives, storage_label
 from autokd.study import StudyPaths, storage_url

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from autokd.config import CostConfig
+from autokd.config import CostConfig, SearchSettings
 from autokd.controllers.base import count_done, parse_budget
 from autokd.cost import count_flops
 from autokd.errors import ConfigError, StudyError
 from autokd.models import build_student
-from autokd.objective import Objective, ParetoStopper, SearchSettings
+from autokd.objective import Objective, ParetoStopper
 from autokd.pareto import pareto_front
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace

@@ -34,8 +34,8 @@ import autokd
 from autokd import study as study_module
 from autokd.cli import main
 from autokd.config import CostConfig, TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import load_data
+from autokd.distill import KDConfig
 from autokd.errors import AutokdError, ExportError, StudyError
 from autokd.export import evaluate_artifact, export_student, sha256_file
 from autokd.pipeline import run_distillation

@@ -22,8 +22,8 @@ from torch import nn
 
 from autokd import teachers
 from autokd.config import TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import DataSplits, load_data
+from autokd.distill import KDConfig
 from autokd.errors import AutokdError, TeacherError
 from autokd.models import build_student
 from autokd.teachers import Teacher, load_checkpoint, load_teacher, load_teachers, save_checkpoint

@@ -15,8 +15,8 @@ from torch import nn
 
 from autokd import teachers
 from autokd.config import TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import DataSplits, load_data
+from autokd.distill import KDConfig
 from autokd.errors import ConfigError, TrainingError
 from autokd.models import build_student
 from autokd.teachers import Teacher, load_teacher, save_checkpoint

@@ -47,18 +47,18 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from autokd.config import TrainConfig
-from autokd.distill import KDConfig
+from autokd.config import SearchSettings, TrainConfig
 from autokd.controllers.base import Budget, ProgressFn, count_done
 from autokd.controllers.distributed import in_flight
 from autokd.controllers.optuna_search import OptunaController, create_sampler
 from autokd.cost import measure_latency
+from autokd.distill import KDConfig
 from autokd.errors import ConfigError, SpaceError
 from autokd.latency_table import CostModel, LatencyTable, TableSettings, get_table
 from autokd.models import build_student
 from autokd.models.supernet import Relaxation, build_supernet
 from autokd.nas import DartsOptions, DartsSearch, SearchResult, derive, midpoint, space_decisions
-from autokd.objective import Objective, SearchSettings
+from autokd.objective import Objective
 from autokd.space import recipe_from_values
 
 __all__ = [

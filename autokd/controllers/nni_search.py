@@ -42,10 +42,11 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from autokd.config import OBJECTIVES
 from autokd.controllers.base import Budget, ProgressFn
 from autokd.controllers.optuna_search import OptunaController
 from autokd.errors import ConfigError
-from autokd.objective import OBJECTIVES, Objective
+from autokd.objective import Objective
 from autokd.registry import Registry
 from autokd.space import Param, SearchSpace
 

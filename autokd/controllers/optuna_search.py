@@ -18,9 +18,9 @@ import optuna
 from optuna.trial import TrialState
 
 from autokd.controllers.base import BaseController, Budget, ProgressFn
+from autokd.errors import ConfigError
 from autokd.objective import Objective
 from autokd.pareto import pareto_front
-from autokd.errors import ConfigError
 from autokd.registry import Registry
 
 __all__ = ["SAMPLERS", "PRUNERS", "create_sampler", "create_pruner", "OptunaController",

@@ -9,7 +9,15 @@ imported below; recipes, the CLI, YAML spaces, DARTS and the reports find it in 
 from __future__ import annotations
 
 from autokd.distill import feature, relation, response  # noqa: F401  (register the terms)
-from autokd.distill._term import KINDS, TERMS, Batch, Term, TermContext, names_of_kind, register_term
+from autokd.distill._term import (
+    KINDS,
+    TERMS,
+    Batch,
+    Term,
+    TermContext,
+    names_of_kind,
+    register_term,
+)
 from autokd.distill.feature import AttentionLoss, FitNetLoss, LearnedHintLoss, attention_map
 from autokd.distill.hooks import FeatureHooks
 from autokd.distill.loss import DistillLoss, kd_divergence

@@ -20,9 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from autokd.config import TrainConfig
-from autokd.distill import KDConfig
 from autokd.data import DataSplits, iterate_batches
-from autokd.distill import DistillLoss
+from autokd.distill import DistillLoss, KDConfig
 from autokd.errors import ConfigError, TrainingError
 from autokd.latency_table import CostModel
 from autokd.models.supernet import Supernet

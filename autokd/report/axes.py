@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from autokd.objective import OBJECTIVES
+from autokd.config import OBJECTIVES
 
 __all__ = ["AXIS_LABELS", "COST_OBJECTIVES", "axes_of", "complete_points", "objective_values"]
 

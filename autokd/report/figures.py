@@ -11,7 +11,7 @@ import itertools
 import math
 from typing import Any
 
-from autokd.objective import OBJECTIVES
+from autokd.config import OBJECTIVES
 from autokd.report.axes import (
     AXIS_LABELS,
     COST_OBJECTIVES,

@@ -17,7 +17,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from autokd.objective import OBJECTIVES
+from autokd.config import OBJECTIVES
 from autokd.report.front import front_records, kd_gain_rows
 from autokd.report.sections import (
     claim_table,

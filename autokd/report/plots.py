@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from autokd.objective import OBJECTIVES
+from autokd.config import OBJECTIVES
 from autokd.report.axes import AXIS_LABELS, COST_OBJECTIVES, complete_points, objective_values
 from autokd.report.format import fmt, importance_rows
 

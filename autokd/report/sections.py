@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from autokd.objective import OBJECTIVES
+from autokd.config import OBJECTIVES
 from autokd.pareto import hypervolume_history, usable_trials
 from autokd.report.axes import COST_OBJECTIVES
 from autokd.report.front import relative_error
