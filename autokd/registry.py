@@ -50,6 +50,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def in_order(self) -> list[str]:
+        """Names in registration order, for kinds whose order shows in output files."""
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
