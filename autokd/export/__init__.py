@@ -21,14 +21,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import operator
 import os
 import platform
-import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,16 +36,15 @@ import numpy as np
 import optuna
 import torch
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from torch import nn
 
-from autokd.config import OBJECTIVES, CostConfig, DataConfig, TrainConfig, from_dict
+from autokd.config import CostConfig, DataConfig, KDConfig, TrainConfig, from_dict
 from autokd.cost import measure_cost, measure_latency
 from autokd.data import DataSplits, load_data
-from autokd.distill import KDConfig
 from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
-from autokd.objective import feasible
-from autokd.pareto import usable_trials
+from autokd.export.select import PICKS, select_trial
+from autokd.export.where import parse_where, where_matches, where_metrics
 from autokd.pipeline import compare, run_distillation
 from autokd.report import storage_label
 from autokd.study import StudyPaths, redact_url
@@ -74,6 +71,8 @@ __all__ = [
     "select_trial",
     "sha256_file",
     "verify_artifacts",
+    "where_matches",
+    "where_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,13 +80,9 @@ FORMATS = ("pt", "torchscript", "onnx")
 ARTIFACT_NAMES = {"pt": "student.pt", "torchscript": "student.torchscript.pt",
                   "onnx": "student.onnx"}
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
-PICKS = ("accuracy", "smallest", "fastest")
 PARITY_TOL = 1e-4
 RETRAIN_FACTOR = 2
 ONNX_OPSET = 17
-# metrics measured on the test split: filtering on them biases the card's test numbers
-TEST_METRICS = ("test_accuracy", "test_nll", "test_kd_loss", "retention")
-ALIASES = {name: key for name, (key, _) in OBJECTIVES.items()}
 
 
 @dataclass
@@ -110,215 +105,6 @@ class ExportResult:
         return {"trial": self.trial, "directory": str(self.directory),
                 "artifacts": {k: str(v) for k, v in self.artifacts.items()},
                 "selection": self.selection, "warnings": self.warnings, "card": self.card}
-
-
-# -- picking a student -----------------------------------------------------------------------
-def select_trial(study: optuna.Study, *, trial: int | None = None, pick: str | None = None,
-                 where: str | None = None, min_retention: float = 0.95,
-                 ) -> tuple[FrozenTrial, str, list[str]]:
-    """The trial to export, how it was chosen, and warnings about the choice.
-
-    Raises:
-        ConfigError: Selectors combined, unknown pick, malformed ``where``.
-        ExportError: The trial does not exist or cannot be exported, or nothing qualifies.
-    """
-    if sum(x is not None for x in (trial, pick, where)) > 1:
-        raise ConfigError("give only one of --trial, --pick and --where")
-    if trial is not None:
-        return _by_number(study, trial), f"trial {trial}", []
-    candidates = [t for t in usable_trials(study) if feasible(t)]
-    if not candidates:
-        raise ExportError(f"study {study.study_name!r} has no complete trial that meets its "
-                          "limits; nothing to export yet")
-    if where is not None:
-        return _by_where(candidates, where)
-    return _by_pick(study, candidates, pick or "accuracy", min_retention)
-
-
-def _by_number(study: optuna.Study, number: int) -> FrozenTrial:
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    t = trials.get(number)
-    if t is None:
-        span = f"0-{max(trials)}" if trials else "none"
-        raise ExportError(f"trial {number} does not exist in study {study.study_name!r} "
-                          f"(trials: {span})")
-    a = t.user_attrs
-    if t.state != TrialState.COMPLETE:
-        why = a.get("fail_reason") or a.get("prune_reason") or "not finished"
-        raise ExportError(f"trial {number} is {t.state.name.lower()} ({why}); it has no "
-                          "trained student to export")
-    if a.get("infeasible") or not feasible(t):
-        raise ExportError(f"trial {number} violates the search's limits "
-                          f"({a.get('infeasible_reason', 'constraints > 0')}); not exportable")
-    if a.get("val_accuracy") is None:
-        raise ExportError(f"trial {number} recorded no validation accuracy; not exportable")
-    return t
-
-
-def _metric(t: FrozenTrial, key: str) -> float | None:
-    value = t.user_attrs.get(ALIASES.get(key, key))
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _best_accuracy(trials: list[FrozenTrial]) -> FrozenTrial:
-    """Highest validation accuracy; ties go to the smaller student."""
-    return max(trials, key=lambda t: (_metric(t, "val_accuracy") or 0.0,
-                                      -(_metric(t, "params") or 0.0)))
-
-
-def _by_pick(study: optuna.Study, candidates: list[FrozenTrial], pick: str,
-             min_retention: float) -> tuple[FrozenTrial, str, list[str]]:
-    if pick not in PICKS:
-        raise ConfigError(f"unknown --pick {pick!r}; known: {', '.join(PICKS)}")
-    if pick == "accuracy":
-        return _best_accuracy(candidates), "best validation accuracy", []
-    key = "params" if pick == "smallest" else "latency_ms"
-    teacher = study.user_attrs.get("teacher") or {}
-    keep = [t for t in candidates if (_val_retention(t, teacher) or 0.0) >= min_retention
-            and _metric(t, key) is not None]
-    if not keep:
-        raise ExportError(_no_pick_message(candidates, teacher, key, min_retention))
-    best = min(keep, key=lambda t: (_metric(t, key), -(_metric(t, "val_accuracy") or 0.0)))
-    what = "fewest parameters" if pick == "smallest" else "lowest latency"
-    return best, f"{what} with val retention >= {min_retention:g}", []
-
-
-def _val_retention(t: FrozenTrial, teacher: dict[str, Any]) -> float | None:
-    recorded = _metric(t, "val_retention")
-    return recorded if recorded is not None else compare(t.user_attrs, teacher)["val_retention"]
-
-
-def _no_pick_message(candidates: list[FrozenTrial], teacher: dict[str, Any], key: str,
-                     min_retention: float) -> str:
-    if all(_metric(t, key) is None for t in candidates):
-        return f"no trial recorded {key} (the search ran without that measurement)"
-    best = max(candidates, key=lambda t: _val_retention(t, teacher) or 0.0)
-    return (f"no student keeps val retention >= {min_retention:g}; the best is "
-            f"{_val_retention(best, teacher) or 0:.3f} (trial {best.number}); "
-            "lower --min-retention")
-
-
-# -- --where ---------------------------------------------------------------------------------
-_TOKEN = re.compile(r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?)"
-                    r"|(?P<op><=|>=|==|!=|<|>)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<paren>[()]))")
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-    "==": operator.eq, "!=": operator.ne}
-Node = tuple[Any, ...]  # ("or"|"and", [nodes]) or ("cmp", metric, op, number)
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out, pos = [], 0
-    while pos < len(text.rstrip()):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise ConfigError(f"bad --where {text!r}: cannot read {text[pos:].strip()!r}")
-        kind = m.lastgroup or ""
-        value = m.group(kind)
-        out.append(("kw" if kind == "word" and value.lower() in ("and", "or") else kind,
-                    value.lower() if kind == "word" and value.lower() in ("and", "or") else value))
-        pos = m.end()
-    return out
-
-
-class _WhereParser:
-    """Recursive descent: ``expr := conj ('or' conj)*``, ``conj := atom ('and' atom)*``,
-    ``atom := '(' expr ')' | METRIC OP NUMBER``."""
-
-    def __init__(self, text: str) -> None:
-        self.text, self.toks, self.pos = text, _tokens(text), 0
-
-    def fail(self, expected: str) -> ConfigError:
-        got = self.toks[self.pos][1] if self.pos < len(self.toks) else "end of text"
-        return ConfigError(f"bad --where {self.text!r}: expected {expected} at {got!r} "
-                           "(e.g. \"latency_ms<2 and val_retention>=0.97\")")
-
-    def peek(self, kind: str, value: str | None = None) -> bool:
-        if self.pos >= len(self.toks):
-            return False
-        k, v = self.toks[self.pos]
-        return k == kind and (value is None or v == value)
-
-    def take(self, kind: str, expected: str) -> str:
-        if not self.peek(kind):
-            raise self.fail(expected)
-        self.pos += 1
-        return self.toks[self.pos - 1][1]
-
-    def parse(self) -> Node:
-        node = self.expr()
-        if self.pos != len(self.toks):
-            raise self.fail("'and', 'or' or the end")
-        return node
-
-    def expr(self) -> Node:
-        parts = [self.conj()]
-        while self.peek("kw", "or"):
-            self.pos += 1
-            parts.append(self.conj())
-        return parts[0] if len(parts) == 1 else ("or", parts)
-
-    def conj(self) -> Node:
-        parts = [self.atom()]
-        while self.peek("kw", "and"):
-            self.pos += 1
-            parts.append(self.atom())
-        return parts[0] if len(parts) == 1 else ("and", parts)
-
-    def atom(self) -> Node:
-        if self.peek("paren", "("):
-            self.pos += 1
-            node = self.expr()
-            self.take("paren", "')'")
-            return node
-        name = self.take("word", "a metric name")
-        op = self.take("op", "a comparison (<, <=, >, >=, ==, !=)")
-        number = self.take("num", "a number")
-        value = float(number[:-1]) / 100 if number.endswith("%") else float(number)
-        return ("cmp", ALIASES.get(name, name), op, value)
-
-
-def parse_where(text: str) -> Node:
-    """Parse a ``--where`` filter into a tree (no ``eval``; numbers and metric names only)."""
-    if not text.strip():
-        raise ConfigError("--where is empty")
-    return _WhereParser(text).parse()
-
-
-def where_metrics(node: Node) -> set[str]:
-    if node[0] == "cmp":
-        return {node[1]}
-    return set().union(*(where_metrics(n) for n in node[1]))
-
-
-def where_matches(node: Node, metrics: dict[str, Any]) -> bool:
-    """Evaluate the tree; a comparison on a metric the trial did not record is false."""
-    if node[0] == "cmp":
-        _, name, op, value = node
-        have = metrics.get(name)
-        ok = isinstance(have, (int, float)) and not isinstance(have, bool)
-        return ok and _OPS[op](float(have), value)
-    results = (where_matches(n, metrics) for n in node[1])
-    return all(results) if node[0] == "and" else any(results)
-
-
-def _by_where(candidates: list[FrozenTrial], text: str) -> tuple[FrozenTrial, str, list[str]]:
-    node = parse_where(text)
-    known = {k for t in candidates for k, v in t.user_attrs.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    unknown = sorted(where_metrics(node) - known)
-    if unknown:
-        raise ConfigError(f"unknown metric(s) {', '.join(unknown)} in --where; known: "
-                          f"{', '.join(sorted(known))}")
-    hits = [t for t in candidates if where_matches(node, t.user_attrs)]
-    if not hits:
-        raise ExportError(f"no feasible trial satisfies --where {text!r} "
-                          f"({len(candidates)} checked)")
-    used_test = sorted(where_metrics(node) & set(TEST_METRICS))
-    warned = [(f"--where filters on test-split metrics ({', '.join(used_test)}), so the card's "
-              "test numbers are optimistic; val_accuracy / val_retention are selection-safe")
-              ] if used_test else []
-    return _best_accuracy(hits), f"best val accuracy where {text}", warned
 
 
 # -- data, teacher, weights ------------------------------------------------------------------
