@@ -17,14 +17,11 @@ Why it is built like this:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +36,19 @@ from torch import nn
 from autokd.config import CostConfig
 from autokd.cost import measure_cost, measure_latency
 from autokd.data import DataSplits
-from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
+from autokd.errors import ExportError
+from autokd.export.formats import (
+    ARTIFACT_NAMES,
+    FORMATS,
+    ArtifactFormat,
+    OnnxModule,
+    artifact_format,
+    format_names,
+    parse_formats,
+    run_artifact,
+    sha256_file,
+    write_artifacts,
+)
 from autokd.export.select import PICKS, select_trial
 from autokd.export.source import (
     RETRAIN_FACTOR,
@@ -54,11 +63,6 @@ from autokd.export.where import parse_where, where_matches, where_metrics
 from autokd.pipeline import compare
 from autokd.report import storage_label
 from autokd.study import StudyPaths, redact_url
-from autokd.teachers import (
-    is_torchscript,
-    load_checkpoint,
-    save_checkpoint,
-)
 
 __all__ = [
     "ARTIFACT_NAMES",
@@ -66,15 +70,19 @@ __all__ = [
     "PARITY_TOL",
     "PICKS",
     "RETRAIN_FACTOR",
+    "ArtifactFormat",
     "ExportResult",
     "OnnxModule",
+    "artifact_format",
     "cost_config",
     "evaluate_artifact",
     "export_student",
+    "format_names",
     "kept_weights",
     "load_student",
     "parse_formats",
     "parse_where",
+    "run_artifact",
     "search_epochs",
     "select_trial",
     "sha256_file",
@@ -84,14 +92,11 @@ __all__ = [
     "verify_artifacts",
     "where_matches",
     "where_metrics",
+    "write_artifacts",
 ]
 
-FORMATS = ("pt", "torchscript", "onnx")
-ARTIFACT_NAMES = {"pt": "student.pt", "torchscript": "student.torchscript.pt",
-                  "onnx": "student.onnx"}
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
 PARITY_TOL = 1e-4
-ONNX_OPSET = 17
 
 
 @dataclass
@@ -116,119 +121,7 @@ class ExportResult:
                 "selection": self.selection, "warnings": self.warnings, "card": self.card}
 
 
-# -- writing artifacts -----------------------------------------------------------------------
-def parse_formats(formats: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    out = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
-    bad = [f for f in out if f not in FORMATS]
-    if bad or not out:
-        raise ConfigError(f"unknown format(s) {', '.join(bad) or '(none)'}; known: "
-                          f"{', '.join(FORMATS)}")
-    return out
-
-
-@contextlib.contextmanager
-def _quiet_torch_export() -> Iterator[None]:
-    """torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-
-
-def _write_pt(model: nn.Module, path: Path, meta: dict[str, Any], example: torch.Tensor) -> None:
-    save_checkpoint(model, path, **meta)
-    path.chmod(0o644)  # written via a private temp file; the export is meant to be shared
-
-
-def _write_torchscript(model: nn.Module, path: Path, meta: dict[str, Any],
-                       example: torch.Tensor) -> None:
-    with _quiet_torch_export(), torch.no_grad():
-        traced = torch.jit.trace(model, example)  # no data-dependent control flow in students
-        traced.save(str(path))
-
-
-def _write_onnx(model: nn.Module, path: Path, meta: dict[str, Any], example: torch.Tensor) -> None:
-    """Legacy (TorchScript-based) exporter: needs no onnxscript, and keeps a dynamic batch."""
-    import onnx
-
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
-    with _quiet_torch_export(), torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
-                          output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
-    onnx.checker.check_model(str(path))
-
-
-_WRITERS = {"pt": _write_pt, "torchscript": _write_torchscript, "onnx": _write_onnx}
-
-
-def write_artifacts(model: nn.Module, folder: Path, formats: tuple[str, ...],
-                    meta: dict[str, Any], example: torch.Tensor) -> dict[str, Path]:
-    out = {}
-    for fmt in formats:
-        path = folder / ARTIFACT_NAMES[fmt]
-        try:
-            _WRITERS[fmt](model, path, meta, example)
-        except AutokdError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - exporter failures are the user's answer: one line
-            raise ExportError(f"{fmt} export failed: {str(exc).splitlines()[0][:200]}") from None
-        out[fmt] = path
-    return out
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # -- running any artifact --------------------------------------------------------------------
-class OnnxModule(nn.Module):
-    """An ONNX Runtime CPU session behind the ``nn.Module`` call, so ONNX is evaluated and
-    timed by the same code as PyTorch (``autokd.cost.measure_latency``)."""
-
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)  # (B, *input_shape)
-        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])  # (B, K)
-
-
-def artifact_format(path: Path) -> str:
-    """``onnx``, ``torchscript`` or ``pt`` (an autokd checkpoint), by suffix and content."""
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix not in (".pt", ".pth"):
-        raise ExportError(f"{path.name}: unknown artifact type; expected a .pt autokd "
-                          "checkpoint, a .torchscript.pt file or an .onnx file")
-    return "torchscript" if is_torchscript(path) else "pt"
-
-
-def _runner(path: Path, fmt: str, threads: int = 1) -> nn.Module:
-    """A callable module for any artifact; load failures become one ``ExportError`` line."""
-    try:
-        if fmt == "onnx":
-            return OnnxModule(path, threads)
-        if fmt == "torchscript":
-            with _quiet_torch_export():
-                return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
-    return load_student(path)
-
-
 @torch.inference_mode()
 def _predict(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
     model.eval()
@@ -249,7 +142,7 @@ def verify_artifacts(model: nn.Module, files: dict[str, Path], data: DataSplits,
     out: dict[str, Any] = {"test_samples": len(y), "tolerance": PARITY_TOL,
                            "reference_test_accuracy": correct / len(y)}
     for fmt, path in files.items():
-        logits = _predict(_runner(path, fmt, threads), x)
+        logits = _predict(run_artifact(path, fmt, threads), x)
         diff = float((logits - ref).abs().max())
         got = int((logits.argmax(1) == y).sum())
         out[fmt] = {"max_abs_diff": diff, "test_accuracy": got / len(y), "passed": True}
@@ -273,15 +166,18 @@ def _latency_pair(model: nn.Module, shape: tuple[int, ...], cfg: CostConfig) -> 
 
 def latency_table(t: FrozenTrial, cost: dict[str, Any], files: dict[str, Path],
                   shape: tuple[int, ...], cfg: CostConfig) -> dict[str, Any]:
-    """Search-time latency next to the re-measured one, plus each exported format's."""
+    """Search-time latency next to the re-measured one, plus each exported format's.
+
+    The ``pt`` artifact is the in-memory student reloaded, so its row is ``export``.
+    """
     out: dict[str, Any] = {
         "batch_size": cfg.batch_size, "threads": cfg.threads,
         "search": {k: t.user_attrs.get(k) for k in ("latency_ms", "latency_ms_batch")},
         "export": {k: cost.get(k) for k in ("latency_ms", "latency_ms_batch")},
     }
-    for fmt in ("torchscript", "onnx"):
-        if fmt in files:
-            out[fmt] = _latency_pair(_runner(files[fmt], fmt, cfg.threads), shape, cfg)
+    for fmt in format_names():
+        if fmt != "pt" and fmt in files:
+            out[fmt] = _latency_pair(run_artifact(files[fmt], fmt, cfg.threads), shape, cfg)
     return out
 
 
@@ -506,7 +402,7 @@ def _publish(staging: Path, target: Path) -> None:
 def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None = None,
                    pick: str | None = None, where: str | None = None,
                    min_retention: float = 0.95, retrain: bool = False, epochs: int | None = None,
-                   formats: tuple[str, ...] | list[str] | str = FORMATS,
+                   formats: tuple[str, ...] | list[str] | str | None = None,
                    out: str | Path | None = None, trust: bool = False) -> ExportResult:
     """Pick, (re)obtain, measure, export, verify and publish one student.
 
@@ -518,7 +414,8 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
         epochs: Training epochs when the student is trained again (default: with ``retrain``
             the search's epochs x ``RETRAIN_FACTOR``; for a trial whose weights were not kept,
             the search's epochs, which reproduces the trial).
-        formats: Any of ``pt``, ``torchscript``, ``onnx``.
+        formats: Any of the registered ``FORMATS`` (``pt``, ``torchscript``, ``onnx``);
+            default all of them.
         out: Output directory (default ``results/<study>/export/<trial>``).
         trust: Allow a teacher whose loading runs code when the student is trained again
             (``--trust``; what the study's config.yaml says is not enough).
@@ -526,7 +423,7 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
     Raises:
         ConfigError, ExportError: Bad selection or output; a failed export writes nothing.
     """
-    formats = parse_formats(formats)
+    formats = parse_formats(format_names() if formats is None else formats)
     t, selection, notes = select_trial(study, trial=trial, pick=pick, where=where,
                                        min_retention=min_retention)
     target = _target(paths, t.number, out)
@@ -609,13 +506,7 @@ def load_student(path: str | Path) -> nn.Module:
         raise ExportError(f"{p} is a {artifact_format(p)} file; load_student reads autokd "
                           "checkpoints (student.pt); use torch.jit.load or onnxruntime")
     check_card(p)
-    try:
-        model, payload = load_checkpoint(p)
-    except TeacherError as exc:
-        reason = "it holds pickled Python objects" if "pickled" in str(exc) else str(exc)
-        raise ExportError(f"{p} is not a loadable autokd student checkpoint: {reason}") from None
-    model.autokd_meta = payload.get("meta") or {}
-    return model.eval()
+    return run_artifact(p, "pt")
 
 
 def _check_fits(model: nn.Module, path: Path, data: DataSplits) -> None:
@@ -642,7 +533,7 @@ def evaluate_artifact(path: str | Path, data: DataSplits, *, latency: bool = Tru
     card = check_card(p)
     fmt = artifact_format(p)
     cfg = cost or CostConfig()
-    model = _runner(p, fmt, cfg.threads)
+    model = run_artifact(p, fmt, cfg.threads)
     _check_fits(model, p, data)
     out: dict[str, Any] = {"artifact": str(p), "format": fmt, "sha256": sha256_file(p),
                            "card": card, "dataset": data.describe()}

@@ -1,0 +1,200 @@
+"""Artifact formats: one writer and one runner per format, registered in ``FORMATS``.
+
+Why a registry: ``--formats``, the export loop, verification and timing all read the formats
+from one table, so a new format is one writer plus one runner registered at the end of this
+module. A runner puts its artifact behind the ``nn.Module`` call, so every format is verified
+and timed by the same code as the PyTorch student (``autokd.cost.measure_latency``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
+from autokd.registry import Registry
+from autokd.teachers import is_torchscript, load_checkpoint, save_checkpoint
+
+__all__ = ["ARTIFACT_NAMES", "FORMATS", "ONNX_OPSET", "ArtifactFormat", "OnnxModule",
+           "artifact_format", "format_names", "parse_formats", "run_artifact", "sha256_file",
+           "write_artifacts"]
+
+ONNX_OPSET = 17
+Writer = Callable[[nn.Module, Path, dict[str, Any], torch.Tensor], None]
+Runner = Callable[[Path, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ArtifactFormat:
+    """How one format is written and run.
+
+    Attributes:
+        filename: The artifact's file name inside an export folder.
+        write: ``write(model, path, meta, example)``; ``meta`` is plain data about the export,
+            ``example`` a (2, *input_shape) batch for tracing.
+        run: ``run(path, threads)``: the artifact as an eval-mode module returning logits.
+    """
+
+    filename: str
+    write: Writer
+    run: Runner
+
+
+FORMATS: Registry[ArtifactFormat] = Registry("artifact format")
+
+
+def format_names() -> tuple[str, ...]:
+    """Every registered format in registration order: the default export, in that order."""
+    return tuple(FORMATS.in_order())
+
+
+def parse_formats(formats: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Known format names from ``"pt,onnx"`` or a sequence, deduplicated, in the given order.
+
+    Raises:
+        ConfigError: An unknown name, or no name at all.
+    """
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise ConfigError(f"unknown format(s) {', '.join(bad) or '(none)'}; known: "
+                          f"{', '.join(format_names())}")
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_torch_export() -> Iterator[None]:
+    """torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+# -- writers ---------------------------------------------------------------------------------
+def _write_pt(model: nn.Module, path: Path, meta: dict[str, Any], example: torch.Tensor) -> None:
+    save_checkpoint(model, path, **meta)
+    path.chmod(0o644)  # written via a private temp file; the export is meant to be shared
+
+
+def _write_torchscript(model: nn.Module, path: Path, meta: dict[str, Any],
+                       example: torch.Tensor) -> None:
+    with _quiet_torch_export(), torch.no_grad():
+        traced = torch.jit.trace(model, example)  # no data-dependent control flow in students
+        traced.save(str(path))
+
+
+def _write_onnx(model: nn.Module, path: Path, meta: dict[str, Any], example: torch.Tensor) -> None:
+    """Legacy (TorchScript-based) exporter: needs no onnxscript, and keeps a dynamic batch."""
+    import onnx
+
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
+    with _quiet_torch_export(), torch.no_grad():
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
+    onnx.checker.check_model(str(path))
+
+
+def write_artifacts(model: nn.Module, folder: Path, formats: tuple[str, ...],
+                    meta: dict[str, Any], example: torch.Tensor) -> dict[str, Path]:
+    """Write each format into ``folder``; an exporter's failure becomes one line.
+
+    Raises:
+        ExportError: A writer failed (the exporter's own message, first line).
+    """
+    out = {}
+    for fmt in formats:
+        spec = FORMATS.get(fmt)
+        path = folder / spec.filename
+        try:
+            spec.write(model, path, meta, example)
+        except AutokdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - exporter failures are the user's answer: one line
+            raise ExportError(f"{fmt} export failed: {str(exc).splitlines()[0][:200]}") from None
+        out[fmt] = path
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (artifacts may be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- runners ---------------------------------------------------------------------------------
+class OnnxModule(nn.Module):
+    """An ONNX Runtime CPU session behind the ``nn.Module`` call, so ONNX is evaluated and
+    timed by the same code as PyTorch (``autokd.cost.measure_latency``)."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)  # (B, *input_shape)
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])  # (B, K)
+
+
+def _run_pt(path: Path, threads: int = 1) -> nn.Module:
+    """An autokd checkpoint, loaded as weights only; its metadata on ``model.autokd_meta``."""
+    try:
+        model, payload = load_checkpoint(path)
+    except TeacherError as exc:
+        reason = "it holds pickled Python objects" if "pickled" in str(exc) else str(exc)
+        raise ExportError(f"{path} is not a loadable autokd student checkpoint: {reason}") from None
+    model.autokd_meta = payload.get("meta") or {}
+    return model.eval()
+
+
+def _run_torchscript(path: Path, threads: int = 1) -> nn.Module:
+    with _quiet_torch_export():
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def run_artifact(path: Path, fmt: str, threads: int = 1) -> nn.Module:
+    """A callable module for any artifact; load failures become one ``ExportError`` line."""
+    try:
+        return FORMATS.get(fmt).run(path, threads)
+    except AutokdError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any runtime's load error: one line
+        raise ExportError(f"cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def artifact_format(path: Path) -> str:
+    """``onnx``, ``torchscript`` or ``pt`` (an autokd checkpoint), by suffix and content."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix not in (".pt", ".pth"):
+        raise ExportError(f"{path.name}: unknown artifact type; expected a .pt autokd "
+                          "checkpoint, a .torchscript.pt file or an .onnx file")
+    return "torchscript" if is_torchscript(path) else "pt"
+
+
+# -- the formats, in the order they are written, verified, timed and listed ------------------
+FORMATS.register("pt", ArtifactFormat("student.pt", _write_pt, _run_pt))
+FORMATS.register("torchscript",
+                 ArtifactFormat("student.torchscript.pt", _write_torchscript, _run_torchscript))
+FORMATS.register("onnx", ArtifactFormat("student.onnx", _write_onnx, OnnxModule))
+ARTIFACT_NAMES = {name: FORMATS.get(name).filename for name in format_names()}
