@@ -155,7 +155,7 @@ def test_a_modified_artifact_is_refused_before_any_loader_sees_it(
     def loader(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a file that fails its card check must not be loaded")
 
-    monkeypatch.setattr("autokd.export.run_artifact", loader)
+    monkeypatch.setattr("autokd.export.verify.run_artifact", loader)
     monkeypatch.setattr("autokd.export.formats.load_checkpoint", loader)
     with pytest.raises(ExportError, match="modified after export"):
         evaluate_artifact(out / "student.pt", load_data("digits"), latency=False)

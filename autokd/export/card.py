@@ -1,0 +1,236 @@
+"""The model card: model_card.json for programs, model_card.md for people, same numbers.
+
+Why the hashes: the card records the sha256 of every artifact (and of the markdown card), so
+``evaluate`` and ``load_student`` can refuse a file that was changed after export.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+from torch import nn
+
+from autokd.data import DataSplits
+from autokd.export.formats import sha256_file
+from autokd.export.source import search_epochs
+from autokd.pipeline import compare
+from autokd.report import storage_label
+from autokd.study import StudyPaths, redact_url
+
+__all__ = ["CARD_JSON", "CARD_MD", "ExportRecord", "build_card", "card_markdown",
+           "checkpoint_meta", "write_card"]
+
+CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
+
+
+@dataclass
+class ExportRecord:
+    """Everything one export gathers on its way to the card."""
+
+    study: optuna.Study
+    paths: StudyPaths
+    trial: FrozenTrial
+    selection: str
+    data: DataSplits
+    model: nn.Module
+    weights: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+
+
+# -- the card as data ------------------------------------------------------------------------
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    from autokd import __version__ as autokd_version
+
+    return {"autokd": autokd_version, "torch": torch.__version__, "optuna": optuna.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def checkpoint_meta(ex: ExportRecord) -> dict[str, Any]:
+    """Metadata stored inside student.pt (plain data, loadable with weights_only=True)."""
+    a = ex.trial.user_attrs
+    return {"data": ex.data.describe(), "recipe": a.get("recipe"), "train": a.get("train"),
+            "metrics": {"val_accuracy": ex.metrics["val"]["accuracy"],
+                        "test_accuracy": ex.metrics["test"]["accuracy"]},
+            "teacher_hash": ex.study.user_attrs.get("teacher_hash"),
+            "study": ex.study.study_name, "trial": ex.trial.number,
+            "class_names": list(ex.data.class_names)}
+
+
+def _teacher_card(study: optuna.Study) -> dict[str, Any]:
+    """The teacher's recorded profile; a URL reference without its credentials."""
+    profile = dict(study.user_attrs.get("teacher") or {})
+    ref = study.user_attrs.get("teacher_ref")
+    profile["ref"] = redact_url(str(ref)) if ref else None
+    return profile
+
+
+def build_card(ex: ExportRecord) -> dict[str, Any]:
+    """The model card as data (model_card.json); artifacts' hashes are added last."""
+    test, val = ex.metrics["test"], ex.metrics["val"]
+    ratios = compare({"test_accuracy": test["accuracy"], "val_accuracy": val["accuracy"],
+                      **ex.cost}, ex.study.user_attrs.get("teacher") or {})
+    return {
+        "format": "autokd-model-card", "version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": _model_entry(ex),
+        "dataset": {**ex.data.describe(), "normalizer": _normalizer(ex.data)},
+        "teacher": _teacher_card(ex.study),
+        "metrics": _metrics_entry(ex, ratios),
+        "costs": _costs_entry(ex, ratios),
+        "hyperparameters": _hyperparameters_entry(ex),
+        "provenance": _provenance(ex),
+        "verification": ex.verification,
+    }
+
+
+def _model_entry(ex: ExportRecord) -> dict[str, Any]:
+    return {"family": ex.model.family, "spec": ex.model.spec,
+            "input_shape": list(ex.model.input_shape),
+            "num_classes": ex.model.num_classes, "class_names": list(ex.data.class_names),
+            "input": "normalised like the training data (see dataset.normalizer)"}
+
+
+def _metrics_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
+    """Measured now on val and test, next to what the search recorded."""
+    a = ex.trial.user_attrs
+    return {"test": ex.metrics["test"], "val": ex.metrics["val"],
+            "retention": ratios["retention"], "val_retention": ratios["val_retention"],
+            "search": {k: a.get(k) for k in ("val_accuracy", "test_accuracy")}}
+
+
+def _costs_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: ex.cost.get(k) for k in ("params", "flops", "bytes", "peak_memory_bytes")},
+            **{k: ratios[k] for k in ("params_compression", "flops_compression",
+                                      "latency_speedup")}, "latency": ex.latency}
+
+
+def _hyperparameters_entry(ex: ExportRecord) -> dict[str, Any]:
+    a = ex.trial.user_attrs
+    return {"recipe": a.get("recipe"), "train": a.get("train"),
+            "search_epochs": search_epochs(ex.study, ex.trial), "seed": a.get("seed")}
+
+
+def _normalizer(data: DataSplits) -> dict[str, Any]:
+    """JSON-safe normaliser description (means/stds as lists)."""
+    return json.loads(json.dumps(data.normalizer, default=lambda o: np.asarray(o).tolist()))
+
+
+def _provenance(ex: ExportRecord) -> dict[str, Any]:
+    return {"study": ex.study.study_name, "trial": ex.trial.number,
+            "strategy": ex.trial.user_attrs.get("strategy"), "selection": ex.selection,
+            "weights": ex.weights, "storage": storage_label(ex.study, ex.paths),
+            "dataset_hash": ex.study.user_attrs.get("dataset_hash"),
+            "teacher_hash": ex.study.user_attrs.get("teacher_hash"), "versions": _versions()}
+
+
+# -- the card for people ---------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """model_card.md: the card for people (same numbers as model_card.json)."""
+    lines = (_md_head(card) + _md_metrics(card["metrics"])
+             + _md_costs(card["costs"], card["costs"]["latency"]) + _md_hyper(card)
+             + _md_verification(card) + _md_artifacts(card))
+    return "\n".join(lines) + "\n"
+
+
+def _md_head(card: dict[str, Any]) -> list[str]:
+    p, ds, t = card["provenance"], card["dataset"], card["teacher"]
+    return [
+        f"# Model card: {p['study']} trial {p['trial']}\n",
+        (f"A `{card['model']['family']}` student distilled by autokd ({p['strategy']} search), "
+        f"picked by {p['selection']}; weights {p['weights']['how']}.\n"),
+        "## Data\n", (f"- dataset: {ds['name']} ({ds['kind']}), input shape "
+        f"{ds['input_shape']}, {ds['num_classes']} classes"),
+        f"- split sizes: {ds['sizes']}; split hash `{ds['split_hash']}`",
+        "\n## Teacher\n", (f"- {t.get('name')} (hash `{t.get('hash')}`): test accuracy "
+        f"{_fmt(t.get('test_accuracy'))}, params {_fmt(t.get('params'))}, FLOPs "
+        f"{_fmt(t.get('flops'))}, latency {_fmt(t.get('latency_ms'))} ms"),
+    ]
+
+
+def _md_metrics(m: dict[str, Any]) -> list[str]:
+    return [
+        "\n## Metrics (test split unless noted)\n",
+        (f"- test accuracy {_fmt(m['test']['accuracy'])} on {m['test']['samples']} samples "
+        f"(NLL {_fmt(m['test']['nll'])}); retention {_fmt(m['retention'])}"),
+        (f"- val accuracy {_fmt(m['val']['accuracy'])} (selection split); val retention "
+        f"{_fmt(m['val_retention'])}"),
+        (f"- at search time: val {_fmt(m['search']['val_accuracy'])}, test "
+        f"{_fmt(m['search']['test_accuracy'])}"),
+    ]
+
+
+def _md_costs(c: dict[str, Any], lat: dict[str, Any]) -> list[str]:
+    rows = [f"| {name} | {_fmt(v.get('latency_ms'))} | {_fmt(v.get('latency_ms_batch'))} |"
+            for name, v in lat.items() if isinstance(v, dict)]
+    return ["\n## Costs\n",
+            (f"- params {_fmt(c['params'])} ({_fmt(c['params_compression'], 3)}× fewer than the "
+            f"teacher), FLOPs {_fmt(c['flops'])} ({_fmt(c['flops_compression'], 3)}×), "
+            f"bytes {_fmt(c['bytes'])}, speed-up {_fmt(c['latency_speedup'], 3)}×"),
+            (f"\nLatency in ms ({lat['threads']} thread(s); batch 1 and batch {lat['batch_size']})"
+            ":\n"), "| measured | batch 1 | batch |", "|---|---|---|", *rows]
+
+
+def _md_hyper(card: dict[str, Any]) -> list[str]:
+    h = card["hyperparameters"]
+    return ["\n## Hyperparameters\n", f"- architecture: `{json.dumps(card['model']['spec'])}`",
+            f"- distillation recipe: `{json.dumps(h['recipe'])}`",
+            (f"- training: `{json.dumps(h['train'])}`, search epochs {h['search_epochs']}, "
+            f"seed {h['seed']}"), f"- weights: `{json.dumps(card['provenance']['weights'])}`",
+            f"- storage: {card['provenance']['storage']}"]
+
+
+def _md_verification(card: dict[str, Any]) -> list[str]:
+    v = card["verification"]
+    rows = [f"| {fmt} | {_fmt(r['max_abs_diff'], 3)} | {_fmt(r['test_accuracy'])} |"
+            for fmt, r in v.items() if isinstance(r, dict)]
+    return ["\n## Verification\n", (f"On all {v['test_samples']} test samples; tolerance "
+            f"{v['tolerance']:g} max abs difference vs the PyTorch student.\n"),
+            "| artifact | max abs diff | test accuracy |", "|---|---|---|", *rows]
+
+
+def _md_artifacts(card: dict[str, Any]) -> list[str]:
+    rows = [f"| {name} | {a['bytes']:,} | `{a['sha256']}` |"
+            for name, a in card["artifacts"].items()]
+    return ["\n## Artifacts\n", "| file | bytes | sha256 |", "|---|---|---|", *rows,
+            ("\nLoad: `autokd.load_student('student.pt')`, `torch.jit.load("
+            "'student.torchscript.pt')`, or onnxruntime with input `input` (batch, "
+            f"{', '.join(map(str, card['model']['input_shape']))}) -> `logits`.")]
+
+
+# -- writing ---------------------------------------------------------------------------------
+def _artifact_entries(folder: Path, names: list[str]) -> dict[str, Any]:
+    return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)}
+            for n in names}
+
+
+def write_card(card: dict[str, Any], folder: Path, files: dict[str, Path]) -> None:
+    """model_card.md, then model_card.json holding the hashes of every file including the md."""
+    card["artifacts"] = _artifact_entries(folder, [p.name for p in files.values()])
+    (folder / CARD_MD).write_text(card_markdown(card))
+    card["artifacts"].update(_artifact_entries(folder, [CARD_MD]))
+    (folder / CARD_JSON).write_text(json.dumps(card, indent=2, default=str))
