@@ -17,8 +17,9 @@ import yaml
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from autokd.config import CostConfig, DataConfig, KDConfig, TrainConfig, from_dict
+from autokd.config import CostConfig, DataConfig, TrainConfig, from_dict
 from autokd.data import DataSplits, load_data
+from autokd.distill import KDConfig
 from autokd.errors import ExportError, TeacherError
 from autokd.pipeline import run_distillation
 from autokd.study import StudyPaths

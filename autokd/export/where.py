@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from autokd.config import OBJECTIVES
 from autokd.errors import ConfigError
-from autokd.objective import OBJECTIVES
 
 __all__ = ["ALIASES", "Node", "parse_where", "where_matches", "where_metrics"]
 
