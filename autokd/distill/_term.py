@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
@@ -27,15 +27,27 @@ from autokd.distill.weighting import combine_teacher_logits, teacher_soft_target
 from autokd.errors import ConfigError
 from autokd.registry import Registry
 
-if TYPE_CHECKING:
-    from autokd.distill.recipe import KDConfig
-
-__all__ = ["KINDS", "TERMS", "Batch", "Shape", "Term", "TermContext", "names_of_kind",
+__all__ = ["KINDS", "TERMS", "Batch", "Recipe", "Shape", "Term", "TermContext", "names_of_kind",
            "register_term"]
 
 Shape = tuple[int, ...]
 # what a term is for; the CLI groups choices by it (--loss takes "soft", --relation "relation")
 KINDS = ("soft", "hard", "feature", "relation")
+
+
+class Recipe(Protocol):
+    """The recipe options terms read (``autokd.distill.recipe.KDConfig`` provides them).
+
+    Why a protocol: terms sit below the recipe, which validates names against their registry.
+    """
+
+    temperature: float
+    t_schedule: str
+    t_decay: float
+    label_smoothing: float
+    hint_mapping: str
+    importance: str
+    teacher_weighting: str
 
 
 @dataclass
@@ -87,7 +99,7 @@ class Batch:
 class TermContext:
     """What a term may need to build itself: the recipe, classes and feature shapes."""
 
-    kd: KDConfig
+    kd: Recipe
     num_classes: int
     student_shapes: list[Shape] | None = None
     teacher_shapes: list[Shape] | None = None
@@ -123,7 +135,7 @@ class Term(nn.Module, abc.ABC):
         return cls()
 
     @classmethod
-    def label(cls, weight: float, kd: KDConfig) -> str:
+    def label(cls, weight: float, kd: Recipe) -> str:
         """A short report label for this term at ``weight`` (e.g. ``hint=0.5:uniform``).
 
         Soft and hard terms return only their options (``T=4.0 constant``): the recipe's label

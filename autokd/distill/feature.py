@@ -10,18 +10,15 @@ Shapes: ``B`` batch, ``C`` channels, ``S`` spatial dims.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autokd.distill._term import Batch, Term, TermContext, register_term
+from autokd.distill._term import Batch, Recipe, Term, TermContext, register_term
 from autokd.distill.mapping import LearnedMapping, global_pool, map_layers
 from autokd.errors import ConfigError
-
-if TYPE_CHECKING:
-    from autokd.distill.recipe import KDConfig
 
 __all__ = ["AttentionLoss", "FitNetLoss", "LearnedHintLoss", "attention_map", "mapped_pairs",
            "select_pairs"]
@@ -116,7 +113,7 @@ class FitNetLoss(Term):
         return cls([s_shapes[i] for i, _ in pairs], [t_shapes[j] for _, j in pairs], pairs)
 
     @classmethod
-    def label(cls, weight: float, kd: KDConfig) -> str:
+    def label(cls, weight: float, kd: Recipe) -> str:
         return f"hint={weight}:{kd.hint_mapping}"
 
     def forward(self, batch: Batch) -> Tensor:

@@ -6,15 +6,12 @@ batch mean. Shapes: ``B`` batch, ``K`` classes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from autokd.distill._term import Batch, Term, TermContext, register_term
-
-if TYPE_CHECKING:
-    from autokd.distill.recipe import KDConfig
+from autokd.distill._term import Batch, Recipe, Term, TermContext, register_term
 
 __all__ = ["HardCELoss", "KLDivergenceLoss", "LogitCosineLoss", "LogitMSELoss"]
 
@@ -32,7 +29,7 @@ class KLDivergenceLoss(Term):
     importance_weighted: ClassVar[bool] = True
 
     @classmethod
-    def label(cls, weight: float, kd: KDConfig) -> str:
+    def label(cls, weight: float, kd: Recipe) -> str:
         return f"T={kd.temperature:.1f} {kd.t_schedule}"
 
     def forward(self, batch: Batch) -> Tensor:

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from autokd.distill._term import Recipe
 from autokd.errors import ConfigError
 from autokd.registry import Registry
-
-if TYPE_CHECKING:  # the recipe imports this module for its schedule names
-    from autokd.distill.recipe import KDConfig
 
 __all__ = ["SCHEDULES", "temperature_at", "constant", "exponential", "linear"]
 
@@ -47,7 +44,7 @@ def linear(temperature: float, decay: float, progress: float) -> float:
     return float(temperature) + (1.0 - float(temperature)) * progress
 
 
-def temperature_at(kd: KDConfig, progress: float) -> float:
+def temperature_at(kd: Recipe, progress: float) -> float:
     """The distillation temperature after a fraction ``progress`` of training.
 
     Args:
