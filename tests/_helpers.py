@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -51,3 +53,19 @@ def count_complete(db: Path) -> int:
             return con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0]
         except sqlite3.OperationalError:
             return 0
+
+
+# resets SIGINT to its default action, then becomes the real command (same process id)
+_EXEC_WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL);"
+                             " os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def with_default_sigint(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` started with SIGINT at its default action, for a child a test will Ctrl-C.
+
+    Why: a shell starts background jobs with SIGINT ignored, and exec keeps an ignored signal
+    ignored, so Python in the child would install no KeyboardInterrupt handler and the test's
+    SIGINT would do nothing. A tiny interpreter resets it and execs ``cmd`` in its place: no
+    ``preexec_fn``, which is unsafe in this multi-threaded test process.
+    """
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_DEFAULT_SIGINT, *cmd]

@@ -23,7 +23,7 @@ from autokd.objective import Objective, ParetoStopper
 from autokd.pareto import pareto_front
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace
-from tests._helpers import TINY_SPACE, count_complete
+from tests._helpers import TINY_SPACE, count_complete, with_default_sigint
 
 TINY = TINY_SPACE
 FIXED = {"depth": 2, "widths_0": 8, "widths_1": 16, "temperature": 4.0, "alpha": 0.9}
@@ -178,7 +178,7 @@ def _cli(tmp_path: Path, budget: int) -> list[str]:
 
 def _run_until(tmp_path: Path, budget: int, n_complete: int, sig: int) -> subprocess.Popen:
     db = tmp_path / "results" / "k" / "study.db"
-    proc = subprocess.Popen(_cli(tmp_path, budget), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(with_default_sigint(_cli(tmp_path, budget)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     deadline = time.time() + 120
     while count_complete(db) < n_complete and time.time() < deadline and proc.poll() is None:
