@@ -1,13 +1,17 @@
-"""Shared fixtures: one throw-away autokd cache for the whole test session.
+"""Shared fixtures: one throw-away autokd cache for the whole test session; Ctrl-C per test.
 
 Why: the default teacher for a dataset is trained once and cached; sharing that cache across
-tests keeps the suite fast while never touching the user's ~/.cache/autokd.
+tests keeps the suite fast while never touching the user's ~/.cache/autokd. Tests that send
+SIGINT to this process need it to raise KeyboardInterrupt however pytest was started.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,25 @@ import pytest
 _CACHE = Path(tempfile.mkdtemp(prefix="autokd-test-cache-"))
 os.environ["AUTOKD_CACHE"] = str(_CACHE)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def sigint_raises_keyboard_interrupt() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt in this process during each test, as at a terminal.
+
+    Why: a non-interactive shell starts background jobs with SIGINT ignored, and Python then
+    installs no handler, so a test's ``os.kill(os.getpid(), SIGINT)`` would do nothing. The
+    previous handler (possibly SIG_IGN) is put back afterwards; autokd's own handling is untouched.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be installed from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, cannot be restored
+            signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")
@@ -34,5 +57,5 @@ def digits_teacher(digits):
     """The cached default digits teacher (trained once per session, ~10 s)."""
     from autokd.teachers import default_teacher
 
-    teacher, path = default_teacher(digits)
+    teacher, _ = default_teacher(digits)
     return teacher

@@ -3,7 +3,8 @@
 Each test injects one fault and then checks the study on disk: finished trials kept, nothing
 left RUNNING, no half-written file in place, and the same command resumes. Signals are sent to
 this very process from inside the run (a forward hook, a patched file write), so they land at
-a known point; one test sends SIGTERM to a real ``autokd search`` process.
+a known point; one test sends SIGTERM to a real ``autokd search`` process. tests/conftest.py makes SIGINT raise
+KeyboardInterrupt during each test even when pytest was started with SIGINT ignored.
 
 Covered elsewhere, not repeated here: SIGKILL of a single-process search, then resume
 (tests/test_search.py::test_sigkill_then_resume_loses_nothing); Ctrl-C of a real search
@@ -343,6 +344,25 @@ def test_signal_while_writing_the_report_leaves_each_file_whole(
     assert (root / victim).read_bytes() == before[victim]  # the old file, untouched
     _whole(root)
     assert leftovers(root) == []
+
+
+def test_sigint_ignored_by_the_parent_stays_ignored(
+        reported: StudyPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started with SIGINT ignored (a background job, nohup), autokd does not stop on it."""
+    root, _ = _copy(reported, tmp_path)
+    real = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(dst).name == "report.html":
+            os.kill(os.getpid(), signal.SIGINT)
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the autouse fixture restores the handler
+    assert main(["report", str(root), "--json"]) == 0
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    monkeypatch.setattr(os, "replace", real)
+    _whole(root)
 
 
 def test_disk_full_while_writing_the_report(reported: StudyPaths, tmp_path: Path,
