@@ -22,6 +22,7 @@ __all__ = [
     "SCORE_TERMS",
     "CostConfig",
     "DataConfig",
+    "SearchConfig",
     "SearchSettings",
     "TrainConfig",
     "from_dict",
@@ -189,6 +190,31 @@ class SearchSettings:
 
     def limits(self) -> dict[str, float]:
         return {CONSTRAINTS[k]: getattr(self, k) for k in CONSTRAINTS if getattr(self, k) is not None}
+
+
+@dataclass
+class SearchConfig:
+    """Everything ``autokd search`` takes (mirrors the CLI flags)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: list[str] | None = None
+    trust: bool = False
+    space: str | None = None  # bundled name or YAML path; None: by data kind
+    budget: str | int = 20
+    strategy: str = "optuna"
+    sampler: str = "tpe"
+    pruner: str = "none"
+    settings: SearchSettings = field(default_factory=SearchSettings)
+    name: str | None = None
+    results: str = "results"
+    storage: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    baseline: bool = False
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1  # local worker processes sharing the storage
+    artifacts: str | None = None  # teacher artifact store; None: results/<name>/artifacts
+    tuner: str = "tpe"  # --strategy nni: tpe, evolution, anneal or random
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -21,7 +21,6 @@ product of their probabilities, which is exact because the decisions are indepen
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
@@ -39,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from autokd._io import cache_dir
 from autokd.config import CostConfig
-from autokd.cost import count_flops, count_params, measure_latency
+from autokd.cost import measure_latency
+from autokd.device import resolve_device
 from autokd.errors import ConfigError
 from autokd.models import build_student
 from autokd.models.supernet import OpSpec, Supernet, build_op
@@ -52,8 +52,6 @@ __all__ = [
     "METRICS",
     "TableSettings",
     "LatencyTable",
-    "CostModel",
-    "op_costs",
     "device_tag",
     "table_path",
     "build_table",
@@ -68,22 +66,6 @@ VERSION = 1
 METRICS = ("flops", "params", "latency_ms")
 MeasureFn = Callable[[nn.Module, tuple[int, ...]], float]
 ProgressFn = Callable[[int, int], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Exact FLOPs and params of one op
-# ---------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=65536)
-def op_costs(op: OpSpec) -> tuple[int, int]:
-    """``(flops, params)`` of one op, counted by ``autokd.cost`` like any whole model.
-
-    Why the same counter: the expected cost of a one-hot alpha must equal the derived student's
-    ``count_flops``, whatever ops a family's blocks use.
-    """
-    module = build_op(op).eval()
-    return count_flops(module, op.in_shape), count_params(module)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,13 +172,7 @@ def load_table(path: str | Path) -> LatencyTable:
 
 
 def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"latency device {device!r} requested but CUDA is not available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"unknown latency device {device!r}; known: cpu, cuda, auto")
-    return device
+    return str(resolve_device(device, "latency device"))
 
 
 def _host_name(device: str) -> str:
@@ -358,82 +334,17 @@ def _checked(table: LatencyTable, tolerance_pct: float = 50.0) -> LatencyTable:
 
 
 # ---------------------------------------------------------------------------------------------
-# Expected cost
-# ---------------------------------------------------------------------------------------------
-
-
-class CostModel:
-    """Exact per-op costs of a supernet's parts and their expectation under alpha.
-
-    Each cost term becomes one dense tensor of shape ``(n_1, ..., n_k, M)``: the cost in each
-    of ``M`` metrics for every combination of the ``k`` decisions it depends on. The expected
-    cost contracts it with those decisions' probabilities; a one-hot alpha indexes it.
-    """
-
-    def __init__(self, net: Supernet, table: LatencyTable | None = None) -> None:
-        self.net, self.table = net, table
-        self.metrics = METRICS if table is not None else METRICS[:2]
-        self.terms = [(term.decisions, self._dense(term.decisions, term.entries))
-                      for term in net.cost_terms_cached()]
-
-    def _dense(self, names: tuple[str, ...], entries: Iterable[Any]) -> Tensor:
-        shape = [len(self.net.decisions[n]) for n in names]
-        out = torch.zeros(*shape, len(self.metrics), dtype=torch.float64)
-        for idx, ops in entries:
-            out[idx] = torch.tensor([sum(self._op(op)[m] for op in ops) for m in self.metrics],
-                                    dtype=torch.float64)
-        return out
-
-    def _op(self, op: OpSpec) -> dict[str, float]:
-        flops, params = op_costs(op)
-        costs = {"flops": float(flops), "params": float(params)}
-        if self.table is not None:
-            costs["latency_ms"] = self.table.latency(op)
-        return costs
-
-    def expected(self, probs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``E[cost]`` per metric, differentiable in ``probs`` (softmax of alpha)."""
-        total = None
-        for names, dense in self.terms:
-            t = dense.to(next(iter(probs.values())).device) if probs else dense
-            for name in names:  # contract the leading decision axis each time
-                t = torch.tensordot(probs[name].to(t.dtype), t, dims=([0], [0]))
-            total = t if total is None else total + t
-        assert total is not None
-        return {m: total[j] for j, m in enumerate(self.metrics)}
-
-    def of_choice(self, choice: dict[str, Any]) -> dict[str, float]:
-        """Exact cost of one architecture (a full or active choice of decision values)."""
-        full = self.net.full_choice(choice)
-        total = torch.zeros(len(self.metrics), dtype=torch.float64)
-        for names, dense in self.terms:
-            idx = tuple(_position(self.net.decisions[n], full[n]) for n in names)
-            total += dense[idx]
-        out = {m: float(total[j]) for j, m in enumerate(self.metrics)}
-        out["flops"], out["params"] = int(out["flops"]), int(out["params"])
-        return out
-
-
-def _position(options: list[Any], value: Any) -> int:
-    for j, option in enumerate(options):
-        if option == value and type(option) is type(value):
-            return j
-    raise ConfigError(f"{value!r} is not among the options {options}")
-
-
-# ---------------------------------------------------------------------------------------------
 # How good were the predictions
 # ---------------------------------------------------------------------------------------------
 
 
-def prediction_error(trials: Iterable[Any]) -> dict[str, float | int | None]:
+def prediction_error(trials: Iterable[dict[str, Any]]) -> dict[str, float | int | None]:
     """Error of ``predicted_latency_ms`` against the measured ``latency_ms`` over trials (%).
 
-    Accepts Optuna ``FrozenTrial`` objects (their ``user_attrs``) or plain attribute dicts.
+    Takes each trial's recorded fields (``autokd.record.TrialRecord.fields()``).
     """
     errors = []
-    for t in trials:
-        attrs = getattr(t, "user_attrs", t)
+    for attrs in trials:
         predicted, measured = attrs.get("predicted_latency_ms"), attrs.get("latency_ms")
         if predicted is not None and measured:
             errors.append(100.0 * (float(predicted) - float(measured)) / float(measured))

@@ -22,19 +22,14 @@ from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.errors import ConfigError, TrainingError
 from autokd.pipeline import build_seeded, compare, run_distillation
+from autokd.record import TrialLog, TrialRecord, feasible
 from autokd.space import Candidate, SearchSpace
 from autokd.study import StudyPaths
 from autokd.teachers import Teacher, save_checkpoint
 
-__all__ = ["Objective", "ParetoStopper", "feasible"]
+__all__ = ["Objective", "ParetoStopper"]
 
 logger = logging.getLogger(__name__)
-
-def feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Constraint values <= 0 are feasible (relative excess over each limit)."""
-    values = list(trial.constraints.values()) or trial.user_attrs.get("constraints", [])
-    return all(v <= 0 for v in values)
-
 
 class ParetoStopper:
     """Early stopping for multi-objective searches, where Optuna's pruners refuse to work.
@@ -90,37 +85,29 @@ class Objective:
     # -- the trial ------------------------------------------------------------------------
     def evaluate(self, trial: optuna.Trial, cand: Candidate,
                  extra_attrs: dict[str, Any] | None = None) -> float | list[float]:
-        self._record_candidate(trial, cand, extra_attrs or {})
+        """Run one candidate in ``trial``; its record is written before training and at the
+        end (how it ended included), two storage writes in all."""
+        log = TrialLog(trial).update(
+            strategy=self.strategy, family=cand.family, spec=cand.spec, recipe=vars(cand.kd),
+            train=cand.train, dataset_hash=self.data.split_hash, teacher_hash=self.teacher.hash,
+            **(extra_attrs or {}))
         try:
-            return self._run(trial, cand)
+            return self._run(trial, cand, log)
         except optuna.TrialPruned:
+            log.flush()
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
+            log.flush(fail_reason="interrupted")
             raise
         except TrainingError as exc:
-            trial.set_user_attr("fail_reason", f"training diverged: {exc}")
+            log.flush(fail_reason=f"training diverged: {exc}")
             raise
         except ConfigError as exc:
-            trial.set_user_attr("fail_reason", f"invalid candidate: {exc}")
+            log.flush(fail_reason=f"invalid candidate: {exc}")
             raise
         except Exception as exc:  # OOM, a bad architecture for this input, ...: record and go on
-            trial.set_user_attr("fail_reason", _exception_reason(exc))
+            log.flush(fail_reason=_exception_reason(exc))
             raise
-
-    def _record_candidate(self, trial: optuna.Trial, cand: Candidate, extra: dict[str, Any]) -> None:
-        attrs = {
-            "strategy": self.strategy,
-            "family": cand.family,
-            "spec": cand.spec,
-            "recipe": {k: v for k, v in vars(cand.kd).items()},
-            "train": cand.train,
-            "dataset_hash": self.data.split_hash,
-            "teacher_hash": self.teacher.hash,
-            **extra,
-        }
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
 
     def _train_config(self, cand: Candidate, trial: optuna.Trial) -> TrainConfig:
         cfg = cand.train_config(self.settings.train)
@@ -129,30 +116,30 @@ class Objective:
         cfg.seed = self.settings.train.seed + trial.number
         return cfg
 
-    def _run(self, trial: optuna.Trial, cand: Candidate) -> float | list[float]:
+    def _run(self, trial: optuna.Trial, cand: Candidate, log: TrialLog) -> float | list[float]:
         t0 = time.perf_counter()
         cfg = self._train_config(cand, trial)
         model = build_seeded(cand.family, cand.spec, self.data, cfg.seed)
-        cost_cfg = self.settings.cost
         cost = self._cost(cand, model)
         costs = cost.to_dict()
-        for k, v in costs.items():
-            trial.set_user_attr(k, v)
-        trial.set_user_attr("seed", cfg.seed)
         violations = self._constraints(costs)
-        trial.set_user_attr("constraints", violations)
         for key, value in zip(CONSTRAINTS, violations):
             trial.set_constraint(key, value)  # what constraint-aware samplers read
-        trial.set_user_attr("pre_train_seconds", time.perf_counter() - t0)
+        log.update(**costs, seed=cfg.seed, constraints=violations,
+                   pre_train_seconds=time.perf_counter() - t0)
         if any(v > 0 for v in violations):
-            return self._infeasible(trial, costs, violations)
-        callbacks = {"on_epoch_end": [self._reporter(trial, costs, cfg.epochs)]}
+            return self._infeasible(log, costs, violations)
+        log.flush()  # the candidate and its costs are kept even if training dies
+        callbacks = {"on_epoch_end": [self._reporter(trial, log, costs, cfg.epochs)]}
         run = run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
-                               cost_cfg, callbacks, model=model, cost=cost)
+                               self.settings.cost, callbacks, model=model, cost=cost)
         metrics = run.metrics()
         metrics.update(compare(metrics, self.teacher_profile))
-        self._record_metrics(trial, metrics)
-        self._keep_weights(trial, run.model, metrics, cand)
+        log.update(**metrics)
+        if self.settings.score:
+            log.update(score=self._score(metrics))
+        log.update(checkpoint=self._keep_weights(trial, run.model, metrics, cand))
+        log.flush()
         return self._values(metrics)
 
     def _cost(self, cand: Candidate, model: Any) -> CostReport:
@@ -170,35 +157,38 @@ class Objective:
             out.append(0.0 if limit is None or value is None else (float(value) - limit) / limit)
         return out
 
-    def _infeasible(self, trial: optuna.Trial, costs: dict[str, Any], viol: list[float]) -> Any:
+    def _infeasible(self, log: TrialLog, costs: dict[str, Any], viol: list[float]) -> Any:
         """Skip training: the sampler learns the region is infeasible from the constraints."""
         names = [m for m, v in zip(CONSTRAINTS.values(), viol) if v > 0]
-        trial.set_user_attr("infeasible", True)
-        trial.set_user_attr("infeasible_reason", f"violates max {', '.join(names)} before training")
+        log.flush(infeasible=True,
+                  infeasible_reason=f"violates max {', '.join(names)} before training")
         worst = {"val_accuracy": 0.0, "val_kd_loss": 1e9, "score": 1e9}
         return self._values({**costs, **worst}, infeasible=True)
 
-    def _reporter(self, trial: optuna.Trial, costs: dict[str, Any], epochs: int) -> Any:
+    def _reporter(self, trial: optuna.Trial, log: TrialLog, costs: dict[str, Any],
+                  epochs: int) -> Any:
+        """The trainer callback that prunes: Optuna's pruner (score mode) or the Pareto rule.
+
+        A pruned trial's reason lands in ``log``, which ``evaluate`` writes on the way out.
+        """
+        start = time.perf_counter()
         if self.settings.score:
             penalty = self._penalty(costs)
-            begin = time.perf_counter()
 
             def report(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
                 trial.report(m.get("val_kd_loss", m["val_nll"]) + penalty, epoch)
                 if trial.should_prune():
-                    trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {epoch}")
-                    trial.set_user_attr("train_seconds", time.perf_counter() - begin)
+                    log.update(prune_reason=f"pruner stopped it at epoch {epoch}",
+                               train_seconds=time.perf_counter() - start)
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
             return report
         stopper = self._stopper(trial, costs, epochs)
-        start = time.perf_counter()
 
         def report_pareto(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
             if stopper is not None and stopper.should_stop(epoch, m["val_accuracy"]):
-                trial.set_user_attr("prune_reason", stopper.reason)
-                trial.set_user_attr("pruned_at_epoch", epoch)
-                trial.set_user_attr("train_seconds", time.perf_counter() - start)
+                log.update(prune_reason=stopper.reason, pruned_at_epoch=epoch,
+                           train_seconds=time.perf_counter() - start)
                 raise optuna.TrialPruned(stopper.reason)
 
         return report_pareto
@@ -215,9 +205,9 @@ class Objective:
             return None
         front = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if feasible(t) and not t.user_attrs.get("infeasible") and "val_accuracy" in t.user_attrs:
-                front.append(({k: t.user_attrs.get(k, math.inf) for k in keys},
-                              t.user_attrs["val_accuracy"]))
+            rec = TrialRecord.of(t)
+            if feasible(t) and not rec.infeasible and rec.val_accuracy is not None:
+                front.append(({k: rec.get(k, math.inf) for k in keys}, rec.val_accuracy))
         return ParetoStopper(front, {k: costs[k] for k in keys}, keys, epochs)
 
     def _penalty(self, costs: dict[str, Any]) -> float:
@@ -228,14 +218,6 @@ class Objective:
             if weight and ref and costs.get(key) is not None:
                 total += weight * float(costs[key]) / float(ref)
         return total
-
-    def _record_metrics(self, trial: optuna.Trial, metrics: dict[str, Any]) -> None:
-        for k, v in metrics.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                v = None
-            trial.set_user_attr(k, v)
-        if self.settings.score:
-            trial.set_user_attr("score", self._score(metrics))
 
     def _score(self, metrics: dict[str, Any]) -> float:
         return float(metrics.get("val_kd_loss", metrics["val_nll"])) + self._penalty(metrics)
@@ -252,13 +234,15 @@ class Objective:
         return out
 
     def _keep_weights(self, trial: optuna.Trial, model: Any, metrics: dict[str, Any],
-                      cand: Candidate) -> None:
+                      cand: Candidate) -> str | None:
+        """Save the student; returns its path relative to the study folder (or None)."""
         if not (self.settings.keep_weights and self.paths):
-            return
+            return None
         path = self.paths.student_dir(trial.number) / "student.pt"
         save_checkpoint(model, path, data=self.data.describe(), recipe=vars(cand.kd),
-                        train=cand.train, metrics=_jsonable(metrics), teacher_hash=self.teacher.hash)
-        trial.set_user_attr("checkpoint", str(Path("students") / str(trial.number) / "student.pt"))
+                        train=cand.train, metrics=_jsonable(metrics),
+                        teacher_hash=self.teacher.hash)
+        return str(Path("students") / str(trial.number) / "student.pt")
 
 
 def _exception_reason(exc: BaseException) -> str:

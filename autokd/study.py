@@ -19,10 +19,11 @@ from typing import Any
 import optuna
 import pandas as pd
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from autokd._io import atomic_write
 from autokd.errors import StudyError
+from autokd.record import REQUEUED_ATTR, SearchRecord, TrialRecord, patch_trial, retry_attrs
 
 __all__ = [
     "StudyPaths",
@@ -34,7 +35,6 @@ __all__ = [
     "recover_stale_trials",
     "trials_frame",
     "atomic_write_text",
-    "json_attr",
 ]
 
 logger = logging.getLogger(__name__)
@@ -236,46 +236,38 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
     study (single-process resume); distributed workers rely on heartbeats instead.
     """
     requeued = []
-    done = set(study.user_attrs.get("requeued", []))
+    done = set(study.user_attrs.get(REQUEUED_ATTR, []))
     trials = study.get_trials(deepcopy=False)
-    done |= {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    done |= {r.retry_of for r in records.values() if r.retry_of is not None}
     for t in trials:
         if t.state == TrialState.RUNNING:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "process died mid-trial")
+            patch_trial(study, t._trial_id, fail_reason="process died mid-trial")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             requeued.append(t)
-        elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "interrupted":
+        elif t.state == TrialState.FAIL and records[t.number].fail_reason == "interrupted":
             requeued.append(t)
     out = []
     for t in requeued:
         if t.number in done or not t.params:
             continue
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        study.enqueue_trial(t.params, user_attrs=retry_attrs(t.number), skip_if_exists=False)
         out.append(t.number)
     if out:
-        study.set_user_attr("requeued", sorted(done | set(out)))
+        study.set_user_attr(REQUEUED_ATTR, sorted(done | set(out)))
     return out
-
-
-def json_attr(trial: FrozenTrial, key: str, default: Any = None) -> Any:
-    value = trial.user_attrs.get(key, default)
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """Every trial with state, values, every recorded attribute and the sampled parameters."""
     rows = []
-    names = study.user_attrs.get("objectives") or [f"value_{i}" for i in range(len(study.directions))]
+    names = SearchRecord.of(study).objectives or \
+        [f"value_{i}" for i in range(len(study.directions))]
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
         values = t.values or [None] * len(names)
         row.update({f"objective_{n}": v for n, v in zip(names, values)})
-        for k, v in t.user_attrs.items():
+        for k, v in TrialRecord.of(t).fields().items():
             row[k] = json.dumps(v) if isinstance(v, (list, dict)) else v
         row.update({f"param_{k}": v for k, v in t.params.items()})
         row["duration_s"] = t.duration.total_seconds() if t.duration else None

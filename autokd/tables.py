@@ -13,7 +13,8 @@ import optuna
 import pandas as pd
 
 from autokd.distill import recipe_summary
-from autokd.pareto import pareto_front
+from autokd.front import pareto_front
+from autokd.record import BASELINE_ATTR, TrialRecord
 from autokd.study import StudyPaths, atomic_write_text, trials_frame
 
 __all__ = ["pareto_frame", "write_tables", "front_rows", "spec_summary", "KEY_COLUMNS"]
@@ -43,9 +44,9 @@ def spec_summary(spec: Any) -> str:
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One dict per Pareto member: key metrics, architecture and recipe."""
     rows = []
-    baseline = study.user_attrs.get("baseline", {})
+    baseline = study.user_attrs.get(BASELINE_ATTR, {})
     for t in pareto_front(study):
-        a = t.user_attrs
+        a = TrialRecord.of(t).fields()
         row = {k: a.get(k) for k in KEY_COLUMNS if k != "trial"}
         row = {"trial": t.number, **row, "strategy": a.get("strategy"),
                "architecture": f"{a.get('family')} {spec_summary(a.get('spec'))}",

@@ -27,6 +27,7 @@ from torch import nn
 
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
+from autokd.device import resolve_device
 from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
@@ -38,7 +39,6 @@ __all__ = [
     "clip_gradients",
     "distill",
     "evaluate",
-    "resolve_device",
     "seed_everything",
 ]
 
@@ -84,14 +84,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
 
 
 @torch.no_grad()

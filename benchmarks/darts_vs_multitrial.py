@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autokd.config import CostConfig, DataConfig, SearchSettings
 from autokd.data import load_data
-from autokd.objective import feasible
+from autokd.record import SearchRecord, TrialRecord, feasible
 from autokd.search import SearchConfig, run_search
 
 __all__ = ["main"]
@@ -99,12 +99,12 @@ def _run(root: str, name: str, seed: int, args: argparse.Namespace, strategy: st
 
 def _usable(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(states=(TrialState.COMPLETE,))
-            if feasible(t) and not t.user_attrs.get("infeasible")
-            and t.user_attrs.get("val_accuracy") is not None]
+            if feasible(t) and not TrialRecord.of(t).get("infeasible")
+            and TrialRecord.of(t).get("val_accuracy") is not None]
 
 
 def _row(t: FrozenTrial, clock: Clock) -> dict[str, Any]:
-    a = t.user_attrs
+    a = TrialRecord.of(t).fields()
     wall, cpu = clock.stamps[t.number]
     return {"trial": t.number, "wall_seconds": wall, "cpu_seconds": cpu,
             "val_accuracy": a["val_accuracy"], "test_accuracy": a.get("test_accuracy"),
@@ -117,11 +117,11 @@ def _row(t: FrozenTrial, clock: Clock) -> dict[str, Any]:
 def _multitrial(root: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     study, clock = _run(root, f"multitrial-{seed}", seed, args, "optuna", args.trials)
     usable = _usable(study)
-    best = max(usable, key=lambda t: (t.user_attrs["val_accuracy"], -t.user_attrs["flops"]))
+    best = max(usable, key=lambda t: (TrialRecord.of(t).get("val_accuracy"), -TrialRecord.of(t).get("flops")))
     last = max(clock.stamps.values())
     return {"best": _row(best, clock), "trials": len(study.trials), "finished": len(usable),
             "total_wall_seconds": last[0], "total_cpu_seconds": last[1],
-            "teacher": study.user_attrs["teacher"]}
+            "teacher": SearchRecord.of(study).teacher}
 
 
 def _darts(root: str, seed: int, args: argparse.Namespace, best: dict[str, Any],
@@ -224,9 +224,9 @@ def _nni_run(args: argparse.Namespace) -> dict[str, Any]:
 def _ours_on_small_space(epochs: int) -> float:
     from autokd.config import TrainConfig
     from autokd.distill import KDConfig
-    from autokd.latency_table import CostModel
     from autokd.models.supernet import Relaxation, Supernet
     from autokd.nas import DartsOptions, DartsSearch, space_decisions
+    from autokd.nas.cost_model import CostModel
     from autokd.space import SearchSpace
 
     data = load_data("digits")

@@ -54,6 +54,7 @@ from autokd.config import CostConfig, DataConfig, SearchSettings
 from autokd.data import load_data
 from autokd.pareto import hypervolume, non_dominated, normalised_losses
 from autokd.pipeline import teacher_profile
+from autokd.record import TrialRecord
 from autokd.search import search
 
 __all__ = ["RunSpec", "main", "prefix_scores", "run_one"]
@@ -143,7 +144,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
 
 def _record(t: Any) -> dict[str, Any]:
-    a = t.user_attrs
+    a = TrialRecord.of(t).fields()
     end, start = t.datetime_complete, t.datetime_start
     seconds = (end - start).total_seconds() if end and start else 0.0
     return {

@@ -18,6 +18,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from autokd.config import DataConfig
+from autokd.record import TrialRecord
 from autokd.search import SearchConfig, run_search
 
 
@@ -40,9 +41,9 @@ def main() -> None:
     rows = []
     for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
-        train = t.user_attrs.get("train_seconds") or 0.0
+        train = TrialRecord.of(t).get("train_seconds") or 0.0
         rows.append({"trial": t.number, "duration_s": duration, "train_s": train,
-                     "pre_train_s": t.user_attrs.get("pre_train_seconds"),
+                     "pre_train_s": TrialRecord.of(t).get("pre_train_seconds"),
                      "state": t.state.name})
     total_train = sum(r["train_s"] for r in rows if r["state"] == "COMPLETE")
     complete = [r for r in rows if r["state"] == "COMPLETE"]

@@ -27,6 +27,7 @@ from _common import log, write_result
 from optuna.trial import TrialState
 
 from autokd.config import CostConfig, SearchSettings
+from autokd.record import TrialRecord
 from autokd.search import SearchConfig, run_search
 
 SPACE = {
@@ -72,7 +73,7 @@ def _throughput(timed: list[Any]) -> dict[str, Any]:
     done = [t for t in timed if t.state == TrialState.COMPLETE]
     firsts: dict[str, Any] = {}
     for t in sorted(done, key=lambda t: t.datetime_complete):
-        firsts.setdefault(t.user_attrs["worker"], t.datetime_complete)
+        firsts.setdefault(TrialRecord.of(t).get("worker"), t.datetime_complete)
     start = max(firsts.values())
     steady = [t for t in done if t.datetime_complete > start]
     span = (max(t.datetime_complete for t in done) - start).total_seconds()

@@ -6,6 +6,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -69,3 +70,13 @@ def with_default_sigint(cmd: Sequence[str]) -> list[str]:
     ``preexec_fn``, which is unsafe in this multi-threaded test process.
     """
     return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_DEFAULT_SIGINT, *cmd]
+
+
+def update_search_record(study: Any, **fields: Any) -> None:
+    """Change fields of a study's recorded search settings (as another process would)."""
+    from autokd.record import SEARCH_ATTR, SearchRecord
+
+    record = SearchRecord.of(study)
+    for key, value in fields.items():
+        setattr(record, key, value)
+    study.set_user_attr(SEARCH_ATTR, record.to_dict())

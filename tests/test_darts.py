@@ -16,10 +16,11 @@ from autokd.config import CostConfig, DataConfig, SearchSettings, TrainConfig
 from autokd.cost import count_flops
 from autokd.distill import KDConfig
 from autokd.errors import ConfigError
-from autokd.latency_table import CostModel
 from autokd.models import build_student
 from autokd.models.supernet import Relaxation, Supernet
 from autokd.nas import DartsOptions, DartsSearch, derive, space_decisions
+from autokd.nas.cost_model import CostModel
+from autokd.record import SearchRecord, TrialRecord
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace
 
@@ -144,11 +145,11 @@ def test_darts_trials_are_ordinary_trials(tmp_path: Path, digits_teacher: Any) -
     outcome = run_search(_config(tmp_path, 2, targets=[0.05, 0.5], epochs=2))
     study = outcome.study
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(trials) == 2 and [t.user_attrs["darts_target"] for t in trials] == [0.05, 0.5]
+    assert len(trials) == 2 and [TrialRecord.of(t).get("darts_target") for t in trials] == [0.05, 0.5]
     space = SearchSpace.from_dict(TINY)
-    teacher_flops = study.user_attrs["teacher"]["flops"]
+    teacher_flops = SearchRecord.of(study).teacher["flops"]
     for t in trials:
-        a = t.user_attrs
+        a = TrialRecord.of(t).fields()
         assert a["strategy"] == "darts" and a["darts_search_seconds"] > 0
         assert space.from_params(t.params).spec == a["spec"]
         assert a["predicted_flops"] == a["flops"] and a["predicted_params"] == a["params"]
@@ -157,16 +158,16 @@ def test_darts_trials_are_ordinary_trials(tmp_path: Path, digits_teacher: Any) -
         assert set(a["darts_alpha"]) == {"depth", "widths_0", "widths_1", "kernel"}
         assert all(abs(sum(p) - 1) < 1e-3 for p in a["darts_alpha"].values())
     run_search(_config(tmp_path, 3, strategy="optuna"))  # one Optuna trial into the same study
-    optuna_trial = next(t for t in study.get_trials() if t.user_attrs.get("strategy") == "optuna")
-    assert set(optuna_trial.user_attrs) <= set(trials[0].user_attrs)
+    optuna_trial = next(t for t in study.get_trials() if TrialRecord.of(t).get("strategy") == "optuna")
+    assert set(TrialRecord.of(optuna_trial).fields()) <= set(TrialRecord.of(trials[0]).fields())
     names = {"depth", "kernel", "temperature", "alpha"} | {f"widths_{i}" for i in range(2)}
     assert set(optuna_trial.params) <= names and set(trials[0].params) <= names
     # a run interrupted while retraining is re-queued with its params: retrained, not re-searched
     study.enqueue_trial(trials[0].params, user_attrs={"retry_of": trials[0].number})
     run_search(_config(tmp_path, 4, targets=[0.05, 0.5], epochs=2))
-    retry = study.get_trials()[-1].user_attrs
-    assert retry["retry_of"] == trials[0].number and retry["spec"] == trials[0].user_attrs["spec"]
-    assert retry["darts_alpha"] == trials[0].user_attrs["darts_alpha"]
+    retry = TrialRecord.of(study.get_trials()[-1]).fields()
+    assert retry["retry_of"] == trials[0].number and retry["spec"] == TrialRecord.of(trials[0]).get("spec")
+    assert retry["darts_alpha"] == TrialRecord.of(trials[0]).get("darts_alpha")
 
 
 @pytest.mark.slow
@@ -174,15 +175,15 @@ def test_time_budget_stops_the_supernet_search(tmp_path: Path, digits_teacher: A
     outcome = run_search(_config(tmp_path, "1s", epochs=50))
     trials = outcome.study.get_trials()
     assert len(trials) == 1
-    assert trials[0].user_attrs["darts_stop_reason"] == "time budget spent"
-    assert trials[0].user_attrs["darts_epochs_run"] < 50
+    assert TrialRecord.of(trials[0]).get("darts_stop_reason") == "time budget spent"
+    assert TrialRecord.of(trials[0]).get("darts_epochs_run") < 50
 
 
 @pytest.mark.slow
 def test_latency_target_is_checked_by_measurement(tmp_path: Path, digits_teacher: Any) -> None:
     outcome = run_search(_config(tmp_path, 1, targets=[0.5], target_metric="latency",
                                  epochs=2))
-    a = outcome.study.get_trials()[0].user_attrs
+    a = TrialRecord.of(outcome.study.get_trials()[0]).fields()
     assert a["darts_target_metric"] == "latency_ms" and "latency_ms" in a["darts_limits"]
     checks = a["darts_latency_checks"]
     assert checks and all(c["measured_ms"] > 0 and c["predicted_ms"] > 0 for c in checks)

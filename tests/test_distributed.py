@@ -18,7 +18,7 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import TrialState
 
-from autokd.controllers.base import Budget, count_done
+from autokd.controllers.base import Budget
 from autokd.controllers.distributed import (
     Backoff,
     StorageLost,
@@ -30,10 +30,12 @@ from autokd.controllers.distributed import (
 )
 from autokd.controllers.optuna_search import OptunaController
 from autokd.errors import StudyError
+from autokd.pool import worker_threads
+from autokd.record import SEARCH_ATTR, SearchRecord, TrialRecord, count_done
 from autokd.search import SearchConfig, run_search
 from autokd.study import StudyPaths, open_study
-from autokd.workers import SEARCH_CONFIG_ATTR, WorkerOptions, run_worker, worker_threads
-from tests._helpers import TINY_SPACE
+from autokd.workers import WorkerOptions, run_worker
+from tests._helpers import TINY_SPACE, update_search_record
 
 TINY = TINY_SPACE
 PG = os.environ.get("AUTOKD_TEST_POSTGRES")
@@ -106,8 +108,8 @@ def test_stale_trial_is_failed_and_requeued_exactly_once(tmp_path, monkeypatch) 
     assert [n for r in results for n in r] == [dead.number]  # one sweeper won
     trials = study.get_trials()
     assert trials[dead.number].state == TrialState.FAIL
-    assert trials[dead.number].user_attrs["fail_reason"].startswith("worker stopped mid-trial")
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    assert TrialRecord.of(trials[dead.number]).get("fail_reason").startswith("worker stopped mid-trial")
+    retries = [t for t in trials if TrialRecord.of(t).get("retry_of") == dead.number]
     assert len(retries) == 1 and retries[0].state == TrialState.WAITING
     assert fail_and_requeue(study, dead._trial_id, "again") is None  # finished: no 2nd retry
 
@@ -124,7 +126,7 @@ def test_budget_counts_trials_in_flight_and_waits_for_them(tmp_path, monkeypatch
     trials = study.get_trials()
     assert count_done(study) == 2 and len(trials) == 3
     assert trials[elsewhere.number].state == TrialState.FAIL
-    assert trials[2].user_attrs["retry_of"] == elsewhere.number
+    assert TrialRecord.of(trials[2]).get("retry_of") == elsewhere.number
     assert trials[2].params == trials[elsewhere.number].params
 
 
@@ -155,8 +157,8 @@ def test_outage_retries_then_requeues_the_cut_off_trial(tmp_path) -> None:
 
     assert run_resilient(run_once, study, Backoff(first=0.01, total=1)) == "done"
     trials = study.get_trials()
-    assert trials[cut.number].user_attrs["fail_reason"] == "database connection lost mid-trial"
-    assert [t.user_attrs.get("retry_of") for t in trials] == [None, cut.number]
+    assert TrialRecord.of(trials[cut.number]).get("fail_reason") == "database connection lost mid-trial"
+    assert [TrialRecord.of(t).get("retry_of") for t in trials] == [None, cut.number]
 
 
 def test_outage_gives_up_with_one_clear_error(tmp_path, monkeypatch) -> None:
@@ -196,21 +198,21 @@ def _search(tmp_path: Path, budget: int, **kw: object):
 def test_worker_rebuilds_the_search_from_the_study_alone(tmp_path, digits_teacher) -> None:
     outcome = _search(tmp_path, 1)
     study = outcome.study
-    spec = study.user_attrs[SEARCH_CONFIG_ATTR]
-    assert spec["space"]["yaml"] == TINY and spec["teachers"][0]["artifact_id"]
+    record = SearchRecord.of(study)
+    assert record.space_yaml == TINY and record.teachers[0]["artifact_id"]
     url = f"sqlite:///{outcome.paths.db}"
     # another "machine": no space file, no teacher.pt, its own results directory
     os.unlink(tmp_path / "tiny.yaml")
     os.unlink(outcome.paths.root / "teacher.pt")
-    study.set_user_attr("budget", {"trials": 2, "seconds": None})
+    update_search_record(study, budget={"trials": 2, "seconds": None})
     out = run_worker(WorkerOptions("d", storage=url, results=str(tmp_path / "b"), device="cpu",
                                    seed=1))
     assert out.status == "finished" and out.ran == 1 and count_done(out.study) == 2
     fetched = list((tmp_path / "b" / "d" / "teachers").iterdir())
     assert len(fetched) == 1 and fetched[0].name.endswith("teacher.pt")
     last = out.study.trials[-1]
-    assert last.user_attrs["worker"].endswith(f":{os.getpid()}")
-    assert last.user_attrs["teacher_hash"] == study.user_attrs["teacher_hash"]
+    assert TrialRecord.of(last).get("worker").endswith(f":{os.getpid()}")
+    assert TrialRecord.of(last).get("teacher_hash") == SearchRecord.of(study).teacher_hash
     again = run_worker(WorkerOptions("d", storage=url, results=str(tmp_path / "b")))
     assert again.status == "already_finished"
 
@@ -219,22 +221,22 @@ def test_worker_refuses_other_data_or_teacher(tmp_path, digits_teacher) -> None:
     outcome = _search(tmp_path, 1)
     url = f"sqlite:///{outcome.paths.db}"
     opts = WorkerOptions("d", storage=url, results=str(tmp_path / "b"), device="cpu")
-    outcome.study.set_user_attr("budget", {"trials": 5, "seconds": None})
+    update_search_record(outcome.study, budget={"trials": 5, "seconds": None})
     with pytest.raises(StudyError, match="data differs"):
         run_worker(WorkerOptions(**{**vars(opts), "dataset": "wine"}))
-    outcome.study.set_user_attr("teacher_hash", "0123456789abcdef")
+    update_search_record(outcome.study, teacher_hash="0123456789abcdef")
     with pytest.raises(StudyError, match="teacher differs.*not starting"):
         run_worker(opts)
     assert count_done(outcome.study) == 1
 
 
 def test_missing_teacher_artifact_is_a_clear_error(tmp_path) -> None:
-    from autokd.workers import _teacher_file
+    from autokd.artifacts import teacher_file
 
     entry = {"ref": str(tmp_path / "gone.pt"), "file": "gone.pt", "sha": "0" * 16,
              "artifact_id": "no-such-artifact"}
     with pytest.raises(StudyError, match="cannot fetch teacher gone.pt .* pass --artifacts"):
-        _teacher_file(entry, str(tmp_path / "store"), StudyPaths(tmp_path / "w"))
+        teacher_file(entry, str(tmp_path / "store"), StudyPaths(tmp_path / "w"))
 
 
 def test_worker_needs_a_study_it_can_join(tmp_path, monkeypatch) -> None:
@@ -273,7 +275,7 @@ def test_jobs_two_local_workers_share_the_budget(tmp_path, digits_teacher) -> No
     study = optuna.load_study(study_name="j", storage=f"sqlite:///{res / 'j' / 'study.db'}")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(study.trials) == 4 and len(complete) == 4
-    assert not [t for t in complete if t.user_attrs["worker"].endswith(f":{proc.pid}")]
+    assert not [t for t in complete if TrialRecord.of(t).get("worker").endswith(f":{proc.pid}")]
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 4
     assert sorted(p.name for p in (res / "j" / "workers").iterdir()) == ["0.log", "1.log"]
 
@@ -323,7 +325,7 @@ class _Db:
     def started(self, workers: list[subprocess.Popen]) -> bool:
         """Every worker has claimed a trial (it is past start-up, in its trial loop)."""
         study = self.study()
-        owners = {str(t.user_attrs.get("worker")) for t in study.get_trials()} if study else set()
+        owners = {str(TrialRecord.of(t).get("worker")) for t in study.get_trials()} if study else set()
         return all(any(o.endswith(f":{w.pid}") for o in owners) for w in workers)
 
     def running_of(self, pid: int) -> list[optuna.trial.FrozenTrial]:
@@ -331,8 +333,8 @@ class _Db:
         if study is None:
             return []
         return [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                if str(t.user_attrs.get("worker", "")).endswith(f":{pid}")
-                and "seed" in t.user_attrs]  # training has started
+                if str(TrialRecord.of(t).get("worker", "")).endswith(f":{pid}")
+                and TrialRecord.of(t).get("seed") is not None]  # training has started
 
 
 def _wait(cond, timeout: float = 240.0) -> None:
@@ -361,7 +363,7 @@ def test_postgres_two_workers_one_killed_exact_budget(tmp_path, pg_url, digits_t
     db = _Db(pg_url)
     search = subprocess.Popen(_search_cmd(tmp_path, pg_url, 12), env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait(lambda: (s := db.study()) is not None and SEARCH_CONFIG_ATTR in s.user_attrs)
+    _wait(lambda: (s := db.study()) is not None and SEARCH_ATTR in s.user_attrs)
     worker = _worker(pg_url, tmp_path, "b")
     _wait(lambda: db.running_of(worker.pid) or search.poll() is not None)
     killed = db.running_of(worker.pid)[0]
@@ -377,8 +379,8 @@ def test_postgres_two_workers_one_killed_exact_budget(tmp_path, pg_url, digits_t
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     dead = trials[killed.number]
     assert dead.state == TrialState.FAIL
-    assert dead.user_attrs["fail_reason"].startswith("worker stopped mid-trial")
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    assert TrialRecord.of(dead).get("fail_reason").startswith("worker stopped mid-trial")
+    retries = [t for t in trials if TrialRecord.of(t).get("retry_of") == dead.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == dead.params
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 12
@@ -386,7 +388,7 @@ def test_postgres_two_workers_one_killed_exact_budget(tmp_path, pg_url, digits_t
 
 
 def _report_from_database(study: optuna.Study, tmp_path: Path) -> None:
-    from autokd.pareto import pareto_front
+    from autokd.front import pareto_front
     from autokd.report import build_report
 
     paths = StudyPaths(tmp_path / "report" / "d")
@@ -405,7 +407,7 @@ def test_postgres_outage_workers_exit_cleanly_then_finish(tmp_path, pg_url,
     first = subprocess.run(_search_cmd(tmp_path, pg_url, 1), env=_env(), capture_output=True,
                            text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    db.study().set_user_attr("budget", {"trials": 8, "seconds": None})
+    update_search_record(db.study(), budget={"trials": 8, "seconds": None})
     workers = [_worker(pg_url, tmp_path, tag, "--retry-seconds", "6") for tag in ("b", "c")]
     _wait(lambda: db.started(workers) and any(db.running_of(w.pid) for w in workers))
     _pg_ctl("stop -m fast")
@@ -426,7 +428,7 @@ def test_postgres_outage_workers_exit_cleanly_then_finish(tmp_path, pg_url,
     cut = [t for t in trials if t.state == TrialState.FAIL]
     assert cut  # the outage cut off at least the trial that was training
     for t in cut:  # each failed with its reason and retried exactly once
-        assert t.user_attrs["fail_reason"] in ("database connection lost mid-trial",
+        assert TrialRecord.of(t).get("fail_reason") in ("database connection lost mid-trial",
                                                 "worker stopped mid-trial (no heartbeat for 5 s)")
-        retries = [r for r in trials if r.user_attrs.get("retry_of") == t.number]
+        retries = [r for r in trials if TrialRecord.of(r).get("retry_of") == t.number]
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE

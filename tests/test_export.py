@@ -30,6 +30,7 @@ from autokd.export import (
     sha256_file,
     where_matches,
 )
+from autokd.record import SearchRecord, TrialRecord
 from autokd.study import StudyPaths, find_study
 from tests._helpers import quick_study
 
@@ -99,8 +100,8 @@ def test_export_writes_verified_artifacts(tiny: Any, exported: Any) -> None:
     assert names == {"student.pt", "student.torchscript.pt", "student.onnx", "model_card.json",
                      "model_card.md"}
     best = study.trials[exported.trial]
-    top = max(t.user_attrs.get("val_accuracy") or -1 for t in study.trials)
-    assert best.user_attrs["val_accuracy"] == top
+    top = max(TrialRecord.of(t).get("val_accuracy") or -1 for t in study.trials)
+    assert TrialRecord.of(best).get("val_accuracy") == top
     assert card["provenance"]["weights"]["how"] == "reused"
     on_disk = json.loads((exported.directory / "model_card.json").read_text())
     for name, entry in on_disk["artifacts"].items():
@@ -108,11 +109,11 @@ def test_export_writes_verified_artifacts(tiny: Any, exported: Any) -> None:
     v = card["verification"]
     assert v["torchscript"]["max_abs_diff"] <= PARITY_TOL and v["onnx"]["max_abs_diff"] <= PARITY_TOL
     assert v["onnx"]["test_accuracy"] == card["metrics"]["test"]["accuracy"]
-    assert card["metrics"]["test"]["accuracy"] == pytest.approx(best.user_attrs["test_accuracy"])
+    assert card["metrics"]["test"]["accuracy"] == pytest.approx(TrialRecord.of(best).get("test_accuracy"))
     lat = card["costs"]["latency"]
-    assert lat["search"]["latency_ms"] == best.user_attrs["latency_ms"]
+    assert lat["search"]["latency_ms"] == TrialRecord.of(best).get("latency_ms")
     assert lat["export"]["latency_ms"] > 0 and lat["onnx"]["latency_ms"] > 0
-    assert card["dataset"]["split_hash"] == study.user_attrs["dataset_hash"]
+    assert card["dataset"]["split_hash"] == SearchRecord.of(study).dataset_hash
     assert card["provenance"]["storage"] == "sqlite (study.db in the results directory)"
     assert "sha256" in (exported.directory / "model_card.md").read_text()
 
@@ -161,12 +162,12 @@ def test_picks_follow_their_rules(tiny: Any) -> None:
     study, _ = tiny
     usable = [t for t in study.trials if t.state.name == "COMPLETE"]
     t, _, _ = select_trial(study, pick="smallest", min_retention=0.0)
-    assert t.user_attrs["params"] == min(u.user_attrs["params"] for u in usable)
+    assert TrialRecord.of(t).get("params") == min(TrialRecord.of(u).get("params") for u in usable)
     t, _, _ = select_trial(study, pick="fastest", min_retention=0.0)
-    assert t.user_attrs["latency_ms"] == min(u.user_attrs["latency_ms"] for u in usable)
-    limit = sorted(u.user_attrs["params"] for u in usable)[1]
+    assert TrialRecord.of(t).get("latency_ms") == min(TrialRecord.of(u).get("latency_ms") for u in usable)
+    limit = sorted(TrialRecord.of(u).get("params") for u in usable)[1]
     t, _, notes = select_trial(study, where=f"params<={limit} and retention>0")
-    assert t.user_attrs["params"] <= limit and notes  # filtering on test retention warns
+    assert TrialRecord.of(t).get("params") <= limit and notes  # filtering on test retention warns
     with pytest.raises(ExportError, match="lower --min-retention"):
         select_trial(study, pick="smallest", min_retention=1.9)
     with pytest.raises(ConfigError):
@@ -223,7 +224,7 @@ def test_missing_weights_reproduce_the_trial(tiny: Any, tmp_path: Path) -> None:
     assert weights["how"] == "retrained" and weights["epochs"] == 2
     assert "kept no weights" in weights["reason"]
     assert result.card["metrics"]["val"]["accuracy"] == pytest.approx(
-        trial.user_attrs["val_accuracy"], abs=1e-6)
+        TrialRecord.of(trial).get("val_accuracy"), abs=1e-6)
 
 
 def test_retrain_uses_the_recorded_recipe(tiny: Any, tmp_path: Path) -> None:
@@ -234,7 +235,7 @@ def test_retrain_uses_the_recorded_recipe(tiny: Any, tmp_path: Path) -> None:
     assert weights["how"] == "retrained" and weights["epochs"] == 1
     assert sorted(p.name for p in result.directory.iterdir()) == [
         "model_card.json", "model_card.md", "student.onnx"]
-    assert result.card["hyperparameters"]["recipe"] == study.trials[0].user_attrs["recipe"]
+    assert result.card["hyperparameters"]["recipe"] == TrialRecord.of(study.trials[0]).get("recipe")
     again = export_student(study, paths, trial=0, retrain=True, epochs=1, formats=("onnx",),
                            out=tmp_path / "re")  # re-export replaces the folder atomically
     assert again.directory == result.directory

@@ -21,6 +21,7 @@ from autokd.data import DataSplits, load_data
 from autokd.distill import KDConfig
 from autokd.distill.hooks import FeatureHooks
 from autokd.models import build_student
+from autokd.record import SearchRecord, TrialRecord
 from autokd.search import default_space_name, search
 from autokd.space import SPACES_DIR, load_space
 from autokd.teachers import default_teacher_spec, save_checkpoint
@@ -124,11 +125,11 @@ def test_tiny_search_on_mnist1d(
     )
     done = [t for t in study.trials if t.state.is_finished()]
     assert len(done) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
-    assert study.user_attrs["family"] == "cnn1d"
-    assert study.user_attrs["dataset"]["sizes"]["val"] == load_data(SMALL).sizes()["val"]
+    assert SearchRecord.of(study).family == "cnn1d"
+    assert SearchRecord.of(study).dataset["sizes"]["val"] == load_data(SMALL).sizes()["val"]
     for t in done:
-        assert t.user_attrs["family"] == "cnn1d"
-        assert 0.0 <= t.user_attrs["test_accuracy"] <= 1.0  # recorded, never selected on
+        assert TrialRecord.of(t).get("family") == "cnn1d"
+        assert 0.0 <= TrialRecord.of(t).get("test_accuracy") <= 1.0  # recorded, never selected on
     assert len(pd.read_csv(tmp_path / "m1d" / "trials.csv")) == 2
 
 
@@ -149,7 +150,7 @@ def test_mlp_space_searches_flattened_signals(
         seed=1,
     )
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 2 and {t.user_attrs["family"] for t in done} == {"mlp"}
+    assert len(done) == 2 and {TrialRecord.of(t).get("family") for t in done} == {"mlp"}
 
 
 def test_split_is_deterministic_under_seed() -> None:

@@ -12,9 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from autokd.config import CostConfig, SearchSettings
-from autokd.controllers.base import count_done
 from autokd.controllers.nni_search import PinnedSampler, nni_space, scalar_reward, to_pins
 from autokd.errors import ConfigError
+from autokd.record import SearchRecord, TrialRecord, count_done
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace, load_space
 
@@ -138,10 +138,10 @@ def test_nni_search_records_ordinary_trials(tmp_path, digits_teacher, tuner: str
     assert count_done(study) == 3 and len(trials) == 3
     for t in trials:
         assert t.state == TrialState.COMPLETE
-        a = t.user_attrs
+        a = TrialRecord.of(t).fields()
         assert a["strategy"] == "nni" and a["tuner"] == tuner and "nni_params" in a
         assert a["nni_reward"] == pytest.approx(scalar_reward(t.values, ["accuracy", "flops"],
-                                                              study.user_attrs["teacher"]))
+                                                              SearchRecord.of(study).teacher))
         assert {"val_accuracy", "flops", "spec", "recipe", "checkpoint"} <= set(a)
         assert set(t.params) <= set(a["nni_params"])  # active subset of the full proposal
         assert t.distributions["alpha"] == FloatDistribution(0.3, 1.0, step=0.1)

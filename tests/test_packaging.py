@@ -23,6 +23,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from autokd.record import SearchRecord
 from tests._helpers import count_complete
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,4 +124,4 @@ def test_wheel_installed_without_editable_runs_a_search(tmp_path: Path) -> None:
     db = results / "wheel" / "study.db"
     assert count_complete(db) == 2
     study = optuna.load_study(study_name="wheel", storage=f"sqlite:///{db}")
-    assert study.user_attrs["dataset"]["name"] == "wine"
+    assert SearchRecord.of(study).dataset["name"] == "wine"

@@ -37,11 +37,11 @@ from optuna.trial import TrialState
 from autokd import teachers, train
 from autokd.cli import main
 from autokd.config import CostConfig, TrainConfig
-from autokd.controllers.base import count_done
 from autokd.data import load_data
 from autokd.distill import KDConfig
 from autokd.export import check_card
 from autokd.pipeline import run_distillation
+from autokd.record import TrialRecord, count_done
 from autokd.report import build_report
 from autokd.study import StudyPaths, storage_url
 from tests._helpers import count_complete
@@ -163,13 +163,13 @@ def test_signal_mid_trial_keeps_finished_trials_and_resumes(
     assert signal.getsignal(signal.SIGTERM) == handler  # main() restores what it replaced
     before = open_r(results).trials
     assert [t.state for t in before[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert before[1].user_attrs["fail_reason"] == "interrupted"
+    assert TrialRecord.of(before[1]).get("fail_reason") == "interrupted"
     assert not [t for t in before if t.state == TrialState.RUNNING]
     assert (results / "r" / "trials.csv").exists() and leftovers(results) == []
     assert main(argv) == 0  # the same command resumes
     after = open_r(results)
     assert count_done(after) == 3 and after.trials[0].values == before[0].values
-    retries = [t for t in after.trials if t.user_attrs.get("retry_of") == 1]
+    retries = [t for t in after.trials if TrialRecord.of(t).get("retry_of") == 1]
     assert len(retries) == 1 and retries[0].params == before[1].params
     assert retries[0].state == TrialState.COMPLETE
 
@@ -193,7 +193,7 @@ def test_sigterm_to_a_real_search_process(files: dict[str, Path], tmp_path: Path
     study = open_r(results)
     assert count_done(study) >= 1
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    assert {t.user_attrs["fail_reason"] for t in study.trials
+    assert {TrialRecord.of(t).get("fail_reason") for t in study.trials
             if t.state == TrialState.FAIL} <= {"interrupted"}
     assert leftovers(results) == []
 
@@ -474,7 +474,7 @@ def test_broken_trials_fail_with_their_reason_and_the_report_groups_them(
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, *[TrialState.FAIL] * 6, TrialState.COMPLETE]
     for number, reason in EXPECTED.items():
-        assert study.trials[number].user_attrs["fail_reason"].startswith(reason), number
+        assert TrialRecord.of(study.trials[number]).get("fail_reason").startswith(reason), number
         assert f"trial {number} fail: {reason}" in out  # the progress line says why
     assert count_done(study) == 2  # failures do not use up the budget
     data = build_report(study, StudyPaths(results / "r"))
@@ -550,9 +550,9 @@ def test_disk_full_mid_search_fails_that_trial_only(files: dict[str, Path], tmp_
     assert main(search_argv(files, results, 2, "--epochs", "2", "--json")) == 0
     study = open_r(results)
     assert study.trials[1].state == TrialState.FAIL
-    assert "No space left on device" in study.trials[1].user_attrs["fail_reason"]
+    assert "No space left on device" in TrialRecord.of(study.trials[1]).get("fail_reason")
     assert count_done(study) == 2 and len(study.trials) == 3
     assert not (results / "r" / "students" / "1").exists() and leftovers(results) == []
     for t in study.trials:  # every kept checkpoint loads
-        if "checkpoint" in t.user_attrs and (results / "r" / t.user_attrs["checkpoint"]).exists():
-            teachers.load_checkpoint(results / "r" / t.user_attrs["checkpoint"])
+        if TrialRecord.of(t).get("checkpoint") is not None and (results / "r" / TrialRecord.of(t).get("checkpoint")).exists():
+            teachers.load_checkpoint(results / "r" / TrialRecord.of(t).get("checkpoint"))

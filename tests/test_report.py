@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from autokd.cli import main
 from autokd.config import OBJECTIVES
 from autokd.pipeline import compare
+from autokd.record import SearchRecord
 from autokd.report import build_report, claim_table, fmt, plot_objectives, storage_label
 from autokd.study import StudyPaths, storage_url
 
@@ -69,7 +70,7 @@ def add_trial(study: optuna.Study, val: float, test: float, params: int, flops: 
         "bytes": 4 * params, "latency_ms": latency, "constraints": [0.0] * 4}
     attrs.update(compare(attrs, TEACHER))
     attrs.update(extra)
-    names = study.user_attrs["objectives"]
+    names = SearchRecord.of(study).objectives
     keys = [OBJECTIVES[n][0] if n in OBJECTIVES else n for n in names]
     values = [attrs[k] for k in keys] if state == TrialState.COMPLETE else None
     study.add_trial(optuna.trial.create_trial(

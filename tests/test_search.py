@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from autokd.config import CostConfig, SearchSettings
-from autokd.controllers.base import count_done, parse_budget
+from autokd.controllers.base import parse_budget
 from autokd.cost import count_flops
 from autokd.errors import ConfigError, StudyError
+from autokd.front import pareto_front
 from autokd.models import build_student
 from autokd.objective import Objective, ParetoStopper
-from autokd.pareto import pareto_front
+from autokd.record import SearchRecord, TrialRecord, count_done
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace
 from tests._helpers import TINY_SPACE, count_complete, with_default_sigint
@@ -60,9 +61,9 @@ def test_constraint_skips_training(digits, digits_teacher, monkeypatch) -> None:
     values = objective(trial)
     assert time.perf_counter() - t0 < 2.0
     assert values[0] == 0.0  # worst accuracy: never preferred by the sampler
-    assert trial.user_attrs["infeasible"] is True
-    assert trial.user_attrs["constraints"][0] > 0
-    assert "flops" in trial.user_attrs["infeasible_reason"]
+    assert TrialRecord.of(trial).get("infeasible") is True
+    assert TrialRecord.of(trial).get("constraints")[0] > 0
+    assert "flops" in TrialRecord.of(trial).get("infeasible_reason")
 
 
 def test_settings_validation() -> None:
@@ -120,7 +121,7 @@ def test_search_writes_study_and_tables(tmp_path, digits_teacher) -> None:
                 "params_compression", "param_depth", "spec", "recipe"):
         assert col in trials.columns, col
     front = pareto_front(study)
-    assert front and all(t.user_attrs["flops"] <= 5000 for t in front)
+    assert front and all(TrialRecord.of(t).get("flops") <= 5000 for t in front)
     kept = {p.name for p in (root / "students").iterdir()}
     assert kept == {str(t.number) for t in front}  # weights kept for Pareto members only
     # re-running a finished study says so and changes nothing
@@ -147,7 +148,7 @@ def test_all_failing_trials_stop_with_reason(tmp_path, digits_teacher, monkeypat
         run_search(_cfg(tmp_path, 10))
     study = optuna.load_study(study_name="t",
                               storage=f"sqlite:///{tmp_path / 'results' / 't' / 'study.db'}")
-    reasons = {t.user_attrs.get("fail_reason") for t in study.trials}
+    reasons = {TrialRecord.of(t).get("fail_reason") for t in study.trials}
     assert reasons == {"training diverged: loss became nan at epoch 1 step 1"}
 
 
@@ -166,7 +167,7 @@ def test_failed_trial_recorded_and_search_continues(tmp_path, digits_teacher, mo
     monkeypatch.setattr(obj, "run_distillation", flaky)
     study = run_search(_cfg(tmp_path, 3)).study
     failed = [t for t in study.trials if t.state.name == "FAIL"]
-    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"].startswith("out of memory")
+    assert len(failed) == 1 and TrialRecord.of(failed[0]).get("fail_reason").startswith("out of memory")
     assert count_done(study) == 3
 
 
@@ -203,8 +204,8 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, digits_teacher) -> None:
     after = optuna.load_study(study_name="k", storage=storage)
     assert count_done(after) == 4
     dead = after.trials[running[0].number]
-    assert dead.state.name == "FAIL" and dead.user_attrs["fail_reason"] == "process died mid-trial"
-    retries = [t for t in after.trials if t.user_attrs.get("retry_of") == dead.number]
+    assert dead.state.name == "FAIL" and TrialRecord.of(dead).get("fail_reason") == "process died mid-trial"
+    retries = [t for t in after.trials if TrialRecord.of(t).get("retry_of") == dead.number]
     assert len(retries) == 1 and retries[0].params == dead.params
     for t in before.trials:  # every finished trial is still there, unchanged
         if t.state.is_finished():
@@ -244,6 +245,6 @@ def test_python_api_mirrors_cli(tmp_path, digits_teacher) -> None:
                           results=str(tmp_path / "api"), name="api", device="cpu",
                           cost=NO_LAT, epochs=2, val_fraction=0.2)
     assert count_done(study) == 1
-    assert study.user_attrs["dataset"]["sizes"]["val"] > 0
+    assert SearchRecord.of(study).dataset["sizes"]["val"] > 0
     with pytest.raises(ConfigError, match="unknown argument 'bogus'"):
         autokd.search(bogus=1)

@@ -41,6 +41,7 @@ from autokd.export import evaluate_artifact, export_student, sha256_file
 from autokd.pipeline import run_distillation
 from autokd.study import find_study, redact_url
 from autokd.teachers import save_checkpoint
+from tests._helpers import update_search_record
 
 SPACE = """
 family: cnn
@@ -170,7 +171,7 @@ def _plant_teacher(copy: Path, marker: Path, trust_in_config: bool) -> None:
     export falls back to the copy in the study directory (what a study handed over looks like)."""
     hostile_checkpoint(copy / "teacher.pt", marker)
     study, _ = find_study(str(copy))
-    study.set_user_attr("teacher_ref", "/elsewhere/teacher.pt")
+    update_search_record(study, teacher_ref="/elsewhere/teacher.pt")
     cfg = yaml.safe_load((copy / "config.yaml").read_text())
     cfg.update(teacher="/elsewhere/teacher.pt", trust=trust_in_config)
     (copy / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from autokd.cost import count_flops, count_params, measure_latency
 from autokd.errors import ConfigError
 from autokd.latency_table import (
-    CostModel,
     TableSettings,
     build_table,
     get_table,
@@ -22,6 +21,7 @@ from autokd.latency_table import (
 )
 from autokd.models import build_student
 from autokd.models.supernet import Relaxation, Supernet
+from autokd.nas.cost_model import CostModel
 
 # family -> (decisions, fixed spec values, input shape): each covers its family's odd corners
 CASES: dict[str, tuple[dict[str, list[Any]], dict[str, Any], tuple[int, ...]]] = {

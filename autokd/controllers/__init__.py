@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from autokd.controllers.base import BaseController, Budget, Progress, count_done, parse_budget
+from autokd.controllers.base import BaseController, Budget, Progress, parse_budget
+from autokd.registry import Registry
 
-__all__ = ["BaseController", "Budget", "Progress", "count_done", "parse_budget", "STRATEGIES"]
+__all__ = ["STRATEGIES", "BaseController", "Budget", "Progress", "parse_budget"]
 
-# strategy name -> module that provides it (imported lazily: nni is an optional extra)
-STRATEGIES = {
-    "optuna": "autokd.controllers.optuna_search",
-    "darts": "autokd.controllers.darts",
-    "nni": "autokd.controllers.nni_search",
-}
+# strategy name -> module that provides it (imported on demand: nni is an optional extra)
+STRATEGIES: Registry[str] = Registry("strategy")
+STRATEGIES.register("optuna", "autokd.controllers.optuna_search")
+STRATEGIES.register("darts", "autokd.controllers.darts")
+STRATEGIES.register("nni", "autokd.controllers.nni_search")

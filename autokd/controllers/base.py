@@ -21,6 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autokd.controllers.distributed import ask_trial, run_trial, study_lock, sweep_stale
 from autokd.errors import ConfigError, StudyError
+from autokd.front import best_values, pareto_front
+from autokd.record import SearchRecord, TrialRecord, count_done
 
 __all__ = ["Budget", "parse_budget", "Progress", "BaseController", "count_done"]
 
@@ -38,6 +40,20 @@ class Budget:
     def __str__(self) -> str:
         return f"{self.trials} trials" if self.trials is not None else f"{self.seconds:g} s"
 
+    def spent(self, study: optuna.Study, elapsed: float = 0.0) -> bool:
+        """Whether the budget is used up ``elapsed`` seconds after it started (the one check
+        every controller, worker and monitor makes)."""
+        if self.seconds is not None:
+            return elapsed >= self.seconds
+        return count_done(study) >= (self.trials or 0)
+
+    def eta(self, done: int, done_at_start: int, elapsed: float) -> float | None:
+        """Seconds left: the clock for a time budget, the pace so far for trials."""
+        if self.seconds is not None:
+            return max(0.0, self.seconds - elapsed)
+        ran = done - done_at_start
+        return elapsed / ran * max(0, (self.trials or 0) - done) if ran > 0 else None
+
 
 def parse_budget(text: str | int) -> Budget:
     """``40`` -> 40 trials; ``15m`` / ``2h`` / ``90s`` -> wall time."""
@@ -54,16 +70,6 @@ def parse_budget(text: str | int) -> Budget:
     return Budget(seconds=float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)])
 
 
-def count_done(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> int:
-    """Finished trials that count towards the budget: trained (complete or pruned)."""
-    n = 0
-    for t in study.get_trials(deepcopy=False) if trials is None else trials:
-        trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        if trained and not t.user_attrs.get("infeasible"):
-            n += 1
-    return n
-
-
 @dataclass
 class Progress:
     """What the CLI shows after each trial."""
@@ -75,6 +81,16 @@ class Progress:
     last: FrozenTrial
     best: dict[str, float] = field(default_factory=dict)
     front_size: int = 0
+
+    @classmethod
+    def of(cls, study: optuna.Study, trial: FrozenTrial, budget: Budget, elapsed: float,
+           done_at_start: int) -> Progress:
+        """The progress line after ``trial``, for a controller or a pool of workers alike."""
+        done = count_done(study)
+        front = pareto_front(study)
+        best = best_values(study, SearchRecord.of(study).objectives, front)
+        return cls(done, budget, elapsed, budget.eta(done, done_at_start, elapsed), trial, best,
+                   len(front))
 
 
 ProgressFn = Callable[[Progress], None]
@@ -112,9 +128,7 @@ class BaseController(abc.ABC):
 
     # -- budget -------------------------------------------------------------------------------
     def budget_left(self) -> bool:
-        if self.budget.seconds is not None:
-            return time.monotonic() - self.started < self.budget.seconds
-        return count_done(self.study) < (self.budget.trials or 0)
+        return not self.budget.spent(self.study, time.monotonic() - self.started)
 
     def next_trial(self) -> optuna.Trial | None:
         """Claim a new trial while the budget has room; None once it is spent.
@@ -151,26 +165,19 @@ class BaseController(abc.ABC):
         if len(finished) < self.max_initial_failures:
             return
         if all(t.state == TrialState.FAIL for t in finished):
-            reasons = Counter(t.user_attrs.get("fail_reason", "unknown") for t in finished)
+            reasons = Counter(TrialRecord.of(t).fail_reason or "unknown" for t in finished)
             reason, count = reasons.most_common(1)[0]
             raise StudyError(f"all {len(finished)} trials failed so far (most common reason, "
                              f"{count}x: {reason}); fix that and resume")
-        infeasible = sum(1 for t in finished if t.user_attrs.get("infeasible"))
+        infeasible = sum(1 for t in finished if TrialRecord.of(t).infeasible)
         limit = self.max_infeasible_factor * max(10, self.budget.trials or 10)
         if infeasible >= limit and count_done(self.study) == 0:
             raise StudyError(f"{infeasible} candidates violated the constraints and none was "
                              "feasible: the limits are too tight for this search space")
 
-    def report(self, trial: FrozenTrial, front_size: int, best: dict[str, float]) -> None:
-        if self.progress is None:
-            return
-        done = count_done(self.study)
-        elapsed = time.monotonic() - self.started
-        ran = done - self._done_at_start
-        eta = None
-        if self.budget.seconds is not None:
-            eta = max(0.0, self.budget.seconds - elapsed)
-        elif ran > 0:
-            eta = elapsed / ran * max(0, (self.budget.trials or 0) - done)
-        self.progress(Progress(done, self.budget, elapsed, eta, trial, best, front_size))
+    def report(self, trial: FrozenTrial) -> None:
+        """Show the progress line after ``trial`` (no-op without a progress callback)."""
+        if self.progress is not None:
+            self.progress(Progress.of(self.study, trial, self.budget,
+                                      time.monotonic() - self.started, self._done_at_start))
 

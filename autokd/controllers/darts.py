@@ -48,17 +48,19 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from autokd.config import SearchSettings, TrainConfig
-from autokd.controllers.base import Budget, ProgressFn, count_done
+from autokd.controllers.base import Budget, ProgressFn
 from autokd.controllers.distributed import in_flight
 from autokd.controllers.optuna_search import OptunaController, create_sampler
 from autokd.cost import measure_latency
 from autokd.distill import KDConfig
 from autokd.errors import ConfigError, SpaceError
-from autokd.latency_table import CostModel, LatencyTable, TableSettings, get_table
+from autokd.latency_table import LatencyTable, TableSettings, get_table
 from autokd.models import build_student
 from autokd.models.supernet import Relaxation, build_supernet
 from autokd.nas import DartsOptions, DartsSearch, SearchResult, derive, midpoint, space_decisions
+from autokd.nas.cost_model import CostModel
 from autokd.objective import Objective
+from autokd.record import TrialLog, TrialRecord, count_done
 from autokd.space import recipe_from_values
 
 __all__ = [
@@ -176,7 +178,7 @@ class DartsController(OptunaController):
     def _runs_done(self) -> int:
         """Finished runs: a run whose student broke a hard limit still spent a search."""
         infeasible = sum(1 for t in self._darts_trials((TrialState.COMPLETE,))
-                         if t.user_attrs.get("infeasible"))
+                         if TrialRecord.of(t).infeasible)
         return count_done(self.study) + infeasible
 
     def budget_left(self) -> bool:
@@ -191,7 +193,7 @@ class DartsController(OptunaController):
 
     def _darts_trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return [t for t in self.study.get_trials(deepcopy=False, states=states)
-                if t.user_attrs.get("strategy") == "darts"]
+                if TrialRecord.of(t).strategy == "darts"]
 
     # -- runs ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -211,19 +213,19 @@ class DartsController(OptunaController):
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if "fail_reason" not in trial.user_attrs:
-                trial.set_user_attr("fail_reason", f"darts: {type(exc).__name__}: {exc}"[:300])
+            if TrialRecord.of(trial).fail_reason is None:
+                TrialLog(trial).flush(fail_reason=f"darts: {type(exc).__name__}: {exc}"[:300])
             logger.warning("darts run in trial %d failed: %s", trial.number, exc)
             raise
         finally:
             self.sampler.pins = {}
 
     def _evaluate(self, trial: optuna.Trial, target: float) -> Any:
-        trial.set_user_attr("strategy", "darts")
+        TrialLog(trial).flush(strategy="darts")  # counts as a DARTS run while it searches
         original = self._retry_of(trial)
         if original is not None:  # re-queued after an interrupt: retrain the same student
             cand = self.space.sample(trial)
-            extra = {k: v for k, v in original.user_attrs.items()
+            extra = {k: v for k, v in TrialRecord.of(original).extra.items()
                      if k.startswith(("darts_", "predicted_"))}
             return self.objective.evaluate(trial, cand, extra)
         values = self._run_params(trial)
@@ -243,11 +245,11 @@ class DartsController(OptunaController):
 
     def _retry_of(self, trial: optuna.Trial) -> FrozenTrial | None:
         """The interrupted run this trial retries, if that run had derived its student."""
-        number = trial.user_attrs.get("retry_of")
+        number = TrialRecord.of(trial).retry_of
         if number is None:
             return None
         original = self.study.get_trials(deepcopy=False)[int(number)]
-        if "darts_alpha" not in original.user_attrs:
+        if "darts_alpha" not in TrialRecord.of(original).extra:
             return None  # interrupted during its supernet search: search again
         try:
             self.space.from_params(original.params)  # its params name a whole student

@@ -40,6 +40,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from autokd.errors import StudyError
+from autokd.record import TrialLog, patch_trial, retry_attrs
 
 __all__ = ["Backoff", "Heartbeat", "StorageLost", "ask_trial", "fail_and_requeue",
            "heartbeat_interval", "in_flight", "is_storage_error", "run_resilient", "run_trial",
@@ -217,14 +218,14 @@ def fail_and_requeue(study: optuna.Study, trial_id: int, reason: str) -> int | N
     """
     storage = study._storage
     try:
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        patch_trial(study, trial_id, fail_reason=reason)
         if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
             return None
     except UpdateFinishedTrialError:
         return None  # finished meanwhile, or another worker failed it first
     trial = storage.get_trial(trial_id)
     if trial.params:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial.number))
     return trial.number
 
 
@@ -323,7 +324,7 @@ def ask_trial(study: optuna.Study) -> optuna.Trial:
         trial = study.ask()
     if heartbeat_interval(study):
         study._storage.record_heartbeat(trial._trial_id)
-    trial.set_user_attr("worker", worker_id())
+    TrialLog(trial).flush(worker=worker_id())
     return trial
 
 

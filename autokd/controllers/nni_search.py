@@ -47,6 +47,7 @@ from autokd.controllers.base import Budget, ProgressFn
 from autokd.controllers.optuna_search import OptunaController
 from autokd.errors import ConfigError
 from autokd.objective import Objective
+from autokd.record import SearchRecord, TrialLog, TrialRecord
 from autokd.registry import Registry
 from autokd.space import Param, SearchSpace
 
@@ -240,7 +241,7 @@ class NNIController(OptunaController):
         # a resumed study must not replay the first run's random proposals
         seed += len(study.get_trials(deepcopy=False))
         self.tuner = create_tuner(tuner, space, seed, budget.trials)
-        self.names = list(study.user_attrs.get("objectives") or objective.settings.objective_names)
+        self.names = SearchRecord.of(study).objectives or objective.settings.objective_names
         self._next_id = 0
         self._pending: tuple[int, dict[str, Any]] | None = None
         self._known: set[int] = set()  # trial numbers whose result the tuner has
@@ -288,16 +289,16 @@ class NNIController(OptunaController):
         finally:
             self.sampler.pins = {}
         values = self.objective.evaluate(trial, cand, extra)
-        trial.set_user_attr("nni_reward", scalar_reward(values, self.names,
-                                                        self.objective.teacher_profile))
+        TrialLog(trial).flush(nni_reward=scalar_reward(values, self.names,
+                                                       self.objective.teacher_profile))
         return values
 
     def _original_proposal(self, trial: optuna.Trial) -> dict[str, Any]:
-        number = trial.user_attrs.get("retry_of")
+        number = TrialRecord.of(trial).retry_of
         if number is None:
             return {}
         original = self.study.get_trials(deepcopy=False)[int(number)]
-        params = original.user_attrs.get("nni_params")
+        params = TrialRecord.of(original).extra.get("nni_params")
         return {"nni_params": params} if params else {}
 
     def _feed(self, proposal: tuple[int, dict[str, Any]] | None,
@@ -305,10 +306,10 @@ class NNIController(OptunaController):
         if proposal is None:
             return
         pid, params = proposal
-        ok = frozen is not None and frozen.state == TrialState.COMPLETE \
-            and "nni_reward" in frozen.user_attrs
+        reward = TrialRecord.of(frozen).extra.get("nni_reward") if frozen is not None else None
+        ok = frozen is not None and frozen.state == TrialState.COMPLETE and reward is not None
         if ok:
-            self.tuner.receive_trial_result(pid, params, frozen.user_attrs["nni_reward"])
+            self.tuner.receive_trial_result(pid, params, reward)
             self._known.add(frozen.number)
         self.tuner.trial_end(pid, ok)
 
@@ -316,7 +317,7 @@ class NNIController(OptunaController):
         """Results of NNI trials this tuner did not run (other workers, a resumed study)."""
         rows = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            a = t.user_attrs
+            a = TrialRecord.of(t).extra
             if t.number in self._known or "nni_params" not in a or "nni_reward" not in a:
                 continue
             self._known.add(t.number)

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from autokd.controllers.base import BaseController, Budget, ProgressFn
 from autokd.errors import ConfigError
 from autokd.objective import Objective
-from autokd.pareto import pareto_front
+from autokd.record import TrialRecord
 from autokd.registry import Registry
 
 __all__ = ["SAMPLERS", "PRUNERS", "create_sampler", "create_pruner", "OptunaController",
@@ -95,15 +95,8 @@ class OptunaController(BaseController):
         if last is None:
             return
         if last.state == TrialState.FAIL:
-            logger.warning("trial %d failed: %s", last.number, last.user_attrs.get("fail_reason"))
-        front = pareto_front(self.study)
-        best = {}
-        if front:
-            names = self.study.user_attrs.get("objectives", [])
-            for i, name in enumerate(names):
-                pick = max if self.study.directions[i].name == "MAXIMIZE" else min
-                best[name] = pick(t.values[i] for t in front)
-        self.report(last, len(front), best)
+            logger.warning("trial %d failed: %s", last.number, TrialRecord.of(last).fail_reason)
+        self.report(last)
 
 
 def open_for_search(name: str, url: str, cfg: Any, settings: Any) -> optuna.Study:

@@ -28,6 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from autokd._api import callable_module
 from autokd.cost import measure_cost
 from autokd.export.card import (
     CARD_JSON,
@@ -194,3 +195,6 @@ def _produce(ex: ExportRecord, folder: Path, formats: tuple[str, ...]) -> dict[s
     card = build_card(ex)
     write_card(card, folder, ex.files)
     return card
+
+
+callable_module(__name__, export_student)  # ``autokd.export(...)`` calls export_student

@@ -23,6 +23,7 @@ from autokd.data import DataSplits
 from autokd.export.formats import sha256_file
 from autokd.export.source import search_epochs
 from autokd.pipeline import compare
+from autokd.record import SearchRecord, TrialRecord
 from autokd.report import storage_label
 from autokd.study import StudyPaths, redact_url
 
@@ -62,19 +63,19 @@ def _versions() -> dict[str, str]:
 
 def checkpoint_meta(ex: ExportRecord) -> dict[str, Any]:
     """Metadata stored inside student.pt (plain data, loadable with weights_only=True)."""
-    a = ex.trial.user_attrs
+    a = TrialRecord.of(ex.trial).fields()
     return {"data": ex.data.describe(), "recipe": a.get("recipe"), "train": a.get("train"),
             "metrics": {"val_accuracy": ex.metrics["val"]["accuracy"],
                         "test_accuracy": ex.metrics["test"]["accuracy"]},
-            "teacher_hash": ex.study.user_attrs.get("teacher_hash"),
+            "teacher_hash": SearchRecord.of(ex.study).get("teacher_hash"),
             "study": ex.study.study_name, "trial": ex.trial.number,
             "class_names": list(ex.data.class_names)}
 
 
 def _teacher_card(study: optuna.Study) -> dict[str, Any]:
     """The teacher's recorded profile; a URL reference without its credentials."""
-    profile = dict(study.user_attrs.get("teacher") or {})
-    ref = study.user_attrs.get("teacher_ref")
+    profile = dict(SearchRecord.of(study).get("teacher") or {})
+    ref = SearchRecord.of(study).get("teacher_ref")
     profile["ref"] = redact_url(str(ref)) if ref else None
     return profile
 
@@ -83,7 +84,7 @@ def build_card(ex: ExportRecord) -> dict[str, Any]:
     """The model card as data (model_card.json); artifacts' hashes are added last."""
     test, val = ex.metrics["test"], ex.metrics["val"]
     ratios = compare({"test_accuracy": test["accuracy"], "val_accuracy": val["accuracy"],
-                      **ex.cost}, ex.study.user_attrs.get("teacher") or {})
+                      **ex.cost}, SearchRecord.of(ex.study).get("teacher") or {})
     return {
         "format": "autokd-model-card", "version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -107,7 +108,7 @@ def _model_entry(ex: ExportRecord) -> dict[str, Any]:
 
 def _metrics_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
     """Measured now on val and test, next to what the search recorded."""
-    a = ex.trial.user_attrs
+    a = TrialRecord.of(ex.trial).fields()
     return {"test": ex.metrics["test"], "val": ex.metrics["val"],
             "retention": ratios["retention"], "val_retention": ratios["val_retention"],
             "search": {k: a.get(k) for k in ("val_accuracy", "test_accuracy")}}
@@ -120,7 +121,7 @@ def _costs_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hyperparameters_entry(ex: ExportRecord) -> dict[str, Any]:
-    a = ex.trial.user_attrs
+    a = TrialRecord.of(ex.trial).fields()
     return {"recipe": a.get("recipe"), "train": a.get("train"),
             "search_epochs": search_epochs(ex.study, ex.trial), "seed": a.get("seed")}
 
@@ -132,10 +133,10 @@ def _normalizer(data: DataSplits) -> dict[str, Any]:
 
 def _provenance(ex: ExportRecord) -> dict[str, Any]:
     return {"study": ex.study.study_name, "trial": ex.trial.number,
-            "strategy": ex.trial.user_attrs.get("strategy"), "selection": ex.selection,
+            "strategy": TrialRecord.of(ex.trial).strategy, "selection": ex.selection,
             "weights": ex.weights, "storage": storage_label(ex.study, ex.paths),
-            "dataset_hash": ex.study.user_attrs.get("dataset_hash"),
-            "teacher_hash": ex.study.user_attrs.get("teacher_hash"), "versions": _versions()}
+            "dataset_hash": SearchRecord.of(ex.study).get("dataset_hash"),
+            "teacher_hash": SearchRecord.of(ex.study).get("teacher_hash"), "versions": _versions()}
 
 
 # -- the card for people ---------------------------------------------------------------------

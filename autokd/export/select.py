@@ -13,9 +13,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autokd.errors import ConfigError, ExportError
 from autokd.export.where import ALIASES, parse_where, where_matches, where_metrics
-from autokd.objective import feasible
-from autokd.pareto import usable_trials
+from autokd.front import usable_trials
 from autokd.pipeline import compare
+from autokd.record import SearchRecord, TrialRecord, feasible
 
 __all__ = ["PICKS", "TEST_METRICS", "select_trial"]
 
@@ -55,7 +55,7 @@ def _by_number(study: optuna.Study, number: int) -> FrozenTrial:
         span = f"0-{max(trials)}" if trials else "none"
         raise ExportError(f"trial {number} does not exist in study {study.study_name!r} "
                           f"(trials: {span})")
-    a = t.user_attrs
+    a = TrialRecord.of(t).fields()
     if t.state != TrialState.COMPLETE:
         why = a.get("fail_reason") or a.get("prune_reason") or "not finished"
         raise ExportError(f"trial {number} is {t.state.name.lower()} ({why}); it has no "
@@ -70,7 +70,7 @@ def _by_number(study: optuna.Study, number: int) -> FrozenTrial:
 
 def _metric(t: FrozenTrial, key: str) -> float | None:
     """A recorded number (objective names accepted), None when absent or not a number."""
-    value = t.user_attrs.get(ALIASES.get(key, key))
+    value = TrialRecord.of(t).get(ALIASES.get(key, key))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -88,7 +88,7 @@ def _by_pick(study: optuna.Study, candidates: list[FrozenTrial], pick: str,
     if pick == "accuracy":
         return _best_accuracy(candidates), "best validation accuracy", []
     key = "params" if pick == "smallest" else "latency_ms"
-    teacher = study.user_attrs.get("teacher") or {}
+    teacher = SearchRecord.of(study).get("teacher") or {}
     keep = [t for t in candidates if (_val_retention(t, teacher) or 0.0) >= min_retention
             and _metric(t, key) is not None]
     if not keep:
@@ -101,7 +101,9 @@ def _by_pick(study: optuna.Study, candidates: list[FrozenTrial], pick: str,
 def _val_retention(t: FrozenTrial, teacher: dict[str, Any]) -> float | None:
     """Recorded by newer searches; recomputed from the teacher's profile for older ones."""
     recorded = _metric(t, "val_retention")
-    return recorded if recorded is not None else compare(t.user_attrs, teacher)["val_retention"]
+    if recorded is not None:
+        return recorded
+    return compare(TrialRecord.of(t).fields(), teacher)["val_retention"]
 
 
 def _no_pick_message(candidates: list[FrozenTrial], teacher: dict[str, Any], key: str,
@@ -118,13 +120,13 @@ def _no_pick_message(candidates: list[FrozenTrial], teacher: dict[str, Any], key
 def _by_where(candidates: list[FrozenTrial], text: str) -> Choice:
     """The best val accuracy among trials matching ``text``; warns on test-split filters."""
     node = parse_where(text)
-    known = {k for t in candidates for k, v in t.user_attrs.items()
+    known = {k for t in candidates for k, v in TrialRecord.of(t).fields().items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)}
     unknown = sorted(where_metrics(node) - known)
     if unknown:
         raise ConfigError(f"unknown metric(s) {', '.join(unknown)} in --where; known: "
                           f"{', '.join(sorted(known))}")
-    hits = [t for t in candidates if where_matches(node, t.user_attrs)]
+    hits = [t for t in candidates if where_matches(node, TrialRecord.of(t).fields())]
     if not hits:
         raise ExportError(f"no feasible trial satisfies --where {text!r} "
                           f"({len(candidates)} checked)")

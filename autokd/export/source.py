@@ -22,6 +22,7 @@ from autokd.data import DataSplits, load_data
 from autokd.distill import KDConfig
 from autokd.errors import ExportError, TeacherError
 from autokd.pipeline import run_distillation
+from autokd.record import SearchRecord, TrialRecord
 from autokd.study import StudyPaths
 from autokd.teachers import Teacher, load_checkpoint, load_teachers
 
@@ -45,11 +46,12 @@ def _config_yaml(paths: StudyPaths) -> dict[str, Any]:
 
 def study_data(study: optuna.Study, paths: StudyPaths) -> DataSplits:
     """The search's data split, checked against the hash the study recorded."""
-    raw = _config_yaml(paths).get("dataset")
-    if raw is None:
-        raw = {"source": (study.user_attrs.get("dataset") or {}).get("name", "digits")}
+    record = SearchRecord.of(study)
+    raw = record.data or _config_yaml(paths).get("dataset")  # an early 0.1 study: config.yaml
+    if not raw:
+        raw = {"source": (record.dataset or {}).get("name", "digits")}
     data = load_data(from_dict(DataConfig, raw).validate())
-    expected = study.user_attrs.get("dataset_hash")
+    expected = record.dataset_hash
     if expected and data.split_hash != expected:
         raise ExportError(f"the dataset split now hashes to {data.split_hash}, but the search "
                           f"used {expected}: the data or its split changed since the search")
@@ -58,7 +60,7 @@ def study_data(study: optuna.Study, paths: StudyPaths) -> DataSplits:
 
 def _teacher_refs(study: optuna.Study, paths: StudyPaths) -> list[str]:
     """Teacher sources; a file missing where the search saw it is looked up in the study dir."""
-    text = study.user_attrs.get("teacher_ref") or _config_yaml(paths).get("teacher")
+    text = SearchRecord.of(study).teacher_ref or _config_yaml(paths).get("teacher")
     if not text:
         raise ExportError("the study recorded no teacher; retraining needs one")
     refs = []
@@ -79,7 +81,7 @@ def study_teacher(study: optuna.Study, paths: StudyPaths, data: DataSplits, *,
         teacher = load_teachers(_teacher_refs(study, paths), trust=trust, data=data)
     except TeacherError as exc:
         raise ExportError(f"retraining needs the search's teacher: {exc}") from None
-    expected = study.user_attrs.get("teacher_hash")
+    expected = SearchRecord.of(study).teacher_hash
     if expected and teacher.hash != expected:
         raise ExportError(f"the teacher now hashes to {teacher.hash}, but the search used "
                           f"{expected}; retraining would distil from another teacher")
@@ -88,7 +90,7 @@ def study_teacher(study: optuna.Study, paths: StudyPaths, data: DataSplits, *,
 
 def kept_weights(paths: StudyPaths, t: FrozenTrial, data: DataSplits) -> nn.Module | None:
     """The weights the search kept for this trial, or None when it did not keep them."""
-    path = paths.root / t.user_attrs.get("checkpoint", f"students/{t.number}/student.pt")
+    path = paths.root / _checkpoint(t)
     if not path.exists():
         return None
     try:
@@ -101,26 +103,32 @@ def kept_weights(paths: StudyPaths, t: FrozenTrial, data: DataSplits) -> nn.Modu
     return model
 
 
+def _checkpoint(t: FrozenTrial) -> str:
+    """The kept weights' path relative to the study folder."""
+    return TrialRecord.of(t).checkpoint or f"students/{t.number}/student.pt"
+
+
 def search_epochs(study: optuna.Study, t: FrozenTrial) -> int:
     """Epochs the trial trained for: the search's override, else the space's, else default."""
-    settings = study.user_attrs.get("settings") or {}
-    return int(settings.get("epochs") or (t.user_attrs.get("train") or {}).get("epochs")
+    settings = SearchRecord.of(study).settings
+    return int(settings.get("epochs") or (TrialRecord.of(t).train or {}).get("epochs")
                or (settings.get("train") or {}).get("epochs") or TrainConfig().epochs)
 
 
 def _train_config(study: optuna.Study, t: FrozenTrial, epochs: int) -> TrainConfig:
     """The search's training settings with the trial's own on top, at ``epochs``."""
-    base = dict((study.user_attrs.get("settings") or {}).get("train") or {})
+    base = dict(SearchRecord.of(study).settings.get("train") or {})
+    rec = TrialRecord.of(t)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged = {**base, **(t.user_attrs.get("train") or {}), "epochs": epochs,
-              "seed": t.user_attrs.get("seed", base.get("seed", 0))}
+    merged = {**base, **(rec.train or {}), "epochs": epochs,
+              "seed": rec.get("seed", base.get("seed", 0))}
     return TrainConfig(**{k: v for k, v in merged.items() if k in names}).validate()
 
 
 def cost_config(study: optuna.Study) -> CostConfig:
     """Full default timing (not the search's cheaper per-trial timing), at the search's batch
     size, threads and device, so export-time numbers are the careful ones."""
-    raw = (study.user_attrs.get("settings") or {}).get("cost") or {}
+    raw = SearchRecord.of(study).settings.get("cost") or {}
     keep = {k: raw[k] for k in ("batch_size", "threads", "device") if raw.get(k) is not None}
     return CostConfig(**keep)
 
@@ -128,12 +136,12 @@ def cost_config(study: optuna.Study) -> CostConfig:
 def retrain(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSplits,
             epochs: int, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Train the trial's student again with its recorded recipe, seed and teacher."""
-    a = t.user_attrs
+    rec = TrialRecord.of(t)
     teacher = study_teacher(study, paths, data, trust=trust)
     cfg = _train_config(study, t, epochs)
-    kd = KDConfig(**(a.get("recipe") or {})).validate()
+    kd = KDConfig(**(rec.recipe or {})).validate()
     logger.info("retraining trial %d for %d epochs", t.number, cfg.epochs)
-    run = run_distillation(data, teacher, a["family"], a["spec"], kd, cfg,
+    run = run_distillation(data, teacher, rec.family, rec.spec, kd, cfg,
                            CostConfig(latency=False))  # timed once, by the caller
     info = {"how": "retrained", "epochs": cfg.epochs, "best_epoch": run.train.best_epoch,
             "train_seconds": run.train.train_seconds}
@@ -151,9 +159,8 @@ def student_model(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: 
     """
     model = None if retrain_it else kept_weights(paths, t, data)
     if model is not None:
-        ckpt = t.user_attrs.get("checkpoint", f"students/{t.number}/student.pt")
-        return model, {"how": "reused", "checkpoint": ckpt,
-                       "epochs": t.user_attrs.get("epochs_run")}
+        return model, {"how": "reused", "checkpoint": _checkpoint(t),
+                       "epochs": TrialRecord.of(t).epochs_run}
     factor = RETRAIN_FACTOR if retrain_it else 1
     model, info = retrain(study, paths, t, data, epochs or factor * search_epochs(study, t),
                           trust=trust)

@@ -28,6 +28,7 @@ from autokd.export.formats import (
     run_artifact,
     sha256_file,
 )
+from autokd.record import TrialRecord
 
 __all__ = ["PARITY_TOL", "check_card", "evaluate_artifact", "latency_table", "load_student",
            "test_metrics", "verify_artifacts"]
@@ -86,7 +87,7 @@ def latency_table(t: FrozenTrial, cost: dict[str, Any], files: dict[str, Path],
     """
     out: dict[str, Any] = {
         "batch_size": cfg.batch_size, "threads": cfg.threads,
-        "search": {k: t.user_attrs.get(k) for k in ("latency_ms", "latency_ms_batch")},
+        "search": {k: TrialRecord.of(t).get(k) for k in ("latency_ms", "latency_ms_batch")},
         "export": {k: cost.get(k) for k in ("latency_ms", "latency_ms_batch")},
     }
     for fmt in format_names():

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autokd.latency_table import CostModel
 from autokd.models.supernet import Supernet
+from autokd.nas.cost_model import CostModel
 
 __all__ = ["derive"]
 

@@ -21,12 +21,13 @@ from torch import Tensor, nn
 
 from autokd.config import TrainConfig
 from autokd.data import DataSplits, iterate_batches
+from autokd.device import resolve_device
 from autokd.distill import DistillLoss, KDConfig
 from autokd.errors import ConfigError, TrainingError
-from autokd.latency_table import CostModel
 from autokd.models.supernet import Supernet
+from autokd.nas.cost_model import CostModel
 from autokd.nas.options import DartsOptions
-from autokd.train import TeacherLike, resolve_device, seed_everything
+from autokd.train import TeacherLike, seed_everything
 
 __all__ = ["DartsSearch", "SearchResult"]
 

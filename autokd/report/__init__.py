@@ -21,6 +21,7 @@ files). Callers import from ``autokd.report`` itself, which re-exports the names
 
 from __future__ import annotations
 
+from autokd._api import callable_module
 from autokd.report.axes import AXIS_LABELS, COST_OBJECTIVES
 from autokd.report.build import build_report
 from autokd.report.figures import pareto_png
@@ -108,3 +109,6 @@ __all__ = [
     "trial_counts",
     "trial_points",
 ]
+
+
+callable_module(__name__, build_report)  # ``autokd.report(...)`` calls build_report

@@ -11,7 +11,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from autokd.pareto import pareto_front
+from autokd.front import pareto_front
+from autokd.record import BASELINE_ATTR, TrialRecord
 from autokd.report.trials import architecture, ratios
 from autokd.study import StudyPaths
 from autokd.tables import recipe_summary
@@ -31,7 +32,7 @@ def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPath
     ``epochs`` is the search's epochs override: shown in each member's training settings
     instead of the space's nominal epochs, which the search did not use.
     """
-    baseline = study.user_attrs.get("baseline") or {}
+    baseline = study.user_attrs.get(BASELINE_ATTR) or {}
     rows = [_member(t, teacher, baseline.get(str(t.number)), paths) for t in pareto_front(study)]
     for row in rows:
         if epochs is not None and isinstance(row.get("train"), dict):
@@ -42,7 +43,7 @@ def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPath
 def _member(t: FrozenTrial, teacher: dict[str, Any], base: dict[str, Any] | None,
             paths: StudyPaths | None) -> dict[str, Any]:
     """One front row; ``base`` is its scratch twin's record, when the search trained one."""
-    a = t.user_attrs
+    a = TrialRecord.of(t).fields()
     row: dict[str, Any] = {"trial": t.number, "strategy": a.get("strategy"),
                            "family": a.get("family"), "architecture": architecture(a),
                            "spec": a.get("spec"), "recipe": a.get("recipe"),

@@ -18,6 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from autokd.config import OBJECTIVES
+from autokd.record import SearchRecord
 from autokd.report.front import front_records, kd_gain_rows
 from autokd.report.sections import (
     claim_table,
@@ -48,7 +49,7 @@ def report_data(study: optuna.Study, paths: StudyPaths,
     """
     storage = storage or storage_label(study, paths)
     study = snapshot(study)
-    teacher = dict(study.user_attrs.get("teacher") or {})
+    teacher = dict(SearchRecord.of(study).get("teacher") or {})
     data = {**_study_facts(study, paths, storage, teacher),
             **_findings(study, paths, teacher)}
     data["status"] = _status(data["counts"], data["budget"])
@@ -58,7 +59,7 @@ def report_data(study: optuna.Study, paths: StudyPaths,
 def _study_facts(study: optuna.Study, paths: StudyPaths, storage: str,
                  teacher: dict[str, Any]) -> dict[str, Any]:
     """What frames the results: the study, its objectives, data set, teacher, limits, budget."""
-    attrs = study.user_attrs
+    attrs = SearchRecord.of(study)
     return {
         "study": study.study_name,
         "results": str(paths.root),
@@ -78,7 +79,7 @@ def _study_facts(study: optuna.Study, paths: StudyPaths, storage: str,
 def _findings(study: optuna.Study, paths: StudyPaths,
               teacher: dict[str, Any]) -> dict[str, Any]:
     """What the trials found: counts, reasons, the front, every point and each analysis."""
-    attrs = study.user_attrs
+    attrs = SearchRecord.of(study)
     front = front_records(study, teacher, paths, _search_epochs(attrs.get("settings") or {}))
     points = trial_points(study, {r["trial"] for r in front})
     return {

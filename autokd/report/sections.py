@@ -16,7 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autokd.config import OBJECTIVES
-from autokd.pareto import hypervolume_history, usable_trials
+from autokd.front import hypervolume_history, usable_trials
+from autokd.record import SearchRecord, TrialRecord
 from autokd.report.axes import COST_OBJECTIVES
 from autokd.report.front import relative_error
 from autokd.report.snapshot import quiet_optuna
@@ -73,7 +74,7 @@ def _verdict(retention: float | None, low: float, high: float) -> str:
 
 def hypervolume_curve(study: optuna.Study, teacher: dict[str, Any]) -> list[dict[str, Any]]:
     """Hypervolume of the feasible front after each finished trial (costs / teacher's cost)."""
-    names = list(study.user_attrs.get("objectives") or [])
+    names = list(SearchRecord.of(study).get("objectives") or [])
     if len(names) != len(study.directions):
         return []
     reference = {n: teacher.get(OBJECTIVES[n][0]) for n in names if n in OBJECTIVES}
@@ -88,7 +89,7 @@ def importances(study: optuna.Study) -> dict[str, Any]:
     lr) cannot change FLOPs or size, and with few trials a forest would still credit it noise.
     """
     trials = usable_trials(study)
-    cost = _cost_metric(study.user_attrs.get("objectives") or [])
+    cost = _cost_metric(SearchRecord.of(study).get("objectives") or [])
     return {"accuracy": _importance(trials, "val_accuracy"),
             "cost": _importance(trials, cost, _architecture_params(trials)),
             "cost_metric": cost}
@@ -103,14 +104,15 @@ def _cost_metric(objectives: Sequence[str]) -> str:
 def _architecture_params(trials: list[FrozenTrial]) -> list[str]:
     """Sampled names that set the spec (``widths_1`` sets ``widths``), common to all trials."""
     common = set.intersection(*(set(t.params) for t in trials)) if trials else set()
-    return sorted(p for p in common if all(re.sub(r"_\d+$", "", p) in (t.user_attrs.get("spec")
-                                                                        or {}) for t in trials))
+    specs = [TrialRecord.of(t).spec or {} for t in trials]
+    return sorted(p for p in common if all(re.sub(r"_\d+$", "", p) in spec for spec in specs))
 
 
 def _importance(trials: list[FrozenTrial], key: str,
                 params: list[str] | None = None) -> dict[str, Any]:
     """Importances on a throwaway in-memory study holding only trials that measured ``key``."""
-    ok = [t for t in trials if isinstance(t.user_attrs.get(key), (int, float)) and t.params]
+    values = {t.number: TrialRecord.of(t).get(key) for t in trials}
+    ok = [t for t in trials if isinstance(values[t.number], (int, float)) and t.params]
     if len(ok) < 3:
         return {"unavailable": f"needs at least 3 complete trials with sampled parameters "
                                f"(have {len(ok)})"}
@@ -119,7 +121,7 @@ def _importance(trials: list[FrozenTrial], key: str,
     with quiet_optuna():
         tmp = optuna.create_study(direction="maximize")
         tmp.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions,
-                                                  value=float(t.user_attrs[key])) for t in ok])
+                                                  value=float(values[t.number])) for t in ok])
         try:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
             values = optuna.importance.get_param_importances(tmp, evaluator=evaluator,
@@ -160,9 +162,10 @@ def latency_prediction(study: optuna.Study) -> dict[str, Any] | None:
     """Predicted (e.g. a DARTS latency model) vs measured latency, when trials recorded both."""
     rows = []
     for t in usable_trials(study):
-        pred, meas = t.user_attrs.get("predicted_latency_ms"), t.user_attrs.get("latency_ms")
+        rec = TrialRecord.of(t)
+        pred, meas = rec.get("predicted_latency_ms"), rec.latency_ms
         if pred is not None and meas:
-            rows.append({"trial": t.number, "strategy": t.user_attrs.get("strategy"),
+            rows.append({"trial": t.number, "strategy": rec.strategy,
                          "predicted_latency_ms": float(pred), "latency_ms": float(meas),
                          "error_ms": float(pred) - float(meas),
                          "error_pct": relative_error(pred, meas)})

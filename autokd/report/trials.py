@@ -13,9 +13,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autokd.objective import feasible
-from autokd.pareto import usable_trials
+from autokd.front import usable_trials
 from autokd.pipeline import compare
+from autokd.record import SearchRecord, TrialRecord, feasible
 from autokd.tables import spec_summary
 
 __all__ = ["POINT_KEYS", "architecture", "grouped_reasons", "ratios", "trial_counts",
@@ -30,8 +30,9 @@ def trial_counts(study: optuna.Study) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     strategies: Counter[str] = Counter()
     for t in study.get_trials(deepcopy=False):
-        strategies[str(t.user_attrs.get("strategy", "unknown"))] += 1
-        if t.state == TrialState.COMPLETE and (t.user_attrs.get("infeasible") or not feasible(t)):
+        rec = TrialRecord.of(t)
+        strategies[str(rec.strategy or "unknown")] += 1
+        if t.state == TrialState.COMPLETE and (rec.infeasible or not feasible(t)):
             counts["infeasible"] += 1
         else:
             counts[t.state.name.lower()] += 1
@@ -51,22 +52,22 @@ def grouped_reasons(study: optuna.Study, state: TrialState, attr: str) -> list[d
     """Reasons recorded on trials of ``state``, grouped, most frequent first."""
     groups: dict[str, list[FrozenTrial]] = defaultdict(list)
     for t in study.get_trials(deepcopy=False, states=(state,)):
-        reason = t.user_attrs.get(attr)
+        reason = TrialRecord.of(t).get(attr)
         if reason is None and attr == "fail_reason":
             reason = "no reason recorded"
         if reason is not None:
             groups[_reason_key(str(reason))].append(t)
     rows = [{"reason": key, "count": len(ts), "trials": [t.number for t in ts],
-             "example": str(ts[0].user_attrs.get(attr, key))} for key, ts in groups.items()]
+             "example": str(TrialRecord.of(ts[0]).get(attr, key))} for key, ts in groups.items()]
     return sorted(rows, key=lambda r: -r["count"])
 
 
 def trial_points(study: optuna.Study, front: set[int]) -> list[dict[str, Any]]:
     """One point per usable (complete, feasible, trained) trial, for plots and the claim table."""
-    teacher = study.user_attrs.get("teacher") or {}
+    teacher = SearchRecord.of(study).get("teacher") or {}
     out = []
     for t in usable_trials(study):
-        a = t.user_attrs
+        a = TrialRecord.of(t).fields()
         point = {"trial": t.number, "on_front": t.number in front,
                  "strategy": a.get("strategy"), "architecture": architecture(a)}
         point.update({k: a.get(k) for k in POINT_KEYS})

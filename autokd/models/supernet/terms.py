@@ -17,7 +17,7 @@ from typing import Any
 from autokd.errors import ConfigError
 from autokd.models.supernet.ops import CostTerm, OpSpec, op_output_shape
 
-__all__ = ["PER_STAGE", "StackCostTerms"]
+__all__ = ["PER_STAGE", "StackCostTerms", "option_index"]
 
 PER_STAGE = ("widths", "kernel")
 
@@ -155,7 +155,7 @@ class StackCostTerms:
         full = self.full_choice(choice)
         out: list[OpSpec] = []
         for term in self.cost_terms_cached():
-            idx = tuple(_index(self.decisions[n], full[n]) for n in term.decisions)
+            idx = tuple(option_index(self.decisions[n], full[n]) for n in term.decisions)
             out += [op for key, ops in term.entries if key == idx for op in ops]
         return out
 
@@ -165,7 +165,7 @@ class StackCostTerms:
         return self._terms
 
 
-def _index(options: list[Any], value: Any) -> int:
+def option_index(options: list[Any], value: Any) -> int:
     """Position of ``value`` among ``options``, type-strict (``True`` is not ``1``)."""
     for j, option in enumerate(options):
         if option == value and type(option) is type(value):

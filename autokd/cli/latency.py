@@ -11,17 +11,17 @@ import argparse
 import sys
 from typing import Any
 
-from autokd.cli import (
-    _fmt,
-    _positive_int,
+from autokd.cli._common import (
     add_data_args,
     command,
     data_config,
+    fmt,
+    positive_int,
     print_json,
     print_kv_table,
 )
 
-__all__ = ["add_parsers", "cmd_latency_table"]
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub: Any) -> None:
@@ -31,9 +31,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="device to measure on (default cpu)")
     add_data_args(p)  # the input shape and class count are part of each op's context
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads while timing, as --latency-threads of search (default 1)")
-    p.add_argument("--calibration", type=_positive_int, default=5,
+    p.add_argument("--calibration", type=positive_int, default=5,
                    help="whole models per depth measured to fit and check the table (default 5)")
     p.add_argument("--force", action="store_true", help="measure again even if cached")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -89,7 +89,7 @@ def _report(args: argparse.Namespace, table: Any, cached: bool) -> None:
     if args.json:
         print_json(summary)
         return
-    overhead = ", ".join(f"d{d}: {_fmt(v)}" for d, v in sorted(table.overhead.items()))
+    overhead = ", ".join(f"d{d}: {fmt(v)}" for d, v in sorted(table.overhead.items()))
     print_kv_table(f"latency table for {table.space} on {table.device}", [
         ("file", f"{table.path}{' (cached)' if cached else ''}"),
         ("device", f"{table.device} ({table.host}), {table.threads} thread(s)"),

@@ -6,9 +6,10 @@ import argparse
 import os
 from typing import Any
 
-from autokd.cli import _positive_int, _progress_line, command, print_json
+from autokd.cli._common import command, positive_int, print_json, progress_line
+from autokd.record import SearchRecord
 
-__all__ = ["add_parsers", "cmd_worker"]
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub: Any) -> None:
@@ -26,9 +27,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--results", default="results",
                    help="local results root: student weights and tables (default results)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--jobs", type=_positive_int, default=1,
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes to start on this machine (default 1)")
-    p.add_argument("--threads", type=_positive_int,
+    p.add_argument("--threads", type=positive_int,
                    help="torch threads of this worker (default: torch's; cores/N with --jobs)")
     p.add_argument("--seed", type=int,
                    help="sampler seed (default: derived from host and pid, so workers differ)")
@@ -51,7 +52,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          artifacts=args.artifacts, device=args.device, threads=args.threads,
                          seed=args.seed, trust=args.trust, dataset=args.dataset,
                          retry_seconds=args.retry_seconds)
-    progress = None if (args.quiet or args.json) else _progress_line
+    progress = None if (args.quiet or args.json) else progress_line
     outcome = run_worker_pool(opts, args.jobs, progress) if args.jobs > 1 \
         else run_worker(opts, progress)
     _summary(args, outcome)
@@ -59,10 +60,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace, outcome: Any) -> None:
-    from autokd.controllers.base import count_done
+    from autokd.record import count_done
 
     done = count_done(outcome.study)
-    budget = outcome.study.user_attrs.get("budget") or {}
+    budget = SearchRecord.of(outcome.study).get("budget") or {}
     if args.json:
         print_json({"study": outcome.study.study_name, "status": outcome.status,
                     "trials_run": outcome.ran, "finished_trials": done, "budget": budget,

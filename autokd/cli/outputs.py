@@ -1,8 +1,7 @@
-"""``autokd report``, ``autokd export`` and ``autokd evaluate`` (see autokd.cli).
+"""``autokd report``, ``autokd export`` and ``autokd evaluate``.
 
 Only printing and argument handling live here; the work is in ``autokd.report`` and
-``autokd.export``. User mistakes raise ``AutokdError`` subclasses, which ``autokd.cli.main``
-turns into one line on stderr and exit code 2.
+``autokd.export``.
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ import argparse
 import sys
 from typing import Any
 
-from autokd.cli import (
-    _fmt,
-    _positive_int,
+from autokd.cli._common import (
     add_data_args,
     command,
     data_config,
+    fmt,
+    positive_int,
     print_front,
     print_json,
     print_kv_table,
@@ -25,7 +24,7 @@ from autokd.cli import (
 __all__ = ["add_parsers"]
 
 
-def _fraction(text: str) -> float:
+def _retention(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -55,11 +54,11 @@ def add_parsers(sub: Any) -> None:
                         "(latency) keeping --min-retention")
     g.add_argument("--where", help='filter on recorded metrics, e.g. "latency_ms<2 and '
                                    'val_retention>=0.97"; the best val accuracy among matches')
-    p.add_argument("--min-retention", type=_fraction, default=0.95,
+    p.add_argument("--min-retention", type=_retention, default=0.95,
                    help="val retention that --pick smallest/fastest must keep (default 0.95)")
     p.add_argument("--retrain", action="store_true",
                    help="retrain with the recorded recipe even if the search kept weights")
-    p.add_argument("--epochs", type=_positive_int,
+    p.add_argument("--epochs", type=positive_int,
                    help="epochs when training again (default: 2x the search's with --retrain; "
                         "the search's own when reproducing a trial whose weights were not kept)")
     p.add_argument("--formats", default="pt,torchscript,onnx",
@@ -91,8 +90,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     print(data["status"]["note"])
     print_kv_table(f"teacher of {data['study']}", [
-        ("val / test accuracy", (f"{_fmt(data['teacher'].get('val_accuracy'))} / "
-                                f"{_fmt(data['teacher'].get('test_accuracy'))}")),
+        ("val / test accuracy", (f"{fmt(data['teacher'].get('val_accuracy'))} / "
+                                f"{fmt(data['teacher'].get('test_accuracy'))}")),
         ("params", data["teacher"].get("params")), ("FLOPs", data["teacher"].get("flops")),
         ("latency ms", data["teacher"].get("latency_ms"))])
     print_front(data["study"], _front_rows(data["front"]), data["teacher"])
@@ -137,18 +136,18 @@ def _print_export(result: Any) -> None:
     rows = [("selected", f"trial {result.trial} ({result.selection})"),
             ("weights", _weights_text(card["provenance"]["weights"])),
             ("test accuracy (export / search)",
-             f"{_fmt(m['test']['accuracy'])} / {_fmt(m['search']['test_accuracy'])}"),
+             f"{fmt(m['test']['accuracy'])} / {fmt(m['search']['test_accuracy'])}"),
             ("val accuracy", m["val"]["accuracy"]), ("retention", m["retention"]),
             ("params", c["params"]), ("FLOPs", c["flops"])]
     for name in ("search", "export", "torchscript", "onnx"):
         if name in lat:
             rows.append((f"latency ms b1 / b{lat['batch_size']} ({name})",
-                         (f"{_fmt(lat[name]['latency_ms'])} / "
-                         f"{_fmt(lat[name]['latency_ms_batch'])}")))
-    for fmt, v in card["verification"].items():
+                         (f"{fmt(lat[name]['latency_ms'])} / "
+                         f"{fmt(lat[name]['latency_ms_batch'])}")))
+    for kind, v in card["verification"].items():
         if isinstance(v, dict):
-            rows.append((f"{fmt} max abs diff / test acc",
-                         f"{v['max_abs_diff']:.2e} / {_fmt(v['test_accuracy'])}"))
+            rows.append((f"{kind} max abs diff / test acc",
+                         f"{v['max_abs_diff']:.2e} / {fmt(v['test_accuracy'])}"))
     print_kv_table(f"exported to {result.directory}", rows)
     for name, entry in card["artifacts"].items():
         print(f"  {name}  sha256 {entry['sha256']}")

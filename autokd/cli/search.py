@@ -1,0 +1,183 @@
+"""``autokd search``: data + teacher + space -> a study, with progress lines and a front."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from autokd.cli._common import (
+    add_data_args,
+    add_teacher_args,
+    command,
+    data_config,
+    positive_int,
+    print_front,
+    print_json,
+    progress_line,
+    weights_arg,
+)
+from autokd.errors import ConfigError
+
+__all__ = ["add_parsers", "search_settings"]
+
+
+@command("search")
+def cmd_search(args: argparse.Namespace) -> int:
+    from autokd.search import SearchConfig, run_search
+
+    cfg = SearchConfig(
+        data=data_config(args), teacher=args.teacher, trust=args.trust, space=args.space,
+        budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
+        settings=search_settings(args), name=args.name, results=args.results,
+        storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
+        strategy_options=_darts_options(args), jobs=args.jobs, artifacts=args.artifacts,
+        tuner=_tuner(args))
+    printer = None if args.json else progress_line
+    state: dict[str, Any] = {}
+    try:
+        outcome = run_search(cfg, printer, on_ready=lambda o: state.update(outcome=o))
+    except KeyboardInterrupt:
+        _resume_hint(state.get("outcome"), args)
+        raise
+    _search_summary(args, outcome)
+    return 0
+
+
+def _tuner(args: argparse.Namespace) -> str:
+    if args.tuner is not None and args.strategy != "nni":
+        raise ConfigError("--tuner applies to --strategy nni only")
+    return args.tuner or "tpe"
+
+
+def _darts_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The DARTS flags given (autokd.controllers.darts.DartsOptions validates them)."""
+    given = {k: v for k, v in (("targets", args.targets), ("target_metric", args.target_metric),
+                               ("relaxation", args.relaxation), ("epochs", args.darts_epochs),
+                               ("kd", args.darts_kd)) if v is not None}
+    if given and args.strategy != "darts":
+        raise ConfigError("--targets, --target-metric, --relaxation, --darts-epochs and "
+                          "--darts-kd apply to --strategy darts only")
+    return given
+
+
+def search_settings(args: argparse.Namespace) -> Any:
+    from autokd.config import CostConfig, SearchSettings, TrainConfig
+
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    weights = weights_arg("--score-weights", args.score_weights, "flops=0.1")
+    return SearchSettings(
+        objectives=objectives, score=args.score, score_weights=weights,
+        max_flops=args.max_flops, max_params=args.max_params, max_bytes=args.max_bytes,
+        max_latency_ms=args.max_latency_ms, epochs=args.epochs,
+        train=TrainConfig(threads=args.threads),
+        cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
+                                   threads=args.latency_threads),
+        pareto_pruning=not args.no_early_stop).validate()
+
+
+def _resume_hint(outcome: Any, args: argparse.Namespace) -> None:
+    if outcome is None:
+        return
+    from autokd.record import count_done
+
+    done = count_done(outcome.study)
+    print(f"autokd: search interrupted after {done} finished trials (all saved in "
+          f"{outcome.paths.root}); rerun the same command to resume", file=sys.stderr)
+
+
+def _search_summary(args: argparse.Namespace, outcome: Any) -> None:
+    from autokd.record import count_done
+    from autokd.tables import front_rows
+
+    rows = front_rows(outcome.study)
+    done = count_done(outcome.study)
+    if args.json:
+        print_json({"study": outcome.study.study_name, "results": str(outcome.paths.root),
+                    "status": outcome.status, "finished_trials": done,
+                    "teacher": outcome.teacher, "pareto": rows})
+        return
+    if outcome.status == "already_finished":
+        print(f"study {outcome.study.study_name!r} already has {done} finished trials "
+              f"(budget {outcome.budget}); pass a larger --budget to extend it")
+    print_front(outcome.study.study_name, rows, outcome.teacher)
+    print(f"results: {outcome.paths.root} (trials.csv, pareto.csv); "
+          f"next: autokd report {outcome.paths.root}")
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the search subcommand."""
+    p = sub.add_parser("search", help="search student architectures and KD recipes")
+    add_data_args(p)
+    add_teacher_args(p)
+    _search_args(p)
+    _darts_args(p)
+    _study_args(p)
+    p.add_argument("--json", action="store_true", help="quiet; print a JSON summary at the end")
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search")
+    g.add_argument("--space", help="cnn, cnn1d, mlp or a YAML file (default: by data kind)")
+    g.add_argument("--budget", default="20",
+                   help="finished trials in total (40) or wall time (15m, 2h); default 20")
+    g.add_argument("--strategy", default="optuna", help="optuna (default), darts or nni")
+    g.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
+    g.add_argument("--pruner", default="none",
+                   help="none (default), median or hyperband (single-objective --score only)")
+    g.add_argument("--objectives", default="accuracy,flops",
+                   help="Pareto objectives from accuracy, kd_loss, flops, params, bytes, latency")
+    g.add_argument("--score", action="store_true",
+                   help="optimise one scalar: val KD loss + weighted costs / teacher's costs")
+    g.add_argument("--score-weights", default="bytes=0.1,flops=0.1,latency=0.1",
+                   help="lambda weights of the --score cost terms")
+    g.add_argument("--max-flops", type=float, help="hard limit on FLOPs (multiply-adds)")
+    g.add_argument("--max-params", type=float, help="hard limit on parameters")
+    g.add_argument("--max-bytes", type=float, help="hard limit on serialized bytes")
+    g.add_argument("--max-latency-ms", type=float, help="hard limit on batch-1 latency (ms)")
+    g.add_argument("--epochs", type=positive_int, help="override the space's epochs per trial")
+    g.add_argument("--threads", type=positive_int, default=1,
+                   help="torch CPU threads per trial (default 1: small students gain nothing "
+                        "from more, and spinning threads slow down a busy machine)")
+    g.add_argument("--no-early-stop", action="store_true",
+                   help="disable the Pareto early-stopping rule")
+    g.add_argument("--baseline", action="store_true",
+                   help="also train each Pareto student from scratch to measure the KD gain")
+    g.add_argument("--latency-batch", type=positive_int, default=64,
+                   help="batch size of the second latency measurement (default 64)")
+    g.add_argument("--latency-threads", type=positive_int, default=1,
+                   help="threads used when measuring latency (default 1)")
+    g.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+
+
+def _darts_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DARTS (--strategy darts; --budget counts DARTS runs)")
+    g.add_argument("--targets", help="cost targets as fractions of the teacher's cost, one DARTS "
+                   "run each, e.g. 0.05,0.1,0.25 (default 0.05,0.1,0.25,0.5; more runs fill the "
+                   "gaps between them)")
+    g.add_argument("--target-metric", choices=("auto", "flops", "params", "latency"),
+                   help="what --targets are fractions of (auto: latency with --max-latency-ms "
+                        "or the latency objective, else FLOPs)")
+    g.add_argument("--relaxation", choices=("softmax", "gumbel"),
+                   help="gumbel (annealed Gumbel-softmax, FBNet; default) or softmax (DARTS)")
+    g.add_argument("--darts-epochs", type=positive_int,
+                   help="supernet search epochs per run (default 16)")
+    g.add_argument("--darts-kd", choices=("fixed", "sample"),
+                   help="recipe per run: the space's first choice/midpoint (fixed, default) or "
+                        "sampled by the outer Optuna loop (sample)")
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("study")
+    g.add_argument("--name", help="study name (default: DATASET-SPACE, so re-running resumes)")
+    g.add_argument("--results", default="results", help="results root directory")
+    g.add_argument("--storage", help="Optuna storage URL (default SQLite in results/NAME/)")
+    g.add_argument("--seed", type=int, default=0, help="sampler and training seed")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--jobs", type=positive_int, default=1,
+                   help="local worker processes sharing the study (cores/N torch threads each)")
+    g.add_argument("--artifacts", metavar="DIR|URL",
+                   help="where the teacher is stored for workers: a shared directory, s3://BUCKET "
+                        "or gs://BUCKET (default results/NAME/artifacts)")
+    g.add_argument("--tuner", choices=("tpe", "evolution", "anneal", "random"),
+                   help="NNI tuner for --strategy nni (default tpe)")

@@ -1,0 +1,138 @@
+"""``autokd teacher train`` and ``autokd distill``: one model, trained once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from autokd.cli._common import (
+    add_data_args,
+    add_kd_args,
+    add_teacher_args,
+    add_train_args,
+    check_writable,
+    command,
+    data_config,
+    fmt,
+    kd_config,
+    positive_int,
+    print_json,
+    print_kv_table,
+    resolve_teacher,
+    train_config,
+)
+
+__all__ = ["add_parsers"]
+
+
+@command("teacher")
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from autokd import teachers
+    from autokd.cost import measure_cost
+    from autokd.data import load_data
+
+    data = load_data(data_config(args))
+    check_writable(Path(args.out))
+    model, result = teachers.train_teacher(data, epochs=args.epochs, seed=args.seed, device=args.device)
+    metrics = teachers.teacher_metrics(model, data, result)
+    metrics.update(measure_cost(model, data.input_shape).to_dict())
+    path = teachers.save_checkpoint(model, args.out, data=data.describe(), metrics=metrics)
+    out = {"path": str(path), "dataset": data.describe(), "family": model.family,
+           "spec": model.spec, **metrics}
+    if args.json:
+        print_json(out)
+    else:
+        print_kv_table(f"teacher saved to {path}", [
+            ("test accuracy", metrics["test_accuracy"]), ("val accuracy", metrics["val_accuracy"]),
+            ("params", metrics["params"]), ("FLOPs", metrics["flops"]),
+            ("latency ms (batch 1)", metrics["latency_ms"]), ("split hash", data.split_hash)])
+    return 0
+
+
+@command("distill")
+def cmd_distill(args: argparse.Namespace) -> int:
+    from autokd.data import load_data
+    from autokd.models import build_student, default_family, parse_student_arg
+    from autokd.pipeline import run_distillation
+
+    data = load_data(data_config(args))
+    family, spec = (parse_student_arg(args.student) if args.student
+                    else (default_family(data.input_shape), {"depth": 2, "widths": [8, 16]}))
+    kd = kd_config(args)
+    kd = kd.scratch() if args.scratch else kd
+    train_cfg = train_config(args)  # bad options and students fail before a teacher is trained
+    build_student(family, spec, data.input_shape, data.num_classes)
+    if args.out:
+        check_writable(Path(args.out))
+    teacher, teacher_ref = resolve_teacher(args, data)
+    run = run_distillation(data, teacher, family, spec, kd, train_cfg)
+    metrics = run.metrics()
+    if args.out:
+        from autokd.teachers import save_checkpoint
+
+        save_checkpoint(run.model, args.out, data=data.describe(), metrics=metrics,
+                        recipe=vars(kd), teacher=teacher_ref)
+    _report_distill(args, data, family, run, metrics, teacher_ref)
+    return 0
+
+
+def _report_distill(args: argparse.Namespace, data: Any, family: str, run: Any,
+                    metrics: dict[str, Any], teacher_ref: str) -> None:
+    from autokd.tables import spec_summary
+
+    t = run.teacher
+    if args.json:
+        print_json({"dataset": data.describe(), "family": family, "spec": run.spec,
+                    "recipe": vars(run.kd), "student": metrics, "teacher": t,
+                    "teacher_ref": teacher_ref, "mode": "scratch" if args.scratch else "kd"})
+        return
+    rows = [
+        ("mode", "scratch" if args.scratch else f"KD ({run.kd.soft_loss}, T={run.kd.temperature}, "
+                                                 f"alpha={run.kd.alpha})"),
+        ("student", f"{family} {spec_summary(run.spec)}"),
+        ("test accuracy (student / teacher)",
+         f"{fmt(metrics['test_accuracy'])} / {fmt(t.get('test_accuracy'))}"),
+        ("retention", metrics.get("retention")),
+        ("val KD loss", metrics.get("val_kd_loss")),
+        ("params (student / teacher)", f"{fmt(metrics['params'])} / {fmt(t.get('params'))}"),
+        ("FLOPs (student / teacher)", f"{fmt(metrics['flops'])} / {fmt(t.get('flops'))}"),
+        ("compression by params / FLOPs",
+         f"{fmt(metrics.get('params_compression'))}x / {fmt(metrics.get('flops_compression'))}x"),
+        ("latency ms b1 (student / teacher)",
+         f"{fmt(metrics.get('latency_ms'))} / {fmt(t.get('latency_ms'))}"),
+        ("best epoch", metrics["best_epoch"]),
+        ("train seconds", metrics["train_seconds"]),
+    ]
+    print_kv_table(f"distillation on {data.name}", rows)
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the teacher and distill subcommands."""
+    _parser_teacher(sub)
+    _parser_distill(sub)
+
+
+def _parser_teacher(sub: Any) -> None:
+    p = sub.add_parser("teacher", help="train a default teacher for a dataset")
+    p.add_argument("action", choices=("train",), help="what to do (train)")
+    add_data_args(p)
+    p.add_argument("--out", required=True, help="checkpoint path to write")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: per data kind)")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _parser_distill(sub: Any) -> None:
+    p = sub.add_parser("distill", help="one distillation run of a fixed student")
+    add_data_args(p)
+    add_teacher_args(p)
+    p.add_argument("--student", help="family:key=value,... e.g. cnn:depth=2,width=16 "
+                                      "(lists as widths=8/16; default a small student)")
+    add_kd_args(p)
+    add_train_args(p, epochs=60)
+    p.add_argument("--scratch", action="store_true",
+                   help="train the same student without a teacher (KD-gain comparison)")
+    p.add_argument("--out", help="write the trained student as an autokd checkpoint")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")

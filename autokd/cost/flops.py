@@ -1,0 +1,185 @@
+"""FLOPs of one forward at batch 1, counted by fvcore and cross-checked with torch.
+
+FLOP convention (what ``count_flops`` and ``torch_flop_count`` both report):
+
+* one FLOP is one multiply-add (MAC), at batch 1, as fvcore counts it;
+* counted: the contraction ops, i.e. convolution (incl. grouped / transposed, 1-3 d), linear,
+  addmm / mm, matmul (with broadcasting), bmm / baddbmm, einsum, tensordot and
+  ``scaled_dot_product_attention`` (two matmuls, ``B*H*L*S*E + B*H*L*S*Ev``);
+* not counted: bias additions, elementwise activations (ReLU, GELU, softmax, ...), residual
+  adds, normalisation layers (batch / layer / group / instance norm), pooling (max, avg and
+  adaptive avg) and upsampling.
+
+Why drop norms and pooling although fvcore counts batch-norm and adaptive-avg-pool by default:
+``torch.utils.flop_counter`` has no formula for them, so keeping them would make the two
+counters disagree on every CNN; they are memory-bound rather than compute-bound, batch norm
+folds into the preceding convolution at export, and their real cost shows up in the measured
+latency anyway. With this convention the two independent counters agree exactly, which is
+what the tests check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from autokd.cost._model import eval_mode, example_input
+
+with warnings.catch_warnings():
+    # fvcore.nn scripts its focal losses at import time, which torch now deprecates; that is
+    # fvcore's business and would otherwise show up in every test run.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
+
+__all__ = ["UNCOUNTED_OPS", "count_flops", "torch_flop_count"]
+
+logger = logging.getLogger("autokd.cost")
+
+# fvcore counts these by default; torch.utils.flop_counter does not (see module docstring).
+UNCOUNTED_OPS: tuple[str, ...] = (
+    "aten::batch_norm",
+    "aten::group_norm",
+    "aten::layer_norm",
+    "aten::instance_norm",
+    "aten::adaptive_avg_pool2d",
+    "aten::upsample_nearest2d",
+    "aten::upsample_bilinear2d",
+    "aten::grid_sampler",
+)
+
+# An unsupported op whose name matches this is probably a contraction we would undercount.
+_COSTLY_OP = re.compile(r"conv|mm|mv|matmul|dot|einsum|attention|linear|bilinear")
+
+
+def _shape(value: Any) -> list[int]:
+    shape = get_shape(value)
+    if shape is None:
+        raise ValueError("operator input has no complete shape in the trace")
+    return list(shape)
+
+
+def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``softmax(Q K^T) V``: ``B*H*L*S*E`` for the scores plus ``B*H*L*S*Ev`` for the output."""
+    q, k, v = (_shape(t) for t in inputs[:3])  # (B, H, L, E), (B, Hkv, S, E), (B, Hkv, S, Ev)
+    batch_heads = math.prod(q[:-2])  # query heads: grouped K/V are broadcast to them
+    return batch_heads * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _matmul_macs(a: list[int], b: list[int]) -> int:
+    """MACs of ``torch.matmul`` with numpy broadcasting and 1-d operands."""
+    a = [1, *a] if len(a) == 1 else a
+    b = [*b, 1] if len(b) == 1 else b
+    batch = torch.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    return math.prod(batch) * a[-2] * a[-1] * b[-1]
+
+
+def _matmul_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """Replaces fvcore's, which ignores the batch dims of the second operand."""
+    return _matmul_macs(_shape(inputs[0]), _shape(inputs[1]))
+
+
+def _baddbmm_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``beta*C + A@B`` with A (B, N, K), B (B, K, M); fvcore has no handle for it."""
+    a, b = _shape(inputs[1]), _shape(inputs[2])
+    return a[0] * a[1] * a[2] * b[2]
+
+
+def _tensordot_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``out = free(a) x free(b)`` and ``|a|*|b| = |out| * c**2`` give the contracted size c.
+
+    Derived from shapes alone because the traced ``dims`` lists are not always constants.
+    """
+    a, b, out = (math.prod(_shape(v)) for v in (inputs[0], inputs[1], outputs[0]))
+    return out * math.isqrt(a * b // out) if out else 0
+
+
+def _not_counted(inputs: list[Any], outputs: list[Any]) -> int:
+    """Zero, not ``None``: fvcore's ``set_op_handle(op, None)`` keeps an existing handle."""
+    return 0
+
+
+def _flop_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
+    handles = dict.fromkeys(UNCOUNTED_OPS, _not_counted)
+    handles["aten::scaled_dot_product_attention"] = _sdpa_handle
+    handles["aten::matmul"] = _matmul_handle
+    handles["aten::baddbmm"] = _baddbmm_handle
+    handles["aten::tensordot"] = _tensordot_handle
+    return handles
+
+
+def _warn_uncounted(unsupported: Iterable[str]) -> None:
+    """Elementwise ops are skipped on purpose; a skipped contraction is an undercount."""
+    costly = sorted(op for op in unsupported if _COSTLY_OP.search(op))
+    if costly:
+        logger.warning("FLOPs undercounted: no handle for %s", ", ".join(costly))
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward at batch 1, traced by fvcore (conventions: module doc).
+
+    Args:
+        model: The network; put in eval mode for the trace (so batch norm uses running stats
+            and dropout is off) and restored to its previous modes afterwards.
+        input_shape: One sample's shape, without the batch dimension.
+
+    Returns:
+        The FLOP count, one FLOP per multiply-add.
+    """
+    x = example_input(model, input_shape, batch_size=1)
+    with eval_mode(model):
+        analysis = FlopCountAnalysis(model, x)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.set_op_handle(**_flop_handles())
+        total = analysis.total()
+        _warn_uncounted(analysis.unsupported_ops())
+    return int(total)
+
+
+def _cpu_sdpa_flops(
+    query_shape: tuple[int, ...],
+    key_shape: tuple[int, ...],
+    value_shape: tuple[int, ...],
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """torch's sdpa formula (2 FLOPs per MAC) for the CPU kernel torch has no entry for."""
+    batch_heads, q_len, k_len = math.prod(query_shape[:-2]), query_shape[-2], key_shape[-2]
+    return 2 * batch_heads * q_len * k_len * (query_shape[-1] + value_shape[-1])
+
+
+def _torch_custom_mapping() -> dict[Any, Callable[..., int]]:
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {} if op is None else {op: _cpu_sdpa_flops}
+
+
+def torch_flop_count(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Independent cross-check of ``count_flops`` with ``torch.utils.flop_counter``.
+
+    It counts at dispatch level rather than by tracing, so it catches handles that fvcore gets
+    wrong. Its total counts 2 FLOPs per multiply-add, hence the ``// 2``. On CPU, torch has no
+    formula for its own ``_scaled_dot_product_flash_attention_for_cpu`` kernel; we add torch's
+    sdpa formula for it. Runs with autograd enabled on purpose: under ``no_grad`` an
+    ``nn.MultiheadAttention`` takes a fused fast path the counter cannot see.
+
+    Args:
+        model: The network; eval mode during the count, previous modes restored.
+        input_shape: One sample's shape, without the batch dimension.
+
+    Returns:
+        Multiply-adds of one forward at batch 1.
+    """
+    x = example_input(model, input_shape, batch_size=1)
+    counter = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
+    with eval_mode(model), counter:
+        model(x)
+    return counter.get_total_flops() // 2

@@ -1,0 +1,297 @@
+"""The typed records a study keeps: one per trial, one for the search's settings.
+
+Why records: the fields of a trial (its candidate, costs, metrics, how it ended) were ~45 Optuna
+user attributes spelled as string literals across many modules, and each was its own storage
+write. A ``TrialRecord`` names every field once, with its type, and is stored as one JSON user
+attribute (``RECORD_ATTR``), written a few times per trial instead of ~45. The search's settings
+are one ``SearchRecord`` in one study attribute (``SEARCH_ATTR``), written by ``autokd search``
+and read by workers, reports and exports; config.yaml is derived from it.
+
+Studies written by autokd 0.1 keep their fields as separate attributes; ``TrialRecord.of`` and
+``SearchRecord.of`` read both layouts, so old results resume, report and export unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "BASELINE_ATTR",
+    "RECORD_ATTR",
+    "REQUEUED_ATTR",
+    "SEARCH_ATTR",
+    "SearchRecord",
+    "TrialLog",
+    "TrialRecord",
+    "count_done",
+    "feasible",
+    "patch_trial",
+    "retry_attrs",
+]
+
+RECORD_ATTR = "autokd"  # trial user attribute holding the TrialRecord
+SEARCH_ATTR = "autokd_search"  # study user attribute holding the SearchRecord
+# study attributes that are results rather than settings (changed as a search goes on)
+BASELINE_ATTR = "baseline"  # scratch twins of front members: {trial: {val/test accuracy}}
+REQUEUED_ATTR = "requeued"  # trials already re-queued after a dead process
+_TRIAL_FIELDS: tuple[str, ...] = ()  # filled below from TrialRecord
+
+
+@dataclass
+class TrialRecord:
+    """Everything autokd records about one trial (None: not measured or not reached).
+
+    Field order is the order of trials.csv columns.
+    """
+
+    # who ran it
+    worker: str | None = None
+    retry_of: int | None = None
+    # the candidate
+    strategy: str | None = None
+    family: str | None = None
+    spec: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    dataset_hash: str | None = None
+    teacher_hash: str | None = None
+    # costs, measured before training (autokd.cost.CostReport)
+    params: int | None = None
+    flops: int | None = None
+    bytes: int | None = None
+    latency_ms: float | None = None
+    latency_ms_batch: float | None = None
+    latency_batch_size: int | None = None
+    latency_cv: float | None = None
+    peak_memory_bytes: int | None = None
+    seed: int | None = None
+    constraints: list[float] | None = None
+    pre_train_seconds: float | None = None
+    infeasible: bool | None = None
+    infeasible_reason: str | None = None
+    # results (validation for selection; test only for reporting)
+    val_accuracy: float | None = None
+    val_nll: float | None = None
+    val_kd_loss: float | None = None
+    test_accuracy: float | None = None
+    test_nll: float | None = None
+    test_kd_loss: float | None = None
+    train_seconds: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    retention: float | None = None
+    val_retention: float | None = None
+    params_compression: float | None = None
+    flops_compression: float | None = None
+    latency_speedup: float | None = None
+    score: float | None = None
+    checkpoint: str | None = None
+    # how it ended early
+    prune_reason: str | None = None
+    pruned_at_epoch: int | None = None
+    fail_reason: str | None = None
+    # strategy-specific fields (darts_*, predicted_*, nni_*), kept as they are
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
+        """A record from a trial's user attributes (either layout; the compact one wins)."""
+        flat = {k: v for k, v in attrs.items() if k != RECORD_ATTR}
+        packed = attrs.get(RECORD_ATTR)
+        if isinstance(packed, dict):
+            flat.update({k: v for k, v in packed.items() if k != "extra"})
+            flat.update(packed.get("extra") or {})
+        known = {k: v for k, v in flat.items() if k in _TRIAL_FIELDS}
+        extra = {k: v for k, v in flat.items() if k not in _TRIAL_FIELDS}
+        return cls(**known, extra=extra)
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+        return cls.from_attrs(dict(trial.user_attrs))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field or an extra field by name (metrics named in --where, objectives, ...)."""
+        value = getattr(self, key) if key in _TRIAL_FIELDS else self.extra.get(key)
+        return default if value is None else value
+
+    def fields(self) -> dict[str, Any]:
+        """Every recorded (non-None) field, extras last: one row of trials.csv."""
+        out = {k: getattr(self, k) for k in _TRIAL_FIELDS if getattr(self, k) is not None}
+        out.update(self.extra)
+        return out
+
+    def packed(self) -> dict[str, Any]:
+        """The stored form: non-None fields, extras under ``extra``."""
+        out = {k: getattr(self, k) for k in _TRIAL_FIELDS if getattr(self, k) is not None}
+        if self.extra:
+            out["extra"] = dict(self.extra)
+        return out
+
+    def update(self, **values: Any) -> TrialRecord:
+        """Set fields (unknown names go to ``extra``); non-finite floats become None."""
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            if key in _TRIAL_FIELDS:
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+        return self
+
+
+_TRIAL_FIELDS = tuple(f.name for f in dataclasses.fields(TrialRecord) if f.name != "extra")
+
+
+class TrialLog:
+    """A running trial's record, changed in memory and written in one storage call.
+
+    Why: each Optuna ``set_user_attr`` is a storage round trip (a database write for shared
+    studies); a trial writes its record when something is worth keeping (its costs before
+    training, its results, how it ended), not field by field.
+    """
+
+    def __init__(self, trial: optuna.Trial | Any) -> None:
+        self.trial = trial
+        self.record = TrialRecord.of(trial)
+
+    def update(self, **values: Any) -> TrialLog:
+        self.record.update(**values)
+        return self
+
+    def flush(self, **values: Any) -> None:
+        """Apply ``values`` and write the whole record."""
+        self.record.update(**values)
+        self.trial.set_user_attr(RECORD_ATTR, self.record.packed())
+
+
+def patch_trial(study: optuna.Study, trial_id: int, **values: Any) -> None:
+    """Update fields of any trial by id through the storage (stale trials of other workers)."""
+    storage = study._storage
+    record = TrialRecord.from_attrs(storage.get_trial(trial_id).user_attrs).update(**values)
+    storage.set_trial_user_attr(trial_id, RECORD_ATTR, record.packed())
+
+
+def retry_attrs(number: int) -> dict[str, Any]:
+    """User attributes of a re-queued trial: it retries trial ``number``."""
+    return {RECORD_ATTR: {"retry_of": number}}
+
+
+@dataclass
+class SearchRecord:
+    """Everything a search was run with, so a worker, a report or an export needs nothing else.
+
+    Attributes:
+        version: autokd version that wrote the record.
+        objectives: Objective names, in the study's direction order (``["score"]`` in score mode).
+        mode: ``pareto`` or ``score``.
+        data: The ``DataConfig`` (as a dict) that loads the data.
+        dataset: ``DataSplits.describe()`` of the split searched on.
+        dataset_hash: Its split hash (a worker on other data refuses to start).
+        teacher_ref: The teacher as the user named it (paths, ``module:function``).
+        teacher_hash: The teacher's hash (a worker with another teacher refuses to start).
+        teacher: The teacher's profile: accuracy and costs, measured once.
+        teachers: Per teacher file: its reference and, once uploaded, its artifact id and sha.
+        trust: Whether loading the teacher may run code.
+        artifacts: Where teacher artifacts are stored for workers.
+        space: Path of the space's YAML file; ``space_yaml`` is its content.
+        space_name: The space's name; ``family`` its student family.
+        settings: ``SearchSettings`` as a dict; ``limits`` the hard constraints it sets.
+        budget: ``{"trials": N}`` or ``{"seconds": S}``, counted across workers.
+        strategy, sampler, pruner, tuner, seed, strategy_options, device, baseline: As given to
+            ``autokd search``.
+        started_at: When the budget's clock started (a time budget ends for every worker at
+            ``started_at + seconds``).
+    """
+
+    version: str = ""
+    objectives: list[str] = field(default_factory=list)
+    mode: str = "pareto"
+    data: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    dataset_hash: str | None = None
+    teacher_ref: str | None = None
+    teacher_hash: str | None = None
+    teacher: dict[str, Any] = field(default_factory=dict)
+    teachers: list[dict[str, Any]] = field(default_factory=list)
+    trust: bool = False
+    artifacts: str | None = None
+    space: str | None = None
+    space_yaml: Any = None
+    space_name: str | None = None
+    family: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "optuna"
+    sampler: str = "tpe"
+    pruner: str = "none"
+    tuner: str = "tpe"
+    seed: int = 0
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    baseline: bool = False
+    started_at: float | None = None
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> SearchRecord:
+        """The study's record; an autokd 0.1 study's separate attributes are read the same."""
+        return cls.from_attrs(dict(study.user_attrs))
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> SearchRecord:
+        raw = attrs.get(SEARCH_ATTR)
+        if not isinstance(raw, dict):
+            raw = _legacy_search(attrs)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field by name; empty or unset fields give ``default``."""
+        value = getattr(self, key, None)
+        return default if value is None or value == {} or value == [] else value
+
+    @property
+    def exists(self) -> bool:
+        """Whether a search has recorded its settings (a fresh study has not)."""
+        return bool(self.dataset_hash)
+
+
+def _legacy_search(attrs: dict[str, Any]) -> dict[str, Any]:
+    """An autokd 0.1 study: 13 attributes, plus ``search_config`` for workers."""
+    config = attrs.get("search_config") or {}
+    space = config.get("space") or {}
+    out = {k: attrs[k] for k in ("objectives", "mode", "dataset", "dataset_hash", "teacher_hash",
+                                 "teacher", "teacher_ref", "space", "space_name", "family",
+                                 "settings", "limits", "budget") if k in attrs}
+    out.update({k: config[k] for k in ("data", "teachers", "trust", "strategy", "sampler",
+                                       "pruner", "tuner", "seed", "strategy_options",
+                                       "artifacts", "started_at") if k in config})
+    if "yaml" in space:
+        out["space_yaml"] = space["yaml"]
+    out.setdefault("space", space.get("source"))
+    return out
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Constraint values <= 0 are feasible (relative excess over each limit)."""
+    values = list(trial.constraints.values()) or TrialRecord.of(trial).constraints or []
+    return all(v <= 0 for v in values)
+
+
+def count_done(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> int:
+    """Finished trials that count towards the budget: trained (complete or pruned)."""
+    n = 0
+    for t in study.get_trials(deepcopy=False) if trials is None else trials:
+        trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        if trained and not TrialRecord.of(t).infeasible:
+            n += 1
+    return n
