@@ -351,17 +351,18 @@ def _worker(url: str, tmp_path: Path, tag: str, *extra: str) -> subprocess.Popen
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _search_cmd(tmp_path: Path, url: str, budget: int) -> list[str]:
+def _search_cmd(tmp_path: Path, url: str, budget: int, epochs: int = 5) -> list[str]:
     return _cli("search", "--space", _space(tmp_path), "--budget", str(budget), "--name", "d",
                 "--results", str(tmp_path / "a"), "--storage", url, "--no-latency",
-                "--no-early-stop", "--device", "cpu", "--epochs", "5", "--json")
+                "--no-early-stop", "--device", "cpu", "--epochs", str(epochs), "--json")
 
 
 @needs_pg
 @pytest.mark.slow
 def test_postgres_two_workers_one_killed_exact_budget(tmp_path, pg_url, digits_teacher) -> None:
     db = _Db(pg_url)
-    search = subprocess.Popen(_search_cmd(tmp_path, pg_url, 12), env=_env(),
+    # trials long enough that the worker is mid-trial before the search alone spends the budget
+    search = subprocess.Popen(_search_cmd(tmp_path, pg_url, 12, epochs=25), env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait(lambda: (s := db.study()) is not None and SEARCH_ATTR in s.user_attrs)
     worker = _worker(pg_url, tmp_path, "b")
