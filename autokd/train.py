@@ -139,6 +139,7 @@ class Trainer:
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.loss_fn = self._build_loss().to(self.device)
         self.stop_requested = False
+        self.global_step = 0  # optimiser steps taken (KD terms may read it)
 
     def add_callback(self, event: str, fn: Callback) -> None:
         """Register ``fn(trainer, epoch, metrics)``; raising in it (e.g. a prune) stops training."""
@@ -252,7 +253,7 @@ class Trainer:
         params = list(self.student.parameters())  # once: .parameters() walks every module
         for step, (xb, yb, tb, fb) in enumerate(self._shuffled_batches(x, y, t_logits, gen)):
             with amp:
-                loss = self._batch_loss(xb, yb, tb, fb, progress)
+                loss = self._batch_loss(xb, yb, tb, fb, progress, self.global_step)
             value = loss.item()  # the one host sync per step; doubles as the NaN check
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} at epoch {epoch} step {step + 1} "
@@ -263,6 +264,7 @@ class Trainer:
                 clip_gradients(params, self.cfg.grad_clip)
             opt.step()
             sched.step()
+            self.global_step += 1
             total += value * len(yb)
             count += len(yb)
         return total / max(1, count)
@@ -293,11 +295,12 @@ class Trainer:
         return [f.to(self.device) for f in feats] if feats is not None else None
 
     def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, t_batch: torch.Tensor | None,
-                    t_feats: list[torch.Tensor] | None, progress: float) -> torch.Tensor:
+                    t_feats: list[torch.Tensor] | None, progress: float,
+                    step: int) -> torch.Tensor:
         """The recipe's loss on one batch; ``t_batch`` is (M, B, K) cached teacher logits and
         ``t_feats`` the cached teacher features of the batch (None: run the teacher)."""
         if not self._uses_features():
-            return self.loss_fn.total(self.student(xb), yb, t_batch, progress=progress)
+            return self.loss_fn.total(self.student(xb), yb, t_batch, progress=progress, step=step)
         if t_feats is None:
             teacher = self.teacher.module
             with FeatureHooks(teacher, self.teacher.feature_taps) as t_hooks, torch.no_grad():
@@ -306,7 +309,7 @@ class Trainer:
         with FeatureHooks(self.student, self.student.feature_taps) as s_hooks:
             logits = self.student(xb)
             s_feats = list(s_hooks.features)
-        return self.loss_fn.total(logits, yb, t_batch, progress=progress,
+        return self.loss_fn.total(logits, yb, t_batch, progress=progress, step=step,
                                   student_features=s_feats, teacher_features=t_feats)
 
     def _finish(self, best_state: dict | None, best_epoch: int, epochs_run: int,

@@ -127,13 +127,17 @@ def test_a_new_term_is_one_class(monkeypatch: pytest.MonkeyPatch) -> None:
         kind: ClassVar[str] = "soft"
         importance_weighted: ClassVar[bool] = True
 
+        seen_steps: ClassVar[list[int]] = []
+
         def forward(self, batch: Batch) -> Tensor:
+            self.seen_steps.append(batch.step)
             return (batch.logits - batch.target_logits()).abs().mean(dim=-1)
 
     assert "l1logit" in names_of_kind("soft")
     kd = KDConfig(soft_loss="l1logit", alpha=0.5).validate()  # the shorthand knows it too
     logits, y, teacher = torch.randn(4, K), torch.arange(4) % K, torch.randn(4, K)
-    total, parts = DistillLoss(kd, K)(logits, y, teacher, progress=0.0)
+    total, parts = DistillLoss(kd, K)(logits, y, teacher, progress=0.0, step=7)
+    assert L1LogitLoss.seen_steps == [7]  # the batch record carries the step
     assert parts["l1logit"] == pytest.approx((logits - teacher).abs().mean().item(), rel=1e-6)
     assert kd.summary() == "l1logit a=0.50"
     assert total.item() == pytest.approx(0.5 * parts["l1logit"] + 0.5 * parts["ce"], rel=1e-6)

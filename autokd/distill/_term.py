@@ -60,6 +60,7 @@ class Batch:
         teacher_logits: Cached or live teacher logits ``(M, B, K)``; None without a teacher.
         temperature: ``T`` of this step (after the recipe's schedule).
         progress: Fraction of training done, in ``[0, 1]``.
+        step: Optimiser steps taken before this batch (terms that warm up read it).
         weighting: How an ensemble's teachers are combined (``mean`` | ``confidence``).
         student_features: Student taps in the order of the student's ``feature_taps``.
         teacher_features: Teacher taps in the order of the teacher's ``feature_taps``.
@@ -70,6 +71,7 @@ class Batch:
     teacher_logits: Tensor | None = None
     temperature: float = 1.0
     progress: float = 0.0
+    step: int = 0
     weighting: str = "mean"
     student_features: Sequence[Tensor] | None = None
     teacher_features: Sequence[Tensor] | None = None

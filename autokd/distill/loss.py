@@ -84,6 +84,7 @@ class DistillLoss(nn.Module):
         teacher_logits: Tensor | None = None,
         *,
         progress: float,
+        step: int = 0,
         student_features: Sequence[Tensor] | None = None,
         teacher_features: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
@@ -94,13 +95,14 @@ class DistillLoss(nn.Module):
             targets: ``(B,)`` class indices.
             teacher_logits: ``(M, B, K)``, ``(B, K)`` or None (then no soft term).
             progress: Fraction of training done, for the temperature schedule.
+            step: Optimiser steps taken before this batch.
             student_features: Student taps in the order of ``student_feature_shapes``.
             teacher_features: Teacher taps in the order of ``teacher_feature_shapes``.
 
         Returns:
             The scalar total, and detached floats per active term plus ``"total"``.
         """
-        parts, weights = self._parts(student_logits, targets, teacher_logits, progress,
+        parts, weights = self._parts(student_logits, targets, teacher_logits, progress, step,
                                      student_features, teacher_features)
         total = _combine(parts, weights)
         values = {name: float(value.detach()) for name, value in parts.items()}
@@ -114,21 +116,22 @@ class DistillLoss(nn.Module):
         teacher_logits: Tensor | None = None,
         *,
         progress: float,
+        step: int = 0,
         student_features: Sequence[Tensor] | None = None,
         teacher_features: Sequence[Tensor] | None = None,
     ) -> Tensor:
         """``forward`` without the per-part floats (each is a host sync): the training step."""
-        parts, weights = self._parts(student_logits, targets, teacher_logits, progress,
+        parts, weights = self._parts(student_logits, targets, teacher_logits, progress, step,
                                      student_features, teacher_features)
         return _combine(parts, weights)
 
     # -- the parts ---------------------------------------------------------------------------
     def _parts(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor | None,
-               progress: float, student_features: Sequence[Tensor] | None,
+               progress: float, step: int, student_features: Sequence[Tensor] | None,
                teacher_features: Sequence[Tensor] | None,
                ) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Each term's batch value, and the weights to sum them with."""
-        batch = self._batch(logits, targets, teacher_logits, progress,
+        batch = self._batch(logits, targets, teacher_logits, progress, step,
                             student_features, teacher_features)
         weights = self._importance(batch)  # (B,) or None
         if batch.teacher_logits is None:  # no teacher: plain training on the labels
@@ -140,7 +143,7 @@ class DistillLoss(nn.Module):
         return parts, self.weights
 
     def _batch(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor | None,
-               progress: float, student_features: Sequence[Tensor] | None,
+               progress: float, step: int, student_features: Sequence[Tensor] | None,
                teacher_features: Sequence[Tensor] | None) -> Batch:
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ConfigError(f"student logits must be (B, {self.num_classes}), got "
@@ -151,7 +154,7 @@ class DistillLoss(nn.Module):
                               f"logits {tuple(logits.shape)}")
         if self._features and teachers is not None:
             self._check_features(student_features, teacher_features)
-        return Batch(logits, targets, teachers, temperature_at(self.kd, progress), progress,
+        return Batch(logits, targets, teachers, temperature_at(self.kd, progress), progress, step,
                      self.kd.teacher_weighting, student_features, teacher_features)
 
     def _check_features(self, student: Sequence[Tensor] | None,
