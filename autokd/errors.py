@@ -11,11 +11,11 @@ __all__ = [
     "AutokdError",
     "ConfigError",
     "DataError",
-    "TeacherError",
-    "SpaceError",
-    "TrainingError",
-    "StudyError",
     "ExportError",
+    "SpaceError",
+    "StudyError",
+    "TeacherError",
+    "TrainingError",
 ]
 
 

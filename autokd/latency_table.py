@@ -50,14 +50,14 @@ from autokd.models.supernet import OpSpec, Supernet, build_op
 
 __all__ = [
     "METRICS",
-    "TableSettings",
     "LatencyTable",
-    "device_tag",
-    "table_path",
+    "TableSettings",
     "build_table",
-    "load_table",
+    "device_tag",
     "get_table",
+    "load_table",
     "prediction_error",
+    "table_path",
 ]
 
 logger = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from autokd.train import Callback, Trainer, TrainResult, seed_everything
 
 __all__ = [
     "RunResult",
-    "teacher_profile",
     "build_seeded",
-    "run_distillation",
     "compare",
+    "run_distillation",
+    "teacher_profile",
 ]
 
 logger = logging.getLogger(__name__)

@@ -27,23 +27,23 @@ from autokd.record import REQUEUED_ATTR, SearchRecord, TrialRecord, patch_trial,
 
 __all__ = [
     "StudyPaths",
-    "study_paths",
-    "storage_url",
-    "redact_url",
-    "open_study",
-    "find_study",
-    "recover_stale_trials",
-    "trials_frame",
     "atomic_write_text",
+    "find_study",
+    "open_study",
+    "recover_stale_trials",
+    "redact_url",
+    "storage_url",
+    "study_paths",
+    "trials_frame",
 ]
 
 logger = logging.getLogger(__name__)
 DEFAULT_RESULTS = Path("results")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_CRED = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*)(:(?P<pw>[^@/]*))?@", re.I)
+_CRED = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*)(:(?P<pw>[^@/]*))?@", re.IGNORECASE)
 # libpq and SQLAlchemy also take secrets as query parameters: ...db?password=secret
 _CRED_QUERY = re.compile(r"(?P<key>[?&;](password|passwd|pwd|secret|token|sslpassword"
-                         r"|access_key|secret_key|api_key)=)[^&;#\s]*", re.I)
+                         r"|access_key|secret_key|api_key)=)[^&;#\s]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def storage_url(paths: StudyPaths, url: str | None) -> str:
     """The storage to use: the given URL or SQLite at results/<name>/study.db."""
     if url is None:
         return f"sqlite:///{paths.db.resolve()}"
-    if not re.match(r"^[a-z][a-z0-9+]*://", url, re.I):
+    if not re.match(r"^[a-z][a-z0-9+]*://", url, re.IGNORECASE):
         raise StudyError(f"bad storage URL {redact_url(url)!r}: expected e.g. sqlite:///path.db "
                          "or postgresql://user@host/db")
     return url

@@ -17,7 +17,7 @@ from autokd.front import pareto_front
 from autokd.record import BASELINE_ATTR, TrialRecord
 from autokd.study import StudyPaths, atomic_write_text, trials_frame
 
-__all__ = ["pareto_frame", "write_tables", "front_rows", "spec_summary", "KEY_COLUMNS"]
+__all__ = ["KEY_COLUMNS", "front_rows", "pareto_frame", "spec_summary", "write_tables"]
 
 KEY_COLUMNS = ["trial", "val_accuracy", "test_accuracy", "retention", "flops", "params", "bytes",
                "latency_ms", "flops_compression", "params_compression", "latency_speedup"]

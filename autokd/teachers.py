@@ -37,16 +37,16 @@ from autokd.train import TrainResult, distill, evaluate, seed_everything
 
 __all__ = [
     "Teacher",
+    "cache_dir",
+    "default_teacher",
+    "default_teacher_spec",
+    "is_torchscript",
+    "load_checkpoint",
     "load_teacher",
     "load_teachers",
     "save_checkpoint",
-    "load_checkpoint",
-    "default_teacher_spec",
-    "train_teacher",
-    "default_teacher",
     "teacher_metrics",
-    "cache_dir",
-    "is_torchscript",
+    "train_teacher",
 ]
 
 logger = logging.getLogger(__name__)

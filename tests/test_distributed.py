@@ -136,7 +136,7 @@ def test_storage_errors_are_recognised_through_causes() -> None:
         try:
             raise lost
         except Exception:
-            raise RuntimeError("fail_reason could not be written")  # noqa: B904 (implicit)
+            raise RuntimeError("fail_reason could not be written")
     except RuntimeError as wrapped:
         assert is_storage_error(wrapped)
     assert not is_storage_error(ValueError("a bad candidate"))

@@ -147,8 +147,8 @@ def test_cli_choices_come_from_the_registry() -> None:
     from autokd.cli import build_parser
 
     parser = build_parser()
-    distill = parser._subparsers._group_actions[0].choices["distill"]  # noqa: SLF001
-    actions = {a.dest: a for a in distill._actions}  # noqa: SLF001
+    distill = parser._subparsers._group_actions[0].choices["distill"]
+    actions = {a.dest: a for a in distill._actions}
     assert actions["soft_loss"].choices == [*names_of_kind("soft"), "none"]
     assert actions["relation"].choices == ["none", *names_of_kind("relation")]
     assert all(name in actions["terms"].help for name in TERMS.names())

@@ -67,9 +67,9 @@ def _imports(module: str, path: Path) -> set[str]:
             # ``from pkg import submodule`` depends on the submodule, not on pkg/__init__
             out |= {f"{root}.{a.name}" if f"{root}.{a.name}" in MODULES else root
                     for a in node.names}
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module":
-            if node.args and isinstance(node.args[0], ast.Constant):
-                out.add(str(node.args[0].value))
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            out.add(str(node.args[0].value))
     return out
 
 

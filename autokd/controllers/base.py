@@ -24,7 +24,7 @@ from autokd.errors import ConfigError, StudyError
 from autokd.front import best_values, pareto_front
 from autokd.record import SearchRecord, TrialRecord, count_done
 
-__all__ = ["Budget", "parse_budget", "Progress", "BaseController", "count_done"]
+__all__ = ["BaseController", "Budget", "Progress", "count_done", "parse_budget"]
 
 logger = logging.getLogger(__name__)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")

@@ -23,8 +23,15 @@ from autokd.objective import Objective
 from autokd.record import TrialRecord
 from autokd.registry import Registry
 
-__all__ = ["SAMPLERS", "PRUNERS", "create_sampler", "create_pruner", "OptunaController",
-           "open_for_search", "make_controller"]
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "OptunaController",
+    "create_pruner",
+    "create_sampler",
+    "make_controller",
+    "open_for_search",
+]
 
 logger = logging.getLogger(__name__)
 SamplerFactory = Callable[[int | None, bool], optuna.samplers.BaseSampler]

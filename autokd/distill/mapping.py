@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from autokd.errors import ConfigError
 from autokd.registry import Registry
 
-__all__ = ["STRATEGIES", "map_layers", "LearnedMapping", "global_pool"]
+__all__ = ["STRATEGIES", "LearnedMapping", "global_pool", "map_layers"]
 
 # (l_S 1-indexed, L_S, L_T) -> teacher layer, 1-indexed
 RuleFn = Callable[[int, int, int], int]

@@ -17,7 +17,7 @@ from autokd.distill._term import Recipe
 from autokd.errors import ConfigError
 from autokd.registry import Registry
 
-__all__ = ["SCHEDULES", "temperature_at", "constant", "exponential", "linear"]
+__all__ = ["SCHEDULES", "constant", "exponential", "linear", "temperature_at"]
 
 ScheduleFn = Callable[[float, float, float], float]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from autokd.errors import ConfigError
 
-__all__ = ["resolve_spec", "per_stage", "parse_value"]
+__all__ = ["parse_value", "per_stage", "resolve_spec"]
 
 
 def resolve_spec(family: str, spec: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

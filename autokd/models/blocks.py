@@ -12,7 +12,7 @@ from torch import nn
 
 from autokd.registry import Registry
 
-__all__ = ["ACTIVATIONS", "make_activation", "conv", "batch_norm", "pool", "global_pool"]
+__all__ = ["ACTIVATIONS", "batch_norm", "conv", "global_pool", "make_activation", "pool"]
 
 ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
 ACTIVATIONS.register("relu", lambda: nn.ReLU(inplace=False))
