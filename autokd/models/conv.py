@@ -100,27 +100,23 @@ def _taps(spec: dict[str, Any]) -> list[str]:
 
 _RELAXABLE = ("depth", "widths", "kernel", "pool", "activation", "batch_norm")
 
-CNN = register_family(Family(
-    name="cnn",
-    build=lambda spec, shape, k: ConvNet(spec, shape, k, dim=2, family="cnn"),
-    defaults=CNN_DEFAULTS,
-    normalise=lambda spec: normalise_spec("cnn", spec),
-    inputs=("image",),
-    default_for=("image",),
-    feature_taps=_taps,
-    teacher=TeacherRecipe({"depth": 3, "widths": [64, 128, 128], "kernel": 3, "pool": "max"},
-                          epochs=30, lr=2e-3),
-    supernet=StackForm(dim=2, relaxable=_RELAXABLE, pools=POOLS),
-))
-CNN1D = register_family(Family(
-    name="cnn1d",
-    build=lambda spec, shape, k: ConvNet(spec, shape, k, dim=1, family="cnn1d"),
-    defaults=CNN_DEFAULTS,
-    normalise=lambda spec: normalise_spec("cnn1d", spec),
-    inputs=("signal",),
-    default_for=("signal",),
-    feature_taps=_taps,
-    teacher=TeacherRecipe({"depth": 3, "widths": [64, 128, 128], "kernel": 5, "pool": "max"},
-                          epochs=60, lr=2e-3),
-    supernet=StackForm(dim=1, relaxable=_RELAXABLE, pools=POOLS),
-))
+
+def _conv_family(name: str, dim: int, kind: str, teacher: TeacherRecipe) -> Family:
+    """One conv family: the same stack in 2-D (images) or 1-D (signals)."""
+    return register_family(Family(
+        name=name,
+        build=lambda spec, shape, k: ConvNet(spec, shape, k, dim=dim, family=name),
+        defaults=CNN_DEFAULTS,
+        normalise=lambda spec: normalise_spec(name, spec),
+        inputs=(kind,),
+        default_for=(kind,),
+        feature_taps=_taps,
+        teacher=teacher,
+        supernet=StackForm(dim=dim, relaxable=_RELAXABLE, pools=POOLS),
+    ))
+
+
+CNN = _conv_family("cnn", 2, "image", TeacherRecipe(
+    {"depth": 3, "widths": [64, 128, 128], "kernel": 3, "pool": "max"}, epochs=30, lr=2e-3))
+CNN1D = _conv_family("cnn1d", 1, "signal", TeacherRecipe(
+    {"depth": 3, "widths": [64, 128, 128], "kernel": 5, "pool": "max"}, epochs=60, lr=2e-3))
