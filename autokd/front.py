@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autokd.pareto import as_losses, hypervolume, non_dominated, normalised_losses
-from autokd.record import TrialRecord
+from autokd.record import recorded
 
 __all__ = ["best_values", "hypervolume_history", "pareto_front", "usable_trials"]
 
@@ -24,7 +24,7 @@ def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete, feasible, trained trials with finite objective values."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if TrialRecord.of(t).infeasible or t.values is None:
+        if recorded(t, "infeasible") or t.values is None:
             continue
         if any(v > 0 for v in t.constraints.values()):
             continue

@@ -32,6 +32,7 @@ __all__ = [
     "count_done",
     "feasible",
     "patch_trial",
+    "recorded",
     "retry_attrs",
 ]
 
@@ -40,7 +41,6 @@ SEARCH_ATTR = "autokd_search"  # study user attribute holding the SearchRecord
 # study attributes that are results rather than settings (changed as a search goes on)
 BASELINE_ATTR = "baseline"  # scratch twins of front members: {trial: {val/test accuracy}}
 REQUEUED_ATTR = "requeued"  # trials already re-queued after a dead process
-_TRIAL_FIELDS: tuple[str, ...] = ()  # filled below from TrialRecord
 
 
 @dataclass
@@ -120,15 +120,16 @@ class TrialRecord:
         value = getattr(self, key) if key in _TRIAL_FIELDS else self.extra.get(key)
         return default if value is None else value
 
+    def _recorded(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _TRIAL_FIELDS if getattr(self, k) is not None}
+
     def fields(self) -> dict[str, Any]:
         """Every recorded (non-None) field, extras last: one row of trials.csv."""
-        out = {k: getattr(self, k) for k in _TRIAL_FIELDS if getattr(self, k) is not None}
-        out.update(self.extra)
-        return out
+        return {**self._recorded(), **self.extra}
 
     def packed(self) -> dict[str, Any]:
         """The stored form: non-None fields, extras under ``extra``."""
-        out = {k: getattr(self, k) for k in _TRIAL_FIELDS if getattr(self, k) is not None}
+        out = self._recorded()
         if self.extra:
             out["extra"] = dict(self.extra)
         return out
@@ -281,9 +282,20 @@ def _legacy_search(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def recorded(trial: FrozenTrial, key: str) -> Any:
+    """One field of a trial's record, read without building the whole record.
+
+    Why: budget checks and the front read one field of every trial after every trial.
+    """
+    packed = trial.user_attrs.get(RECORD_ATTR)
+    if isinstance(packed, dict) and key in packed:
+        return packed[key]
+    return trial.user_attrs.get(key)
+
+
 def feasible(trial: FrozenTrial) -> bool:
     """Constraint values <= 0 are feasible (relative excess over each limit)."""
-    values = list(trial.constraints.values()) or TrialRecord.of(trial).constraints or []
+    values = list(trial.constraints.values()) or recorded(trial, "constraints") or []
     return all(v <= 0 for v in values)
 
 
@@ -292,6 +304,6 @@ def count_done(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> 
     n = 0
     for t in study.get_trials(deepcopy=False) if trials is None else trials:
         trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        if trained and not TrialRecord.of(t).infeasible:
+        if trained and not recorded(t, "infeasible"):
             n += 1
     return n
