@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autokd.pareto import as_losses, hypervolume, non_dominated, normalised_losses
+from autokd.pareto import FrontScale, as_losses, non_dominated
 from autokd.record import recorded
 
 __all__ = ["best_values", "hypervolume_history", "pareto_front", "usable_trials"]
@@ -45,18 +44,17 @@ def pareto_front(study: optuna.Study, trials: list[FrozenTrial] | None = None) -
 
 
 def hypervolume_history(study: optuna.Study, names: Sequence[str],
-                        reference: dict[str, Any]) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the feasible front so far) after every trial."""
-    directions = [d.name for d in study.directions]
+                        scale: FrontScale) -> list[tuple[int, float]]:
+    """(trial number, normalised hypervolume of the feasible front so far) after every trial,
+    in the order trials finished (with parallel workers, numbers and finishing order differ)."""
     usable = {t.number for t in usable_trials(study)}
     seen: list[list[float]] = []
     out = []
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        if t.state.is_finished():
-            if t.number in usable:
-                seen.append(list(t.values))
-            hv = hypervolume(normalised_losses(seen, names, directions, reference)) if seen else 0.0
-            out.append((t.number, hv))
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    for t in sorted(finished, key=_finish_order):
+        if t.number in usable:
+            seen.append(list(t.values))
+        out.append((t.number, scale.hypervolume(seen, names) if seen else 0.0))
     return out
 
 
@@ -70,3 +68,8 @@ def best_values(study: optuna.Study, names: Sequence[str],
         if front:
             best[name] = pick(t.values[i] for t in front)
     return best
+
+
+def _finish_order(t: FrozenTrial) -> tuple[float, int]:
+    done = t.datetime_complete
+    return (done.timestamp() if done is not None else math.inf, t.number)

@@ -92,6 +92,9 @@ class TrialRecord:
     latency_speedup: float | None = None
     score: float | None = None
     checkpoint: str | None = None
+    # what the whole trial cost (build, costing, training, evaluation), however it ended
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
     # how it ended early
     prune_reason: str | None = None
     pruned_at_epoch: int | None = None
@@ -208,6 +211,9 @@ class SearchRecord:
             ``autokd search``.
         started_at: When the budget's clock started (a time budget ends for every worker at
             ``started_at + seconds``).
+        scale: The hypervolume's ``FrontScale`` as a dict (the space's cost ranges, accuracy
+            from the majority class to the teacher), fixed when the search started; empty in
+            studies written before it existed.
     """
 
     version: str = ""
@@ -238,6 +244,7 @@ class SearchRecord:
     device: str = "auto"
     baseline: bool = False
     started_at: float | None = None
+    scale: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, study: optuna.Study) -> SearchRecord:
