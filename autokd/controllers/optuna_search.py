@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "create_sampler",
     "make_controller",
     "open_for_search",
+    "sampler_seed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,8 +76,23 @@ PRUNERS.register("median", lambda: optuna.pruners.MedianPruner(n_startup_trials=
 PRUNERS.register("hyperband", lambda: optuna.pruners.HyperbandPruner(min_resource=5))
 
 
+def sampler_seed(name: str, seed: int | None) -> int | None:
+    """The seed a sampler is built with: a stable hash of (``seed``, sampler name).
+
+    Why: TPE's and GP's start-up trials are drawn by a random sampler seeded like the random
+    sampler itself, so with one shared seed every sampler drew the same first trials and
+    comparisons of samplers were not independent. CRC-32 (not ``hash``, which is salted per
+    process) keeps a search reproducible under its ``--seed``; ``None`` stays unseeded.
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{name}:{int(seed)}".encode()) & 0x7FFFFFFF
+
+
 def create_sampler(name: str, seed: int | None, multi: bool) -> optuna.samplers.BaseSampler:
-    return SAMPLERS.get(name)(seed, multi)
+    """The registered sampler ``name``, seeded by ``sampler_seed(name, seed)``."""
+    factory = SAMPLERS.get(name)
+    return factory(sampler_seed(name, seed), multi)
 
 
 def create_pruner(name: str) -> optuna.pruners.BasePruner:
