@@ -1,0 +1,104 @@
+"""benchmarks/search_efficiency.py: its scoring on hand-made traces, and a --quick run.
+
+Why test a benchmark: its numbers decide the default strategy; an AUC that favours the wrong
+curve or a p-value read from too few pairs would decide it wrongly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from _efficiency_run import sweep_widths
+from _efficiency_score import (
+    auc,
+    cpu_to_reach,
+    curve,
+    dominated,
+    paired_test,
+    reference,
+    value_at,
+)
+
+from autokd.pareto import FrontScale
+from autokd.space import load_space
+
+SCALE = FrontScale((0.1, 1.0), {"flops": (100.0, 10_000.0)})
+
+
+def _events(rows: list[tuple[str, float | None, float]]) -> list[list]:
+    """(state, val accuracy, cumulative CPU) -> event rows; FLOPs 1,000, test = val."""
+    return [[i, s, v, v, 1000, cpu, cpu, 1.0, 1.0] for i, (s, v, cpu) in enumerate(rows)]
+
+
+def test_auc_is_zero_for_a_curve_that_never_rises() -> None:
+    flat = curve(_events([("C", 0.1, 1.0), ("P", None, 2.0), ("F", None, 3.0)]), SCALE)
+    assert auc(flat, 4.0) == 0.0
+    assert auc(curve([], SCALE), 4.0) == 0.0
+
+
+def test_auc_ranks_a_strictly_better_curve_higher() -> None:
+    slow = curve(_events([("C", 0.5, 2.0), ("C", 0.8, 3.0)]), SCALE)
+    fast = curve(_events([("C", 0.5, 1.0), ("C", 0.8, 2.0)]), SCALE)
+    assert 0.0 < auc(slow, 4.0) < auc(fast, 4.0) <= 1.0
+    # by hand: HV(0.5) on [2, 3), HV(0.8) on [3, 4], over a horizon of 4
+    hv5, hv8 = value_at(slow, 2.5), value_at(slow, 3.5)
+    assert auc(slow, 4.0) == pytest.approx((hv5 + hv8) / 4.0)
+    # a search that ended before the horizon keeps its last value; after it, nothing counts
+    assert auc(fast, 10.0) == pytest.approx((hv5 * 1 + hv8 * 8) / 10.0)
+    assert auc(slow, 1.0) == 0.0
+
+
+def test_cpu_to_reach_and_reference_point() -> None:
+    events = _events([("C", 0.5, 1.0), ("P", None, 2.0), ("C", 0.8, 3.0)])
+    c = curve(events, SCALE)
+    ref = reference(events, c, 2)  # the 2nd counted trial is the pruned one
+    assert ref == {"cpu_s": 2.0, "hv_val": value_at(c, 1.0), "hv_test": value_at(c, 1.0, "test")}
+    assert cpu_to_reach(c, value_at(c, 3.0)) == 3.0
+    assert cpu_to_reach(c, 1.0) is None  # censored: never reached
+    assert reference(events, c, 5) is None
+
+
+def test_wilcoxon_below_six_pairs_is_descriptive() -> None:
+    five = paired_test({s: 1.0 + s for s in range(5)}, dict.fromkeys(range(5), 0.0))
+    assert five["descriptive"] and five["n"] == 5 and five["wins"] == 5
+    assert five["p"] > 0.05  # all five pairs agree, yet two-sided p = 0.0625
+    eight = paired_test({s: 1.0 + s for s in range(8)}, dict.fromkeys(range(8), 0.0))
+    assert not eight["descriptive"] and eight["p"] < 0.05
+    tie = paired_test(dict.fromkeys(range(6), 1.0), dict.fromkeys(range(6), 1.0))
+    assert tie["p"] == 1.0
+    assert paired_test({0: 1.0}, {1: 1.0})["n"] == 0
+
+
+def test_dominated_counts_sweep_points_on_test_or_validation() -> None:
+    front = [[0.90, 0.80, 1000.0], [0.95, 0.85, 5000.0]]  # [val, test, flops]
+    sweep = [[0.85, 0.75, 1000.0], [0.96, 0.84, 6000.0], [0.90, 0.80, 1000.0]]
+    assert dominated(front, sweep) == 2  # on test: the first two; an equal point is not
+    assert dominated(front, sweep, column=0) == 1  # on validation the second one is better
+
+
+def test_sweep_widths_spread_over_the_space() -> None:
+    assert sweep_widths(load_space("cnn1d")) == [4, 8, 16, 24, 48, 64]
+    assert sweep_widths(load_space("cnn")) == [4, 8, 12, 24, 32, 48]
+
+
+@pytest.mark.slow
+def test_quick_run_writes_scores_and_resumes(tmp_path: Path) -> None:
+    import search_efficiency
+
+    out = tmp_path / "eff.json"
+    doc = search_efficiency.main(["--quick", "--out", str(out)])
+    assert set(doc["cells"]) == {"digits/random/0", "digits/tpe/0", "digits/sweep/0"}
+    assert doc["horizons"]["digits"]["cpu_s"] > 0
+    assert isinstance(doc["default_cpu_fraction_of_random"], float)
+    for cell in doc["cells"].values():
+        cpus = [e[5] for e in cell["events"]]
+        assert cpus == sorted(cpus) and all(e[7] is not None for e in cell["events"])
+    assert doc["summary"][1]["wilcoxon_auc_val_vs_random"]["descriptive"]
+    assert out.with_suffix(".png").exists()
+    again = search_efficiency.main(["--quick", "--out", str(out)])
+    assert again["cells"] == doc["cells"] and len(again["runs"]) == 2  # nothing re-ran
