@@ -143,11 +143,19 @@ def _rows(dataset: str, scores: dict[tuple[str, int], dict[str, Any]]) -> list[d
         if method != BASELINE:
             row["wilcoxon_auc_val_vs_random"] = _test(mine, base, "auc_val")
             row["wilcoxon_auc_test_vs_random"] = _test(mine, base, "auc_test")
-            logs = {s: math.log(v["cpu_fraction_of_random"]) for s, v in mine.items()
-                    if v.get("cpu_fraction_of_random")}
+            logs = _censored_logs(mine)
             row["wilcoxon_log_cpu_fraction"] = paired_test(logs, dict.fromkeys(logs, 0.0))
         rows.append(row)
     return rows
+
+
+def _censored_logs(mine: dict[int, dict[str, Any]]) -> dict[int, float]:
+    """log(CPU fraction) per seed for a signed-rank test against 0 (= as fast as random); a
+    censored seed (never reached) ranks as the largest loss, whatever its lower bound says."""
+    logs = {s: math.log(v["cpu_fraction_of_random"]) for s, v in mine.items()
+            if v.get("cpu_fraction_of_random") and not v.get("censored")}
+    worst = 2.0 * max((abs(x) for x in logs.values()), default=1.0) + 1.0
+    return logs | {s: worst for s, v in mine.items() if v.get("censored")}
 
 
 def _test(mine: dict[int, dict], base: dict[int, dict], key: str) -> dict[str, Any]:

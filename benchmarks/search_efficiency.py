@@ -66,6 +66,25 @@ __all__ = ["main", "parse_args"]
 NAME = "search_efficiency"
 DEFAULT_SEEDS = {"mnist1d": 8, "digits": 5, "mnist5k": 3}
 PROTOCOL_KEYS = ("epochs", "reference_trials", "cap")
+NOTES = [
+    ("CPU seconds: the worker process's time.process_time from the moment the study is ready "
+    "(data, teacher and scale loaded; that set-up is setup_cpu_s) to each finished trial: "
+    "trials, sampler, storage reads and a DARTS supernet all count. One torch thread, one "
+    "search per process."),
+    ("horizon: median over seeds of random's CPU to its reference_trials-th counted trial; "
+    "AUC = area under the HV step curve on [0, horizon] / horizon."),
+    ("cpu_fraction_of_random: CPU to reach random's reference-trial HV (same seed) / random's "
+    "CPU for those trials; a censored seed (never reached) counts at the CPU it ran, a lower "
+    "bound, sorts last for the median and ranks as the largest loss in the signed-rank test "
+    "of log(fraction) against 0."),
+    ("wilcoxon_*: two-sided signed-rank test paired by seed against random; descriptive when "
+    "n < 6 (p < 0.05 unreachable)."),
+    ("sweep: the family's default student (autokd distill's) at 6 widths spread over the "
+    "space's width choices, default KD recipe and training settings, same epochs and seeds, "
+    "no early stopping; dominance is counted on test accuracy and FLOPs."),
+    ("gp: Optuna's GPSampler samples conditional parameters (per-stage widths, parameters under "
+    "when:) at random, so on these spaces it is partly a random search."),
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,6 +148,7 @@ def save_state(state: dict[str, Any], args: argparse.Namespace, final: bool = Fa
         "table": table(summary["rows"]),
         **state,
         "event_fields": EVENT_FIELDS,
+        "notes": NOTES,
         "scale_notes": summary["scale_notes"],
         "summary": summary["rows"],
         "scores": summary["scores"],

@@ -102,3 +102,16 @@ def test_quick_run_writes_scores_and_resumes(tmp_path: Path) -> None:
     assert out.with_suffix(".png").exists()
     again = search_efficiency.main(["--quick", "--out", str(out)])
     assert again["cells"] == doc["cells"] and len(again["runs"]) == 2  # nothing re-ran
+
+
+def test_censored_seeds_sort_last_and_rank_as_the_largest_loss() -> None:
+    from _efficiency_summary import _censored_logs, _censored_median
+
+    cells = {0: {"cpu_fraction_of_random": 0.2, "censored": False},
+             1: {"cpu_fraction_of_random": 0.5, "censored": False},
+             2: {"cpu_fraction_of_random": 1.1, "censored": True}}
+    assert _censored_median(cells) == {"value": 0.5, "lower_bound": False, "n": 3}
+    cells[1] = {"cpu_fraction_of_random": 0.3, "censored": True}
+    assert _censored_median(cells)["lower_bound"]  # the middle seed never reached the target
+    logs = _censored_logs(cells)
+    assert logs[1] == logs[2] > abs(logs[0]) > 0
