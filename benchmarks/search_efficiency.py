@@ -213,10 +213,10 @@ def plan(args: argparse.Namespace, state: dict[str, Any], teachers: dict[str, st
     return sorted(todo, key=lambda c: (c.method != BASELINE, c.seed, c.dataset, c.method))
 
 
-def fix_horizon(state: dict[str, Any], dataset: str, pending: list[Cell], k: int) -> None:
-    """Freeze the dataset's horizon once none of its random cells is left to run."""
+def fix_horizon(state: dict[str, Any], dataset: str, unfinished: list[Cell], k: int) -> None:
+    """Freeze the dataset's horizon once none of its random cells is waiting or running."""
     if dataset in state["horizons"] or any(c.dataset == dataset and c.method == BASELINE
-                                           for c in pending):
+                                           for c in unfinished):
         return
     cpus = {}
     for c in state["cells"].values():
@@ -261,7 +261,8 @@ def execute(args: argparse.Namespace, state: dict[str, Any], pending: list[Cell]
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                spent += _finish(fut, running.pop(fut), state, args, pending)
+                cell = running.pop(fut)
+                spent += _finish(fut, cell, state, args, [*pending, *running.values()])
     state["runs"].append({"cpu_s": spent, "cpu_minutes_budget": args.cpu_minutes,
                           "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                           "loadavg": list(os.getloadavg())})
@@ -281,7 +282,7 @@ def _next_ready(pending: list[Cell], state: dict[str, Any],
 
 
 def _finish(fut: Future, cell: Cell, state: dict[str, Any], args: argparse.Namespace,
-            pending: list[Cell]) -> float:
+            unfinished: list[Cell]) -> float:
     result = fut.result()
     cpu = float(result.get("cpu_s") or 0) + float(result.get("setup_cpu_s") or 0)
     if result.get("error"):
@@ -292,7 +293,7 @@ def _finish(fut: Future, cell: Cell, state: dict[str, Any], args: argparse.Names
         state.get("errors", {}).pop(cell.key, None)
         log(f"done {cell.key}: {len(result['events'])} trials, {result['cpu_s']:.0f} CPU s "
             f"({result['stopped']}), load {result['loadavg'][0]:.2f}")
-    fix_horizon(state, cell.dataset, pending, args.reference_trials)
+    fix_horizon(state, cell.dataset, unfinished, args.reference_trials)
     save_state(state, args)
     return cpu
 

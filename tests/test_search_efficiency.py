@@ -115,3 +115,22 @@ def test_censored_seeds_sort_last_and_rank_as_the_largest_loss() -> None:
     assert _censored_median(cells)["lower_bound"]  # the middle seed never reached the target
     logs = _censored_logs(cells)
     assert logs[1] == logs[2] > abs(logs[0]) > 0
+
+
+def test_horizon_waits_for_every_random_cell_then_takes_their_median() -> None:
+    from _efficiency_run import Cell
+    from search_efficiency import fix_horizon
+
+    def done(seed: int, cpu: float) -> dict:
+        events = _events([("C", 0.5, cpu / 2), ("P", None, cpu), ("C", 0.6, 2 * cpu)])
+        return {"cell": {"dataset": "d", "method": "random", "seed": seed}, "events": events}
+
+    state = {"horizons": {}, "cells": {"d/random/0": done(0, 10.0), "d/random/1": done(1, 30.0)}}
+    running = [Cell("d", "random", 2, 1, "t.pt", 9, reference_trials=2)]
+    fix_horizon(state, "d", running, 2)
+    assert state["horizons"] == {}  # seed 2 still runs: the horizon must not be fixed yet
+    state["cells"]["d/random/2"] = done(2, 14.0)
+    fix_horizon(state, "d", [Cell("d", "tpe", 0, 1, "t.pt", 9)], 2)
+    assert state["horizons"]["d"]["cpu_s"] == 14.0  # the median CPU at the 2nd counted trial
+    fix_horizon(state | {"cells": {}}, "d", [], 2)  # frozen: a later call changes nothing
+    assert state["horizons"]["d"]["cpu_s"] == 14.0
