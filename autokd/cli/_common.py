@@ -273,8 +273,9 @@ def progress_line(p: Any) -> None:
     budget = p.budget.trials if p.budget.trials is not None else f"{p.budget.seconds:g}s"
     eta = f"eta {duration(p.eta)}" if p.eta is not None else ""
     best = " ".join(f"{k}={fmt(v)}" for k, v in p.best.items())
+    hv = f" hv {p.hypervolume:.4f}" if getattr(p, "hypervolume", None) is not None else ""
     print(f"[{p.done}/{budget}] trial {t.number} {state}: {what} | elapsed "
-          f"{duration(p.elapsed)} {eta} | front {p.front_size} best {best}", flush=True)
+          f"{duration(p.elapsed)} {eta} | front {p.front_size}{hv} best {best}", flush=True)
 
 
 def duration(seconds: float | None) -> str:
