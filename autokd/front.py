@@ -21,10 +21,16 @@ __all__ = ["best_values", "hypervolume_history", "pareto_front", "usable_trials"
 
 
 def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete, feasible, trained trials with finite objective values."""
+    """Complete, feasible, trained trials with finite objective values.
+
+    A trial continued by a complete one (``resumed_from``, multi-fidelity searches) is left out:
+    the continuation is the same candidate, trained longer, so the front shows it once.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    superseded = {recorded(t, "resumed_from") for t in complete} - {None}
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if recorded(t, "infeasible") or t.values is None:
+    for t in complete:
+        if t.number in superseded or recorded(t, "infeasible") or t.values is None:
             continue
         if any(v > 0 for v in t.constraints.values()):
             continue
