@@ -381,6 +381,7 @@ def test_jobs_two_workers_promote_each_parent_once(asha_root: Path) -> None:
          "--results", str(res), "--no-latency", "--device", "cpu", "--jobs", "2"],
         check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" complete: rung ") == 10 and "continues" in proc.stdout
     study = optuna.load_study(study_name="j", storage=f"sqlite:///{res / 'j' / 'study.db'}")
     assert count_done(study) == 10 and len(study.trials) == 10
     children = _check_lineage(study, [1, 2, 4])
