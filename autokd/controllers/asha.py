@@ -49,7 +49,7 @@ from autokd.controllers._asha_trial import RungObjective, RungPlan, StateStore
 from autokd.controllers.base import Budget, ProgressFn
 from autokd.controllers.distributed import ask_trial
 from autokd.controllers.optuna_search import OptunaController, create_sampler
-from autokd.errors import ConfigError
+from autokd.errors import ConfigError, SpaceError
 from autokd.objective import Objective
 from autokd.pareto import as_losses, rank_order
 from autokd.record import RECORD_ATTR, SearchRecord, TrialLog, TrialRecord, feasible, recorded
@@ -205,7 +205,10 @@ class AshaController(OptunaController):
         if self._label(trial, trials) is not None:
             # pin the parent's params in the storage now: a worker killed before training must
             # leave a trial its retry can rebuild (retries re-queue recorded params)
-            self.objective.space.sample(trial)
+            try:
+                self.objective.space.sample(trial)
+            except SpaceError as exc:  # the space changed since: the trial fails when it runs
+                logger.warning("trial %d: %s", trial.number, exc)
         return trial
 
     def _label(self, trial: optuna.Trial, trials: Sequence[FrozenTrial]) -> int | None:
