@@ -149,10 +149,14 @@ class BaseController(abc.ABC):
             with study_lock(self.study):
                 sweep_stale(self.study)
                 if self._slot_free():
-                    return ask_trial(self.study)
+                    return self._ask()
             logger.info("budget filled by trials in flight elsewhere; waiting for them")
             time.sleep(self.poll_seconds)
         return None
+
+    def _ask(self) -> optuna.Trial:
+        """Claim the next trial; called under the study lock once a slot is free."""
+        return ask_trial(self.study)
 
     def _slot_free(self) -> bool:
         if self.budget.trials is None:
