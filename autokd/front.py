@@ -19,11 +19,19 @@ from autokd.record import recorded
 __all__ = ["best_values", "hypervolume_history", "pareto_front", "usable_trials"]
 
 
-def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete, feasible, trained trials with finite objective values."""
+def usable_trials(study: optuna.Study, superseded_too: bool = False) -> list[FrozenTrial]:
+    """Complete, feasible, trained trials with finite objective values.
+
+    A trial continued by a complete one (``resumed_from``, multi-fidelity searches) is left out
+    unless ``superseded_too``: the continuation is the same candidate, trained longer, so the
+    front shows it once. (A hypervolume history keeps it: until its continuation finished, it
+    was on the front.)
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    superseded = set() if superseded_too else {recorded(t, "resumed_from") for t in complete} - {None}
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if recorded(t, "infeasible") or t.values is None:
+    for t in complete:
+        if t.number in superseded or recorded(t, "infeasible") or t.values is None:
             continue
         if any(v > 0 for v in t.constraints.values()):
             continue
@@ -47,7 +55,7 @@ def hypervolume_history(study: optuna.Study, names: Sequence[str],
                         scale: FrontScale) -> list[tuple[int, float]]:
     """(trial number, normalised hypervolume of the feasible front so far) after every trial,
     in the order trials finished (with parallel workers, numbers and finishing order differ)."""
-    usable = {t.number for t in usable_trials(study)}
+    usable = {t.number for t in usable_trials(study, superseded_too=True)}
     seen: list[list[float]] = []
     out = []
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]

@@ -22,7 +22,7 @@ from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.errors import ConfigError, TrainingError
 from autokd.pareto import FrontScale, as_losses, non_dominated
-from autokd.pipeline import build_seeded, compare, run_distillation
+from autokd.pipeline import RunResult, build_seeded, compare, run_distillation
 from autokd.record import TrialLog, TrialRecord, feasible
 from autokd.space import Candidate, SearchSpace
 from autokd.study import StudyPaths
@@ -165,8 +165,7 @@ class Objective:
             return self._infeasible(log, costs, violations)
         log.flush()  # the candidate and its costs are kept even if training dies
         callbacks = {"on_epoch_end": [self._reporter(trial, log, costs, cfg.epochs)]}
-        run = run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
-                               self.settings.cost, callbacks, model=model, cost=cost)
+        run = self._distil(trial, cand, cfg, callbacks, model, cost)
         metrics = run.metrics()
         metrics.update(compare(metrics, self.teacher_profile))
         log.update(**metrics)
@@ -175,6 +174,12 @@ class Objective:
         log.update(checkpoint=self._keep_weights(trial, run.model, metrics, cand))
         log.flush(**self._spent())
         return self._values(metrics)
+
+    def _distil(self, trial: optuna.Trial, cand: Candidate, cfg: TrainConfig,
+                callbacks: dict[str, Any], model: Any, cost: CostReport) -> RunResult:
+        """Train the candidate (a multi-fidelity search resumes and keeps state here)."""
+        return run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
+                                self.settings.cost, callbacks, model=model, cost=cost)
 
     def _cost(self, cand: Candidate, model: Any) -> CostReport:
         """Costs depend on the architecture only, so a repeated spec is measured once."""

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FrontScale", "as_losses", "hypervolume", "non_dominated", "normalised_losses"]
+__all__ = ["FrontScale", "as_losses", "crowding_distance", "hypervolume", "non_dominated",
+           "normalised_losses", "pareto_layers", "rank_order"]
 
 
 def as_losses(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
@@ -36,6 +37,53 @@ def non_dominated(losses: np.ndarray) -> np.ndarray:
         dominated = np.all(others <= losses[i], axis=1) & np.any(others < losses[i], axis=1)
         mask[i] = not dominated.any()
     return mask
+
+
+def pareto_layers(losses: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting (NSGA-II, Deb et al. 2002): each row's layer, 0 for the front.
+
+    Layer k holds the rows no other row outside layers 0..k-1 dominates.
+    """
+    layers = np.full(len(losses), -1)
+    remaining, k = np.arange(len(losses)), 0
+    while remaining.size:
+        front = non_dominated(losses[remaining])
+        layers[remaining[front]] = k
+        remaining, k = remaining[~front], k + 1
+    return layers
+
+
+def crowding_distance(losses: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of the rows of one layer: the normalised side lengths of the
+    cuboid their neighbours span, summed over objectives; the extremes get infinity, so a layer
+    is thinned from its crowded middle first."""
+    n = len(losses)
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(losses.shape[1]):
+        order = np.argsort(losses[:, j], kind="stable")
+        col = losses[order, j]
+        dist[order[[0, -1]]] = np.inf
+        span = col[-1] - col[0]
+        if span > 0:
+            dist[order[1:-1]] += (col[2:] - col[:-2]) / span
+    return dist
+
+
+def rank_order(losses: np.ndarray) -> list[int]:
+    """Row indices best first: by Pareto layer, then larger crowding distance, then index.
+
+    Why: successive halving keeps "the top 1/eta" of a rung; with several objectives that is
+    the first layers of the non-dominated sorting, spread along the front (MO-ASHA, Schmucker
+    et al. 2021, with NSGA-II's selection).
+    """
+    layers = pareto_layers(losses)
+    crowd = np.zeros(len(losses))
+    for k in np.unique(layers):
+        idx = np.flatnonzero(layers == k)
+        crowd[idx] = crowding_distance(losses[idx])
+    return sorted(range(len(losses)), key=lambda i: (int(layers[i]), -float(crowd[i]), i))
 
 
 def normalised_losses(values: Sequence[Sequence[float]], names: Sequence[str],

@@ -53,6 +53,12 @@ class TrialRecord:
     # who ran it
     worker: str | None = None
     retry_of: int | None = None
+    # multi-fidelity lineage (--strategy asha): rung index, the trial this one continued, the
+    # epochs trained in all (the parent's and this trial's) and the epochs the schedules span
+    rung: int | None = None
+    resumed_from: int | None = None
+    epochs_total: int | None = None
+    schedule_epochs: int | None = None
     # the candidate
     strategy: str | None = None
     family: str | None = None

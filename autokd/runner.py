@@ -183,8 +183,9 @@ def run_controllers(module: Any, study: optuna.Study, objective: Objective, budg
 
 def finalize(study: optuna.Study, paths: StudyPaths) -> None:
     """Write the tables and keep student weights only for the Pareto members (and trials still
-    running in other workers); skipped with a warning while the storage is unreachable, so an
-    outage error is not masked."""
+    running in other workers, or holding a training state a multi-fidelity search may still
+    continue); skipped with a warning while the storage is unreachable, so an outage error is
+    not masked."""
     try:
         write_tables(study, paths)
         keep = {t.number for t in pareto_front(study)}
@@ -197,5 +198,6 @@ def finalize(study: optuna.Study, paths: StudyPaths) -> None:
     if not paths.students.exists():
         return
     for child in paths.students.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) not in keep:
+        if child.is_dir() and child.name.isdigit() and int(child.name) not in keep \
+                and not paths.resume_state(int(child.name)).exists():
             shutil.rmtree(child, ignore_errors=True)
