@@ -76,7 +76,8 @@ NOTES = [
     ("cpu_fraction_of_random: CPU to reach random's reference-trial HV (same seed) / random's "
     "CPU for those trials; a censored seed (never reached) counts at the CPU it ran, a lower "
     "bound, sorts last for the median and ranks as the largest loss in the signed-rank test "
-    "of log(fraction) against 0."),
+    "of log(fraction) against 0 (wilcoxon_log_cpu_fraction: a win is a seed faster than "
+    "random); medians that are lower bounds are under cpu_fraction_of_random_at_least."),
     ("wilcoxon_*: two-sided signed-rank test paired by seed against random; descriptive when "
     "n < 6 (p < 0.05 unreachable)."),
     ("sweep: the family's default student (autokd distill's) at 6 widths spread over the "
