@@ -174,6 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     if any(not 0 < t <= 1 for t in args.targets) or args.cap_cpu <= 0:
         ap.error("targets must be fractions in (0, 1] and --cap-cpu positive")
+    if args.threshold is not None and not args.quick:
+        ap.error("--threshold is for smoke tests: use it with --quick (real runs use the "
+                 "reference's frozen thresholds)")
     if args.quick:
         args.datasets, args.targets, args.seeds = ["digits"], [0.1], args.seeds[:1]
         args.epochs, args.darts_epochs, args.jobs = 1, 2, 1
@@ -212,17 +215,20 @@ def _protocol(args: argparse.Namespace, previous: dict[str, Any],
               profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Thresholds frozen at their first use: the reference may grow later, and every cell of
     one (dataset, target) must be judged by the same threshold."""
-    frozen = dict(previous.get("protocol", {}).get("frozen", {}))
+    before = previous.get("protocol", {})
+    frozen = dict(before.get("frozen", {}))
     needed = [f"{d}|{t:g}" for d in args.datasets for t in args.targets]
-    if args.threshold is not None:
+    if args.threshold is not None:  # --quick only
         frozen = {k: {"threshold": args.threshold, "source": "--threshold"} for k in needed}
     elif any(k not in frozen for k in needed):
         fresh = _reference_thresholds(args.datasets, args.targets)
         frozen.update({k: v for k, v in fresh.items() if k not in frozen})
     return {"rule": THRESHOLD_RULE, "reference": str(REFERENCE), "frozen": frozen,
+            "teachers": {**before.get("teachers", {}), **profiles},
             "thresholds": {k: v["threshold"] for k, v in frozen.items()},
-            "max_flops": {f"{d}|{t:g}": t * profiles[d]["flops"] for d in args.datasets
-                          for t in args.targets},
+            "max_flops": {**before.get("max_flops", {}),
+                          **{f"{d}|{t:g}": t * profiles[d]["flops"] for d in args.datasets
+                             for t in args.targets}},
             "success": "a finished, trained student with FLOPs <= max_flops and validation "
                        "accuracy >= threshold, within the CPU cap",
             "censoring": "no success within --cap-cpu CPU seconds: counted at the cap in "
@@ -265,25 +271,39 @@ def _previous(quick: bool) -> dict[str, Any]:
     return {} if quick or not path.exists() else json.loads(path.read_text())
 
 
+def _invocation(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("datasets", "targets", "methods", "seeds", "cap_cpu", "cpu_minutes", "epochs",
+            "darts_epochs", "jobs")
+    return {**{k: getattr(args, k) for k in keys}, "load_average_at_start": os.getloadavg()}
+
+
+def _full_matrix(methods: list[str]) -> list[str]:
+    """Every cell of the default matrix (both datasets, three targets, five seeds)."""
+    return [f"{d}|{t:g}|{m}|{s}" for t in TARGETS for d in ("mnist1d", "digits")
+            for m in methods for s in COMPARED_SEEDS]
+
+
 def _payload(args: argparse.Namespace, cells: list[dict[str, Any]], plan: list[Cell],
-             protocol: dict[str, Any], profiles: dict[str, Any],
+             protocol: dict[str, Any], history: list[dict[str, Any]],
              unavailable: dict[str, str]) -> dict[str, Any]:
     rows = summarise(cells)
     head = headline_ratio(rows)
     done = {c["key"] for c in cells}
+    every = [m for m in METHODS if m not in unavailable]
     return {
         "benchmark": NAME,
         "quick": args.quick,
         "darts_time_to_success_ratio": head["ratio"],
         "headline": head,
         "protocol": protocol,
-        "setup": {"datasets": args.datasets, "targets": args.targets, "methods": args.methods,
-                  "seeds": args.seeds, "cap_cpu_s": args.cap_cpu, "epochs": args.epochs,
-                  "darts_epochs": args.darts_epochs, "jobs": args.jobs, "threads": 1,
-                  "latency": False, "teachers": profiles, "cpu_count": os.cpu_count(),
+        "setup": {"threads": 1, "latency": False, "cpu_count": os.cpu_count(),
+                  "students": f"{args.epochs} epochs, the space's midpoint recipe for DARTS",
+                  "teacher": "the cached default teacher (autokd.teachers.default_teacher)",
                   "load_average_at_write": os.getloadavg()},
+        "invocations": history,
         "methods_unavailable": unavailable,
-        "remaining": [c.key for c in plan if c.key not in done],
+        "remaining_in_this_invocation": [c.key for c in plan if c.key not in done],
+        "remaining_in_full_matrix": [k for k in _full_matrix(every) if k not in done],
         "total_cpu_s": sum(c["cpu_s"] for c in cells),
         "summary": rows,
         "paired": paired_tests(cells, rows),
@@ -325,22 +345,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     previous = _previous(args.quick)
     protocol = _protocol(args, previous, profiles)
     plan = _plan(args, protocol, teachers)
-    wanted = {c.key for c in plan}
-    cells = [c for c in previous.get("cells", []) if c["key"] in wanted
-             and c["threshold"] == protocol["thresholds"][f"{c['dataset']}|{c['target']:g}"]]
+    # every earlier cell is kept (other datasets, targets, methods too), judged by its frozen
+    # threshold; a cell run under another threshold would not be comparable
+    cells = [c for c in previous.get("cells", [])
+             if c["threshold"] == protocol["thresholds"].get(f"{c['dataset']}|{c['target']:g}")]
     todo = [c for c in plan if c.key not in {x["key"] for x in cells}]
     log(f"{len(plan) - len(todo)} of {len(plan)} runs already done; unavailable: {unavailable}")
+    history = [*previous.get("invocations", []), _invocation(args)]
 
     def on_done(result: dict[str, Any]) -> None:
         cells.append(result)
         state = "reached" if result["reached"] else result["status"]
         log(f"[{len(cells)}/{len(plan)}] {result['key']}: {state} after "
             f"{result['cpu_s']:.0f} CPU s ({result['trials']} runs/trials)")
-        _write(_payload(args, cells, plan, protocol, profiles, unavailable), args.quick)
+        _write(_payload(args, cells, plan, protocol, history, unavailable), args.quick)
 
     budget = args.cpu_minutes * 60 if args.cpu_minutes is not None else None
     _execute(todo, args.jobs, budget, on_done, fresh=not args.quick)
-    payload = _payload(args, cells, plan, protocol, profiles, unavailable)
+    payload = _payload(args, cells, plan, protocol, history, unavailable)
     write_result(NAME, payload, quick=args.quick)
     return payload
 
