@@ -108,7 +108,10 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     return {"number": t.number, "state": t.state.name, "trained": trained,
             "infeasible": bool(rec.infeasible), "val_accuracy": rec.val_accuracy,
             "test_accuracy": rec.get("test_accuracy"), "flops": rec.flops,
-            "spec": rec.spec if trained else None}
+            "spec": rec.spec if trained else None,
+            # wall seconds inside the trial: the supernet search (DARTS) and the training
+            "search_seconds": rec.get("darts_search_seconds"),
+            "train_seconds": rec.get("train_seconds")}
 
 
 @contextmanager
