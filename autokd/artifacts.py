@@ -18,7 +18,8 @@ from autokd.errors import ConfigError, StudyError
 from autokd.study import StudyPaths
 from autokd.teachers import file_hash
 
-__all__ = ["artifact_store", "publish_teacher", "store_location", "teacher_file"]
+__all__ = ["artifact_store", "fetch_artifact", "publish_teacher", "remove_artifact",
+           "store_location", "teacher_file"]
 
 
 def artifact_store(location: str) -> Any:
@@ -90,9 +91,13 @@ def teacher_file(entry: dict[str, Any], location: str, paths: StudyPaths) -> str
     return str(_download(entry, location, cached))
 
 
-def _download(entry: dict[str, Any], location: str, dest: Path) -> Path:
+def fetch_artifact(artifact_id: str, location: str, dest: Path) -> Path:
+    """Download an artifact to ``dest``, atomically (workers may fetch the same one at once).
+
+    Raises:
+        OSError, optuna.artifacts.exceptions.ArtifactNotFound: the store does not have it.
+    """
     from optuna.artifacts import download_artifact
-    from optuna.artifacts.exceptions import ArtifactNotFound
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
@@ -100,15 +105,33 @@ def _download(entry: dict[str, Any], location: str, dest: Path) -> Path:
     os.unlink(tmp)  # download_artifact refuses to overwrite
     try:
         download_artifact(artifact_store=artifact_store(location), file_path=tmp,
-                          artifact_id=entry["artifact_id"])
-        os.replace(tmp, dest)  # atomic: --jobs workers may download at the same time
+                          artifact_id=artifact_id)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def remove_artifact(artifact_id: str, location: str) -> None:
+    """Delete an artifact from the store; one already gone is not an error."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    try:
+        artifact_store(location).remove(artifact_id)
+    except (OSError, ArtifactNotFound):
+        pass
+
+
+def _download(entry: dict[str, Any], location: str, dest: Path) -> Path:
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    try:
+        fetch_artifact(entry["artifact_id"], location, dest)
     except (OSError, ArtifactNotFound) as exc:
         raise StudyError(f"cannot fetch teacher {entry['file']} from the artifact store "
                          f"{location}: {exc}; pass --artifacts with the store the search used "
                          "(a shared directory or s3://BUCKET)") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     if file_hash(dest) != entry["sha"]:
         raise StudyError(f"teacher {entry['file']} from {location} does not match the study's "
                          f"copy (hash {file_hash(dest)} != {entry['sha']})")

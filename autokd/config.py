@@ -72,6 +72,9 @@ class TrainConfig:
     device: str = "cpu"  # auto | cpu | cuda
     amp: bool = True  # mixed precision, only used on CUDA
     threads: int | None = None
+    # epochs the LR and temperature schedules span (None: ``epochs``); a multi-fidelity search
+    # trains a candidate part of the way, on the schedule of its full run
+    schedule_epochs: int | None = None
 
     def validate(self) -> TrainConfig:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1")
@@ -89,6 +92,9 @@ class TrainConfig:
         _check(self.device in ("auto", "cpu", "cuda"), f"unknown device {self.device!r}; known: auto, cpu, cuda")
         _check(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
                "threads must be a positive integer")
+        _check(self.schedule_epochs is None or (isinstance(self.schedule_epochs, int)
+                                                and self.schedule_epochs >= self.epochs),
+               "schedule_epochs must be an integer >= epochs")
         return self
 
 @dataclass

@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autokd.pareto import as_losses, hypervolume, non_dominated, normalised_losses
+from autokd.pareto import FrontScale, as_losses, non_dominated
 from autokd.record import recorded
 
 __all__ = ["best_values", "hypervolume_history", "pareto_front", "usable_trials"]
 
 
-def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete, feasible, trained trials with finite objective values."""
+def usable_trials(study: optuna.Study, superseded_too: bool = False) -> list[FrozenTrial]:
+    """Complete, feasible, trained trials with finite objective values.
+
+    A trial continued by a complete one (``resumed_from``, multi-fidelity searches) is left out
+    unless ``superseded_too``: the continuation is the same candidate, trained longer, so the
+    front shows it once. (A hypervolume history keeps it: until its continuation finished, it
+    was on the front.)
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    superseded = set() if superseded_too else {recorded(t, "resumed_from") for t in complete} - {None}
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if recorded(t, "infeasible") or t.values is None:
+    for t in complete:
+        if t.number in superseded or recorded(t, "infeasible") or t.values is None:
             continue
         if any(v > 0 for v in t.constraints.values()):
             continue
@@ -45,18 +52,17 @@ def pareto_front(study: optuna.Study, trials: list[FrozenTrial] | None = None) -
 
 
 def hypervolume_history(study: optuna.Study, names: Sequence[str],
-                        reference: dict[str, Any]) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the feasible front so far) after every trial."""
-    directions = [d.name for d in study.directions]
-    usable = {t.number for t in usable_trials(study)}
+                        scale: FrontScale) -> list[tuple[int, float]]:
+    """(trial number, normalised hypervolume of the feasible front so far) after every trial,
+    in the order trials finished (with parallel workers, numbers and finishing order differ)."""
+    usable = {t.number for t in usable_trials(study, superseded_too=True)}
     seen: list[list[float]] = []
     out = []
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        if t.state.is_finished():
-            if t.number in usable:
-                seen.append(list(t.values))
-            hv = hypervolume(normalised_losses(seen, names, directions, reference)) if seen else 0.0
-            out.append((t.number, hv))
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    for t in sorted(finished, key=_finish_order):
+        if t.number in usable:
+            seen.append(list(t.values))
+        out.append((t.number, scale.hypervolume(seen, names) if seen else 0.0))
     return out
 
 
@@ -70,3 +76,8 @@ def best_values(study: optuna.Study, names: Sequence[str],
         if front:
             best[name] = pick(t.values[i] for t in front)
     return best
+
+
+def _finish_order(t: FrozenTrial) -> tuple[float, int]:
+    done = t.datetime_complete
+    return (done.timestamp() if done is not None else math.inf, t.number)

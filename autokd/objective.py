@@ -21,7 +21,8 @@ from autokd.config import CONSTRAINTS, OBJECTIVES, SCORE_TERMS, SearchSettings, 
 from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.errors import ConfigError, TrainingError
-from autokd.pipeline import build_seeded, compare, run_distillation
+from autokd.pareto import FrontScale, as_losses, non_dominated
+from autokd.pipeline import RunResult, build_seeded, compare, run_distillation
 from autokd.record import TrialLog, TrialRecord, feasible
 from autokd.space import Candidate, SearchSpace
 from autokd.study import StudyPaths
@@ -31,22 +32,35 @@ __all__ = ["Objective", "ParetoStopper"]
 
 logger = logging.getLogger(__name__)
 
+
 class ParetoStopper:
     """Early stopping for multi-objective searches, where Optuna's pruners refuse to work.
 
     A candidate's costs are known before training, so after a warm-up the trial stops once an
-    optimistic projection of its final validation accuracy is still weakly dominated by a
-    finished feasible trial that is no more costly in every cost objective.
+    optimistic projection of its final validation accuracy would add less than ``min_gain`` to
+    the normalised hypervolume of the finished feasible trials (``FrontScale``: 0.1 % of the box
+    between the ideal and the reference point by default). Without a scale (a study from before
+    scales, a replay) the rule is plain dominance: the projection is weakly dominated by a
+    finished trial that is no more costly in every cost objective.
     Projection = best accuracy so far + recent gain per epoch x remaining epochs + ``slack``.
     """
 
     def __init__(self, front: list[tuple[dict[str, float], float]], costs: dict[str, float],
                  cost_keys: list[str], epochs: int, warmup: float = 0.3, slack: float = 0.02,
-                 window: int = 3) -> None:
+                 window: int = 3, scale: FrontScale | None = None,
+                 names: list[str] | None = None, min_gain: float = 0.001) -> None:
         self.front = [(c, a) for c, a in front if all(c.get(k, math.inf) <= costs[k] for k in cost_keys)]
         self.epochs, self.warmup, self.slack, self.window = epochs, warmup, slack, window
         self.best: list[float] = []
         self.reason: str | None = None
+        self.scale, self.min_gain = scale, min_gain
+        self.names = ["accuracy", *(names or cost_keys)]
+        self.costs = [costs[k] for k in cost_keys]
+        self.points = [[a, *[c.get(k, math.inf) for k in cost_keys]] for c, a in front]
+        if scale is not None and self.points:
+            losses = as_losses(self.points, ["maximize"] + ["minimize"] * len(cost_keys))
+            self.points = [p for p, keep in zip(self.points, non_dominated(losses)) if keep]
+        self.base = scale.hypervolume(self.points, self.names) if scale and self.points else 0.0
 
     def optimistic(self) -> float:
         remaining = self.epochs - len(self.best)
@@ -56,9 +70,18 @@ class ParetoStopper:
 
     def should_stop(self, epoch: int, val_accuracy: float) -> bool:
         self.best.append(max(val_accuracy, self.best[-1] if self.best else 0.0))
-        if not self.front or epoch < max(3, int(self.warmup * self.epochs)) or epoch >= self.epochs:
+        has_front = self.points if self.scale is not None else self.front
+        if not has_front or epoch < max(3, int(self.warmup * self.epochs)) or epoch >= self.epochs:
             return False
         bound = self.optimistic()
+        if self.scale is not None:
+            gain = self.scale.hypervolume([*self.points, [bound, *self.costs]], self.names) - self.base
+            if gain < self.min_gain:
+                self.reason = (f"pareto: at epoch {epoch} even the optimistic accuracy {bound:.4f} "
+                               f"would add {max(gain, 0.0):.2g} (< {self.min_gain:g}) to the "
+                               "front's normalised hypervolume")
+                return True
+            return False
         beaten = [a for _, a in self.front if a >= bound]
         if beaten:
             self.reason = (f"pareto: at epoch {epoch} the optimistic accuracy {bound:.4f} is below "
@@ -72,8 +95,11 @@ class Objective:
 
     def __init__(self, space: SearchSpace, data: DataSplits, teacher: Teacher,
                  settings: SearchSettings, paths: StudyPaths | None = None,
-                 teacher_profile: dict[str, Any] | None = None, strategy: str = "optuna") -> None:
+                 teacher_profile: dict[str, Any] | None = None, strategy: str = "optuna",
+                 scale: FrontScale | dict[str, Any] | None = None) -> None:
         self.space, self.data, self.teacher = space, data, teacher
+        self.scale = FrontScale.from_dict(scale) if isinstance(scale, dict) and scale else (
+            scale if isinstance(scale, FrontScale) else None)
         self.settings = settings.validate()
         self.paths, self.strategy = paths, strategy
         self.teacher_profile = teacher_profile or {}
@@ -91,23 +117,31 @@ class Objective:
             strategy=self.strategy, family=cand.family, spec=cand.spec, recipe=vars(cand.kd),
             train=cand.train, dataset_hash=self.data.split_hash, teacher_hash=self.teacher.hash,
             **(extra_attrs or {}))
+        self._clock = (time.perf_counter(), time.process_time())
         try:
             return self._run(trial, cand, log)
         except optuna.TrialPruned:
-            log.flush()
+            log.flush(**self._spent())
             raise
         except KeyboardInterrupt:
-            log.flush(fail_reason="interrupted")
+            log.flush(fail_reason="interrupted", **self._spent())
             raise
         except TrainingError as exc:
-            log.flush(fail_reason=f"training diverged: {exc}")
+            log.flush(fail_reason=f"training diverged: {exc}", **self._spent())
             raise
         except ConfigError as exc:
-            log.flush(fail_reason=f"invalid candidate: {exc}")
+            log.flush(fail_reason=f"invalid candidate: {exc}", **self._spent())
             raise
         except Exception as exc:  # OOM, a bad architecture for this input, ...: record and go on
-            log.flush(fail_reason=_exception_reason(exc))
+            log.flush(fail_reason=_exception_reason(exc), **self._spent())
             raise
+
+    def _spent(self) -> dict[str, float]:
+        """Wall and CPU seconds of this trial so far, whatever ended it: what a search costs is
+        the sum over every trial, pruned and failed ones included. CPU time is this process's
+        (one trial at a time per process; ``--jobs`` runs one process per worker)."""
+        wall, cpu = self._clock
+        return {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
 
     def _train_config(self, cand: Candidate, trial: optuna.Trial) -> TrainConfig:
         cfg = cand.train_config(self.settings.train)
@@ -131,16 +165,21 @@ class Objective:
             return self._infeasible(log, costs, violations)
         log.flush()  # the candidate and its costs are kept even if training dies
         callbacks = {"on_epoch_end": [self._reporter(trial, log, costs, cfg.epochs)]}
-        run = run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
-                               self.settings.cost, callbacks, model=model, cost=cost)
+        run = self._distil(trial, cand, cfg, callbacks, model, cost)
         metrics = run.metrics()
         metrics.update(compare(metrics, self.teacher_profile))
         log.update(**metrics)
         if self.settings.score:
             log.update(score=self._score(metrics))
         log.update(checkpoint=self._keep_weights(trial, run.model, metrics, cand))
-        log.flush()
+        log.flush(**self._spent())
         return self._values(metrics)
+
+    def _distil(self, trial: optuna.Trial, cand: Candidate, cfg: TrainConfig,
+                callbacks: dict[str, Any], model: Any, cost: CostReport) -> RunResult:
+        """Train the candidate (a multi-fidelity search resumes and keeps state here)."""
+        return run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
+                                self.settings.cost, callbacks, model=model, cost=cost)
 
     def _cost(self, cand: Candidate, model: Any) -> CostReport:
         """Costs depend on the architecture only, so a repeated spec is measured once."""
@@ -160,7 +199,7 @@ class Objective:
     def _infeasible(self, log: TrialLog, costs: dict[str, Any], viol: list[float]) -> Any:
         """Skip training: the sampler learns the region is infeasible from the constraints."""
         names = [m for m, v in zip(CONSTRAINTS.values(), viol) if v > 0]
-        log.flush(infeasible=True,
+        log.flush(infeasible=True, **self._spent(),
                   infeasible_reason=f"violates max {', '.join(names)} before training")
         worst = {"val_accuracy": 0.0, "val_kd_loss": 1e9, "score": 1e9}
         return self._values({**costs, **worst}, infeasible=True)
@@ -200,6 +239,7 @@ class Objective:
         keys = [OBJECTIVES[o][0] for o in objs if o != "accuracy"]
         if any(costs.get(k) is None for k in keys):
             return None
+        scale = self.scale if self.scale is not None and self.scale.covers(objs) else None
         study = getattr(trial, "study", None)  # FixedTrial (tests, replays) has no study
         if study is None:
             return None
@@ -208,7 +248,8 @@ class Objective:
             rec = TrialRecord.of(t)
             if feasible(t) and not rec.infeasible and rec.val_accuracy is not None:
                 front.append(({k: rec.get(k, math.inf) for k in keys}, rec.val_accuracy))
-        return ParetoStopper(front, {k: costs[k] for k in keys}, keys, epochs)
+        return ParetoStopper(front, {k: costs[k] for k in keys}, keys, epochs, scale=scale,
+                             names=[o for o in objs if o != "accuracy"])
 
     def _penalty(self, costs: dict[str, Any]) -> float:
         total = 0.0

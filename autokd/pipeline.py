@@ -19,6 +19,7 @@ from autokd.distill import KDConfig
 from autokd.models import build_student
 from autokd.teachers import Teacher
 from autokd.train import Callback, Trainer, TrainResult, seed_everything
+from autokd.train_state import TrainState
 
 __all__ = [
     "RunResult",
@@ -114,14 +115,19 @@ def build_seeded(family: str, spec: dict[str, Any], data: DataSplits, seed: int)
 def run_distillation(data: DataSplits, teacher: Teacher | None, family: str, spec: dict[str, Any],
                      kd: KDConfig, train_cfg: TrainConfig, cost_cfg: CostConfig | None = None,
                      callbacks: dict[str, list[Callback]] | None = None,
-                     model: nn.Module | None = None, cost: CostReport | None = None) -> RunResult:
+                     model: nn.Module | None = None, cost: CostReport | None = None,
+                     resume: TrainState | None = None, keep_state: bool = False) -> RunResult:
     """Distil (or, with ``kd.soft_loss == 'none'`` and no feature terms, train from scratch).
 
     ``cost`` may be measured before training (a search checks constraints first); weights do
-    not change a model's FLOPs, size or latency, so it is not measured twice.
+    not change a model's FLOPs, size or latency, so it is not measured twice. ``resume``
+    continues a stopped run; ``keep_state`` leaves the end state in ``result.train.state``.
     """
     model = model if model is not None else build_seeded(family, spec, data, train_cfg.seed)
     trainer = Trainer(model, data, train_cfg, kd, teacher)
+    trainer.keep_state = keep_state
+    if resume is not None:
+        trainer.resume(resume)
     for event, fns in (callbacks or {}).items():
         for fn in fns:
             trainer.add_callback(event, fn)

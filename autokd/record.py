@@ -53,6 +53,12 @@ class TrialRecord:
     # who ran it
     worker: str | None = None
     retry_of: int | None = None
+    # multi-fidelity lineage (--strategy asha): rung index, the trial this one continued, the
+    # epochs trained in all (the parent's and this trial's) and the epochs the schedules span
+    rung: int | None = None
+    resumed_from: int | None = None
+    epochs_total: int | None = None
+    schedule_epochs: int | None = None
     # the candidate
     strategy: str | None = None
     family: str | None = None
@@ -92,6 +98,9 @@ class TrialRecord:
     latency_speedup: float | None = None
     score: float | None = None
     checkpoint: str | None = None
+    # what the whole trial cost (build, costing, training, evaluation), however it ended
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
     # how it ended early
     prune_reason: str | None = None
     pruned_at_epoch: int | None = None
@@ -208,6 +217,9 @@ class SearchRecord:
             ``autokd search``.
         started_at: When the budget's clock started (a time budget ends for every worker at
             ``started_at + seconds``).
+        scale: The hypervolume's ``FrontScale`` as a dict (the space's cost ranges, accuracy
+            from the majority class to the teacher), fixed when the search started; empty in
+            studies written before it existed.
     """
 
     version: str = ""
@@ -238,6 +250,7 @@ class SearchRecord:
     device: str = "auto"
     baseline: bool = False
     started_at: float | None = None
+    scale: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, study: optuna.Study) -> SearchRecord:

@@ -32,6 +32,7 @@ from autokd.errors import StudyError
 from autokd.front import pareto_front
 from autokd.objective import Objective
 from autokd.record import SEARCH_ATTR, SearchRecord
+from autokd.scale import space_scale
 from autokd.space import SearchSpace
 from autokd.study import StudyPaths, atomic_write_text, redact_url
 from autokd.tables import write_tables
@@ -110,9 +111,20 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
         budget={"trials": budget.trials, "seconds": budget.seconds}, strategy=cfg.strategy,
         sampler=cfg.sampler, pruner=cfg.pruner, tuner=cfg.tuner, seed=cfg.seed,
         strategy_options=cfg.strategy_options, device=cfg.device, baseline=cfg.baseline,
-        started_at=time.time())  # a time budget ends at started_at + seconds for every worker
+        started_at=time.time(),  # a time budget ends at started_at + seconds for every worker
+        scale=old.scale if old.exists and old.scale else _scale(space, data, settings, profile))
     study.set_user_attr(SEARCH_ATTR, record.to_dict())
     return record
+
+
+def _scale(space: SearchSpace, data: DataSplits, settings: SearchSettings,
+           profile: dict[str, Any]) -> dict[str, Any]:
+    """The hypervolume's scale, fixed before the first trial (empty in score mode)."""
+    if settings.score or profile.get("val_accuracy") is None:
+        return {}
+    scale = space_scale(space, data, profile["val_accuracy"], settings.objective_names,
+                        settings.cost)
+    return scale.to_dict()
 
 
 def _space_yaml(space: SearchSpace) -> Any:
@@ -171,8 +183,9 @@ def run_controllers(module: Any, study: optuna.Study, objective: Objective, budg
 
 def finalize(study: optuna.Study, paths: StudyPaths) -> None:
     """Write the tables and keep student weights only for the Pareto members (and trials still
-    running in other workers); skipped with a warning while the storage is unreachable, so an
-    outage error is not masked."""
+    running in other workers, or holding a training state a multi-fidelity search may still
+    continue); skipped with a warning while the storage is unreachable, so an outage error is
+    not masked."""
     try:
         write_tables(study, paths)
         keep = {t.number for t in pareto_front(study)}
@@ -185,5 +198,6 @@ def finalize(study: optuna.Study, paths: StudyPaths) -> None:
     if not paths.students.exists():
         return
     for child in paths.students.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) not in keep:
+        if child.is_dir() and child.name.isdigit() and int(child.name) not in keep \
+                and not paths.resume_state(int(child.name)).exists():
             shutil.rmtree(child, ignore_errors=True)

@@ -67,6 +67,10 @@ class StudyPaths:
     def student_dir(self, number: int) -> Path:
         return self.students / str(number)
 
+    def resume_state(self, number: int) -> Path:
+        """A trial's training state to continue from (multi-fidelity searches)."""
+        return self.student_dir(number) / "resume.pt"
+
     @property
     def export(self) -> Path:
         return self.root / "export"

@@ -9,6 +9,9 @@ Why it looks like this:
 - The student kept is the best epoch by validation accuracy, never the last.
 - Progress is reported through callbacks (``on_epoch_end``), so a search can prune without this
   module knowing about Optuna.
+- A run can stop after some epochs and continue later exactly where it stopped (``TrainState``):
+  the LR and temperature schedules span ``cfg.schedule_epochs``, so training to epoch 3 and
+  resuming to epoch 9 gives the same student as training straight to epoch 9.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from autokd.device import resolve_device
 from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
+from autokd.train_state import RunHistory, TrainState
 
 __all__ = [
     "TeacherLike",
     "TrainResult",
+    "TrainState",
     "Trainer",
     "clip_gradients",
     "distill",
@@ -70,6 +75,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
+    state: TrainState | None = None  # where training stopped (``Trainer.keep_state``)
 
     def summary(self) -> dict[str, float]:
         out = {f"val_{k}": v for k, v in self.val.items()}
@@ -140,6 +146,13 @@ class Trainer:
         self.loss_fn = self._build_loss().to(self.device)
         self.stop_requested = False
         self.global_step = 0  # optimiser steps taken (KD terms may read it)
+        self.keep_state = False  # fit() leaves ``self.state`` to continue from later
+        self.state: TrainState | None = None
+        self._resume: TrainState | None = None
+
+    def resume(self, state: TrainState) -> None:
+        """Continue ``state`` on the next ``fit()`` (up to ``cfg.epochs``, on its schedule)."""
+        self._resume = state
 
     def add_callback(self, event: str, fn: Callback) -> None:
         """Register ``fn(trainer, epoch, metrics)``; raising in it (e.g. a prune) stops training."""
@@ -197,7 +210,8 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        """Train for ``cfg.epochs``, keep the best-validation weights, evaluate val and test.
+        """Train to epoch ``cfg.epochs`` (from where ``resume`` left off), keep the
+        best-validation weights, evaluate val and test.
 
         ``cfg.threads`` pins torch's CPU threads for this run only: small students gain nothing
         from more threads, and on a busy machine a second spinning thread made steps ~4x slower.
@@ -212,6 +226,7 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg, data = self.cfg, self.data
+        horizon = cfg.schedule_epochs or cfg.epochs
         seed_everything(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         x_train, y_train = data.x_train.to(self.device), data.y_train.to(self.device)
@@ -220,27 +235,60 @@ class Trainer:
         self._t_feats = self._teacher_features()
         t_val = self._teacher_logits("val")
         steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-        opt, sched = self._optimizer(cfg.epochs * steps_per_epoch)
-        best: tuple[float, float] = (-1.0, math.inf)
-        best_state, best_epoch, history = None, 0, []
-        start, seen, epoch = time.perf_counter(), 0, 0
-        for epoch in range(1, cfg.epochs + 1):
-            progress = (epoch - 1) / max(1, cfg.epochs)
+        opt, sched = self._optimizer(horizon * steps_per_epoch)
+        track = RunHistory() if self._resume is None else \
+            self._restore(self._resume, opt, sched, gen, horizon)
+        start, seen = time.perf_counter(), 0
+        for epoch in range(track.epoch + 1, cfg.epochs + 1):
+            progress = (epoch - 1) / max(1, horizon)
             train_loss = self._epoch(x_train, y_train, t_train, gen, opt, sched, progress, epoch)
             seen += len(x_train)
             metrics = evaluate(self.student, data.x_val, data.y_val, t_val, self.kd.temperature)
             metrics = {f"val_{k}": v for k, v in metrics.items()} | {"train_loss": train_loss}
-            history.append({"epoch": epoch, **metrics})
-            key = (metrics["val_accuracy"], -metrics["val_nll"])
-            if key > (best[0], -best[1]):
-                best, best_epoch = (key[0], -key[1]), epoch
-                best_state = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+            track.record(epoch, metrics, self.student)
             for fn in self.callbacks["on_epoch_end"]:
                 fn(self, epoch, metrics)
             if self.stop_requested:
                 break
         seconds = time.perf_counter() - start
-        return self._finish(best_state, best_epoch, epoch, history, seconds, seen)
+        if self.keep_state:
+            self.state = self._capture(track, opt, sched, gen, horizon)
+        return self._finish(track, seconds, seen)
+
+    def _restore(self, state: TrainState, opt: torch.optim.Optimizer, sched: Any,
+                 gen: torch.Generator, horizon: int) -> RunHistory:
+        """Put the run back where ``state`` stopped (after the fresh set-up, which it replaces)."""
+        if state.horizon != horizon:
+            raise ConfigError(f"a resumed run keeps its schedule of {state.horizon} epochs, "
+                              f"got {horizon}")
+        if state.epoch > self.cfg.epochs:
+            raise ConfigError(f"cannot resume a run stopped after epoch {state.epoch} to train "
+                              f"only {self.cfg.epochs} epochs")
+        self.student.load_state_dict(state.student)
+        self.loss_fn.load_state_dict(state.loss_fn)
+        opt.load_state_dict(state.optimizer)
+        sched.load_state_dict(state.scheduler)
+        gen.set_state(state.generator)
+        torch.set_rng_state(state.rng)
+        if state.cuda_rng and torch.cuda.is_available() \
+                and len(state.cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state.cuda_rng)
+        self.global_step = state.global_step
+        return RunHistory(state.epoch, (state.best[0], state.best[1]), state.best_epoch,
+                      state.best_state, list(state.history))
+
+    def _capture(self, track: RunHistory, opt: torch.optim.Optimizer, sched: Any,
+                 gen: torch.Generator, horizon: int) -> TrainState:
+        """The state after the last epoch run (before the best weights are put back)."""
+
+        def cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        return TrainState(track.epoch, horizon, self.global_step, cpu(self.student.state_dict()),
+                          cpu(self.loss_fn.state_dict()), opt.state_dict(), sched.state_dict(),
+                          gen.get_state(), torch.get_rng_state(), cuda_rng, list(track.best),
+                          track.best_epoch, track.best_state, list(track.history))
 
     def _epoch(self, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None,
                gen: torch.Generator, opt: torch.optim.Optimizer, sched: Any, progress: float,
@@ -312,19 +360,19 @@ class Trainer:
         return self.loss_fn.total(logits, yb, t_batch, progress=progress, step=step,
                                   student_features=s_feats, teacher_features=t_feats)
 
-    def _finish(self, best_state: dict | None, best_epoch: int, epochs_run: int,
-                history: list[dict[str, float]], seconds: float, seen: int) -> TrainResult:
-        if best_state is not None:
-            self.student.load_state_dict(best_state)
+    def _finish(self, track: RunHistory, seconds: float, seen: int) -> TrainResult:
+        if track.best_state is not None:
+            self.student.load_state_dict(track.best_state)
         self.student.eval()
         data, temp = self.data, self.kd.temperature
         # the best epoch's val metrics were measured on exactly these weights: reuse them
-        val = {k[4:]: v for k, v in history[best_epoch - 1].items() if k.startswith("val_")}
+        best = track.history[track.best_epoch - 1]
+        val = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
         test = evaluate(self.student, data.x_test, data.y_test, self._teacher_logits("test"), temp)
-        result = TrainResult(self.student, best_epoch, epochs_run, val, test, history,
-                             seconds, seen / max(seconds, 1e-9))
+        result = TrainResult(self.student, track.best_epoch, track.epoch, val, test,
+                             track.history, seconds, seen / max(seconds, 1e-9), self.state)
         for fn in self.callbacks["on_train_end"]:
-            fn(self, epochs_run, result.summary())
+            fn(self, track.epoch, result.summary())
         return result
 
 

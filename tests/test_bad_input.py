@@ -168,7 +168,7 @@ SEARCH = [  # (id, extra argv, what the error line must say)
     ("sampler", ["--sampler", "tpee"], r"unknown sampler 'tpee' \(did you mean 'tpe'\?\)"),
     ("pruner unknown", ["--score", "--pruner", "medain"], "unknown pruner 'medain'"),
     ("pruner multi-objective", ["--pruner", "median"], "pruners need a single objective"),
-    ("strategy", ["--strategy", "bayes"], "unknown strategy 'bayes'; known: darts, nni, optuna"),
+    ("strategy", ["--strategy", "bayes"], "unknown strategy 'bayes'; known: asha, darts, nni, optuna"),
     ("objective unknown", ["--objectives", "acc,flops"], "unknown objective 'acc'"),
     ("objective none", ["--objectives", ","], "give at least one objective"),
     ("objective twice", ["--objectives", "flops,flops"], "objectives must not repeat"),

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from autokd.config import CostConfig, SearchSettings
 from autokd.controllers.nni_search import PinnedSampler, nni_space, scalar_reward, to_pins
 from autokd.errors import ConfigError
+from autokd.pareto import FrontScale
 from autokd.record import SearchRecord, TrialRecord, count_done
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace, load_space
@@ -93,6 +94,11 @@ def test_reward_is_the_score_or_a_documented_scalarisation() -> None:
     assert scalar_reward([0.9, 1e6], ["accuracy", "flops"], teacher) == pytest.approx(0.55)
     smaller_better = scalar_reward([0.9, 1e4], ["accuracy", "flops"], teacher)
     assert 0.05 < smaller_better < 0.55 and math.isfinite(smaller_better)
+    # with the study's scale: its hypervolume losses, clipped to [0, 1]
+    scale = FrontScale((0.1, 0.9), {"flops": (1e3, 1e5)})
+    assert scalar_reward([0.9, 1e3], ["accuracy", "flops"], teacher, scale) == pytest.approx(0.0)
+    assert scalar_reward([0.5, 1e4], ["accuracy", "flops"], teacher, scale) == pytest.approx(0.5)
+    assert scalar_reward([0.05, 1e6], ["accuracy", "flops"], teacher, scale) == pytest.approx(1.0)
 
 
 def test_tuner_flag_needs_the_nni_strategy(capsys) -> None:
@@ -140,8 +146,9 @@ def test_nni_search_records_ordinary_trials(tmp_path, digits_teacher, tuner: str
         assert t.state == TrialState.COMPLETE
         a = TrialRecord.of(t).fields()
         assert a["strategy"] == "nni" and a["tuner"] == tuner and "nni_params" in a
+        scale = FrontScale.from_dict(SearchRecord.of(study).scale)
         assert a["nni_reward"] == pytest.approx(scalar_reward(t.values, ["accuracy", "flops"],
-                                                              SearchRecord.of(study).teacher))
+                                                              SearchRecord.of(study).teacher, scale))
         assert {"val_accuracy", "flops", "spec", "recipe", "checkpoint"} <= set(a)
         assert set(t.params) <= set(a["nni_params"])  # active subset of the full proposal
         assert t.distributions["alpha"] == FloatDistribution(0.3, 1.0, step=0.1)

@@ -129,6 +129,35 @@ def test_search_writes_study_and_tables(tmp_path, digits_teacher) -> None:
     assert again.status == "already_finished" and len(again.study.trials) == len(study.trials)
 
 
+def test_search_records_its_scale_and_trial_costs(tmp_path, digits_teacher, capsys) -> None:
+    """The hypervolume's scale is fixed from the space before the first trial, kept on resume,
+    and every trial records what it cost in wall and CPU seconds."""
+    from autokd.pareto import FrontScale
+    from autokd.report.sections import hypervolume_curve
+
+    study = run_search(_cfg(tmp_path, 3)).study
+    scale = FrontScale.from_dict(SearchRecord.of(study).scale)
+    assert scale.source == "space" and set(scale.costs) == {"flops"}
+    lo, hi = scale.costs["flops"]
+    for t in study.trials:
+        rec = TrialRecord.of(t)
+        assert lo <= rec.flops <= hi
+        assert rec.cpu_seconds > 0 and rec.wall_seconds >= rec.train_seconds > 0
+    assert scale.accuracy[1] == SearchRecord.of(study).teacher["val_accuracy"]
+    curve = hypervolume_curve(study)
+    assert 0 < curve["curve"][-1]["hypervolume"] <= 1 and "reference point" in curve["scale"]
+    # the progress line shows the same hypervolume
+    from autokd.cli._common import progress_line
+    from autokd.controllers.base import Progress
+
+    progress = Progress.of(study, study.trials[-1], parse_budget(3), 1.0, 0)
+    assert progress.hypervolume == pytest.approx(curve["curve"][-1]["hypervolume"])
+    progress_line(progress)
+    assert f"hv {progress.hypervolume:.4f}" in capsys.readouterr().out
+    resumed = run_search(_cfg(tmp_path, 4)).study
+    assert SearchRecord.of(resumed).scale == SearchRecord.of(study).scale
+
+
 def test_resume_refuses_other_dataset(tmp_path, digits_teacher) -> None:
     run_search(_cfg(tmp_path, 1))
     cfg = _cfg(tmp_path, 2)

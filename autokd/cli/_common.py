@@ -270,11 +270,15 @@ def progress_line(p: Any) -> None:
     acc = rec.val_accuracy
     what = f"val acc {acc:.4f} FLOPs {fmt(rec.flops)}" if acc is not None else (
         rec.fail_reason or rec.prune_reason or rec.infeasible_reason or "")
+    if rec.rung is not None:  # --strategy asha: which rung, and the trial it continued
+        after = f", continues {rec.resumed_from}" if rec.resumed_from is not None else ""
+        what = f"rung {rec.rung} ({rec.epochs_total} epochs{after}) {what}"
     budget = p.budget.trials if p.budget.trials is not None else f"{p.budget.seconds:g}s"
     eta = f"eta {duration(p.eta)}" if p.eta is not None else ""
     best = " ".join(f"{k}={fmt(v)}" for k, v in p.best.items())
+    hv = f" hv {p.hypervolume:.4f}" if getattr(p, "hypervolume", None) is not None else ""
     print(f"[{p.done}/{budget}] trial {t.number} {state}: {what} | elapsed "
-          f"{duration(p.elapsed)} {eta} | front {p.front_size} best {best}", flush=True)
+          f"{duration(p.elapsed)} {eta} | front {p.front_size}{hv} best {best}", flush=True)
 
 
 def duration(seconds: float | None) -> str:

@@ -31,7 +31,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
         settings=search_settings(args), name=args.name, results=args.results,
         storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
-        strategy_options=_darts_options(args), jobs=args.jobs, artifacts=args.artifacts,
+        strategy_options=_strategy_options(args), jobs=args.jobs, artifacts=args.artifacts,
         tuner=_tuner(args))
     printer = None if args.json else progress_line
     state: dict[str, Any] = {}
@@ -48,6 +48,19 @@ def _tuner(args: argparse.Namespace) -> str:
     if args.tuner is not None and args.strategy != "nni":
         raise ConfigError("--tuner applies to --strategy nni only")
     return args.tuner or "tpe"
+
+
+def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {**_darts_options(args), **_asha_options(args)}
+
+
+def _asha_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ASHA flags given (autokd.controllers.asha.AshaOptions validates them)."""
+    given = {k: v for k, v in (("eta", args.asha_eta), ("min_epochs", args.asha_min_epochs))
+             if v is not None}
+    if given and args.strategy != "asha":
+        raise ConfigError("--asha-eta and --asha-min-epochs apply to --strategy asha only")
+    return given
 
 
 def _darts_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,6 +124,7 @@ def add_parsers(sub: Any) -> None:
     add_data_args(p)
     add_teacher_args(p)
     _search_args(p)
+    _asha_args(p)
     _darts_args(p)
     _study_args(p)
     p.add_argument("--json", action="store_true", help="quiet; print a JSON summary at the end")
@@ -120,8 +134,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
     g.add_argument("--space", help="cnn, cnn1d, mlp or a YAML file (default: by data kind)")
     g.add_argument("--budget", default="20",
-                   help="finished trials in total (40) or wall time (15m, 2h); default 20")
-    g.add_argument("--strategy", default="optuna", help="optuna (default), darts or nni")
+                   help="finished trials in total (40) or wall time (15m, 2h); default 20 "
+                        "(with --strategy asha each rung evaluation is one trial)")
+    g.add_argument("--strategy", default="optuna",
+                   help="optuna (default), asha (multi-fidelity: many candidates on few epochs, "
+                        "the promising ones trained on), darts or nni")
     g.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
     g.add_argument("--pruner", default="none",
                    help="none (default), median or hyperband (single-objective --score only)")
@@ -140,7 +157,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads per trial (default 1: small students gain nothing "
                         "from more, and spinning threads slow down a busy machine)")
     g.add_argument("--no-early-stop", action="store_true",
-                   help="disable the Pareto early-stopping rule")
+                   help="disable the Pareto early-stopping rule (--strategy asha never uses it: "
+                        "its rungs decide which candidates train on)")
     g.add_argument("--baseline", action="store_true",
                    help="also train each Pareto student from scratch to measure the KD gain")
     g.add_argument("--latency-batch", type=positive_int, default=64,
@@ -148,6 +166,17 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-threads", type=positive_int, default=1,
                    help="threads used when measuring latency (default 1)")
     g.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+
+
+def _asha_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ASHA (--strategy asha, with any --sampler; --budget counts rung "
+                             "evaluations)")
+    g.add_argument("--asha-eta", type=int, metavar="ETA",
+                   help="reduction factor: the top 1/ETA of each rung (by Pareto layer, then "
+                        "crowding) train on to ETA times the epochs (default 3)")
+    g.add_argument("--asha-min-epochs", type=positive_int, metavar="N",
+                   help="epochs of the first rung (default: the candidate's epochs / ETA^2, so "
+                        "about three rungs); rung k trains to min(epochs, N * ETA^k) in all")
 
 
 def _darts_args(p: argparse.ArgumentParser) -> None:

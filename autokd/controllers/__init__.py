@@ -10,5 +10,6 @@ __all__ = ["STRATEGIES", "BaseController", "Budget", "Progress", "parse_budget"]
 # strategy name -> module that provides it (imported on demand: nni is an optional extra)
 STRATEGIES: Registry[str] = Registry("strategy")
 STRATEGIES.register("optuna", "autokd.controllers.optuna_search")
+STRATEGIES.register("asha", "autokd.controllers.asha")
 STRATEGIES.register("darts", "autokd.controllers.darts")
 STRATEGIES.register("nni", "autokd.controllers.nni_search")

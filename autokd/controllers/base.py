@@ -23,6 +23,7 @@ from autokd.controllers.distributed import ask_trial, run_trial, study_lock, swe
 from autokd.errors import ConfigError, StudyError
 from autokd.front import best_values, pareto_front
 from autokd.record import SearchRecord, TrialRecord, count_done
+from autokd.scale import study_scale
 
 __all__ = ["BaseController", "Budget", "Progress", "count_done", "parse_budget"]
 
@@ -81,6 +82,7 @@ class Progress:
     last: FrozenTrial
     best: dict[str, float] = field(default_factory=dict)
     front_size: int = 0
+    hypervolume: float | None = None  # of the front, on the study's recorded scale
 
     @classmethod
     def of(cls, study: optuna.Study, trial: FrozenTrial, budget: Budget, elapsed: float,
@@ -88,9 +90,15 @@ class Progress:
         """The progress line after ``trial``, for a controller or a pool of workers alike."""
         done = count_done(study)
         front = pareto_front(study)
-        best = best_values(study, SearchRecord.of(study).objectives, front)
+        record = SearchRecord.of(study)
+        best = best_values(study, record.objectives, front)
+        hv = None
+        if record.scale and front and "score" not in record.objectives:
+            names = record.objectives
+            hv = study_scale(study, names, [t.values for t in front]).hypervolume(
+                [t.values for t in front], names)
         return cls(done, budget, elapsed, budget.eta(done, done_at_start, elapsed), trial, best,
-                   len(front))
+                   len(front), hv)
 
 
 ProgressFn = Callable[[Progress], None]
@@ -141,10 +149,14 @@ class BaseController(abc.ABC):
             with study_lock(self.study):
                 sweep_stale(self.study)
                 if self._slot_free():
-                    return ask_trial(self.study)
+                    return self._ask()
             logger.info("budget filled by trials in flight elsewhere; waiting for them")
             time.sleep(self.poll_seconds)
         return None
+
+    def _ask(self) -> optuna.Trial:
+        """Claim the next trial; called under the study lock once a slot is free."""
+        return ask_trial(self.study)
 
     def _slot_free(self) -> bool:
         if self.budget.trials is None:

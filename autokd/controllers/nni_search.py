@@ -22,8 +22,11 @@ Design decisions:
 * **One scalar for the tuner.** NNI tuners optimise one number. With ``--score`` it is the
   study's objective itself. In Pareto mode the study still records the real objective values
   (the front is computed from them); the tuner is fed the mean of normalised losses:
-  ``1 - accuracy``; ``kd_loss / (1 + kd_loss)``; for costs ``(log10(cost / teacher cost) + 3) / 3``
-  clipped to [0, 1] (1000x smaller than the teacher = 0, teacher-sized = 1).
+  the losses of the study's hypervolume scale (``autokd.pareto.FrontScale``: accuracy from the
+  majority class to the teacher, costs log-scaled over the space's range), clipped to [0, 1].
+  A study without a scale (written before it existed) uses ``1 - accuracy``;
+  ``kd_loss / (1 + kd_loss)``; for costs ``(log10(cost / teacher cost) + 3) / 3`` clipped to
+  [0, 1] (1000x smaller than the teacher = 0, teacher-sized = 1).
 * **Failures, pruning, retries.** Failed and pruned trials end the tuner's trial without a
   result. A re-queued trial (a killed worker's) re-runs its original parameters. Before each
   proposal the tuner imports finished NNI trials it has not seen (other workers', or a resumed
@@ -47,6 +50,7 @@ from autokd.controllers.base import Budget, ProgressFn
 from autokd.controllers.optuna_search import OptunaController
 from autokd.errors import ConfigError
 from autokd.objective import Objective
+from autokd.pareto import FrontScale
 from autokd.record import SearchRecord, TrialLog, TrialRecord
 from autokd.registry import Registry
 from autokd.space import Param, SearchSpace
@@ -179,10 +183,17 @@ def to_pins(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def scalar_reward(values: float | list[float], names: list[str],
-                  teacher: dict[str, Any]) -> float:
-    """What the tuner minimises (see the module docstring); ``values`` as told to the study."""
+                  teacher: dict[str, Any], scale: FrontScale | None = None) -> float:
+    """What the tuner minimises (see the module docstring); ``values`` as told to the study.
+
+    With the study's ``FrontScale`` (every search since it existed) the losses are the ones its
+    hypervolume is taken over, clipped to [0, 1]: the tuner then trades accuracy against cost on
+    the same axes the front is judged on.
+    """
     if not isinstance(values, (list, tuple)):
         return float(values)
+    if scale is not None and scale.covers(names):
+        return float(np.mean(np.clip(scale.losses([values], names)[0], 0.0, 1.0)))
     losses = []
     for name, v in zip(names, values, strict=True):
         if name == "accuracy":
@@ -290,7 +301,8 @@ class NNIController(OptunaController):
             self.sampler.pins = {}
         values = self.objective.evaluate(trial, cand, extra)
         TrialLog(trial).flush(nni_reward=scalar_reward(values, self.names,
-                                                       self.objective.teacher_profile))
+                                                       self.objective.teacher_profile,
+                                                       self.objective.scale))
         return values
 
     def _original_proposal(self, trial: optuna.Trial) -> dict[str, Any]:

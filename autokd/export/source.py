@@ -109,18 +109,24 @@ def _checkpoint(t: FrozenTrial) -> str:
 
 
 def search_epochs(study: optuna.Study, t: FrozenTrial) -> int:
-    """Epochs the trial trained for: the search's override, else the space's, else default."""
+    """Epochs the trial trained for: over all its rungs (``--strategy asha``), else the search's
+    override, else the space's, else default."""
+    total = TrialRecord.of(t).epochs_total
+    if total:
+        return int(total)
     settings = SearchRecord.of(study).settings
     return int(settings.get("epochs") or (TrialRecord.of(t).train or {}).get("epochs")
                or (settings.get("train") or {}).get("epochs") or TrainConfig().epochs)
 
 
 def _train_config(study: optuna.Study, t: FrozenTrial, epochs: int) -> TrainConfig:
-    """The search's training settings with the trial's own on top, at ``epochs``."""
+    """The search's training settings with the trial's own on top, at ``epochs`` (a rung trial
+    reproduced at its own epochs keeps the schedule of its candidate's full run)."""
     base = dict(SearchRecord.of(study).settings.get("train") or {})
     rec = TrialRecord.of(t)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged = {**base, **(rec.train or {}), "epochs": epochs,
+    schedule = rec.schedule_epochs if epochs == rec.epochs_total else None
+    merged = {**base, **(rec.train or {}), "epochs": epochs, "schedule_epochs": schedule,
               "seed": rec.get("seed", base.get("seed", 0))}
     return TrainConfig(**{k: v for k, v in merged.items() if k in names}).validate()
 
@@ -153,7 +159,8 @@ def student_model(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: 
                   trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The kept weights; else a student trained again.
 
-    ``retrain_it`` trains for ``epochs`` (default ``RETRAIN_FACTOR`` x the search's epochs).
+    ``retrain_it`` trains for ``epochs`` (default ``RETRAIN_FACTOR`` x the search's epochs; for
+    a rung trial of ``--strategy asha``, x its candidate's full epochs).
     Without it, a trial whose weights were not kept is reproduced with the search's own epochs
     and seed, so the export matches what the report showed for that trial.
     """
@@ -162,7 +169,8 @@ def student_model(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: 
         return model, {"how": "reused", "checkpoint": _checkpoint(t),
                        "epochs": TrialRecord.of(t).epochs_run}
     factor = RETRAIN_FACTOR if retrain_it else 1
-    model, info = retrain(study, paths, t, data, epochs or factor * search_epochs(study, t),
-                          trust=trust)
+    full = TrialRecord.of(t).schedule_epochs if retrain_it else None  # a rung's full run
+    model, info = retrain(study, paths, t, data,
+                          epochs or factor * (full or search_epochs(study, t)), trust=trust)
     info["reason"] = "--retrain" if retrain_it else "the search kept no weights for this trial"
     return model, info

@@ -82,6 +82,7 @@ def _findings(study: optuna.Study, paths: StudyPaths,
     attrs = SearchRecord.of(study)
     front = front_records(study, teacher, paths, _search_epochs(attrs.get("settings") or {}))
     points = trial_points(study, {r["trial"] for r in front})
+    convergence = hypervolume_curve(study)
     return {
         "counts": trial_counts(study),
         "failures": grouped_reasons(study, TrialState.FAIL, "fail_reason"),
@@ -90,7 +91,8 @@ def _findings(study: optuna.Study, paths: StudyPaths,
         "front": front,
         "points": points,
         "claim": claim_table(points),
-        "hypervolume": hypervolume_curve(study, teacher),
+        "hypervolume": convergence["curve"],
+        "hypervolume_scale": convergence["scale"],
         "importances": importances(study),
         "kd_gain": kd_gain_rows(front),
         "selection": selection_summary(front, points, attrs.get("dataset") or {}),

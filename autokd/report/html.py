@@ -101,7 +101,7 @@ def _html_sections(data: dict[str, Any]) -> list[str]:
                  html_table(data["claim"], CLAIM_COLUMNS, "claim")),
         _section("Selection: validation vs test", "selection", _p(selection_text(sel)),
                  plotly_div(selection_figure(data["points"])) if data["points"] else ""),
-        _section("Convergence", "convergence", _p(hypervolume_text(data["hypervolume"])),
+        _section("Convergence", "convergence", _p(hypervolume_text(data["hypervolume"], data.get("hypervolume_scale"))),
                  plotly_div(hypervolume_figure(data["hypervolume"])) if data["hypervolume"]
                  else ""),
         _section("Hyperparameter importances", "importances",

@@ -62,7 +62,7 @@ def render_markdown(data: dict[str, Any]) -> str:
 def _md_sections(data: dict[str, Any]) -> list[str]:
     """The analyses after the claim table, in the order report.html shows them."""
     out = ["\n## Selection: validation vs test\n", selection_text(data["selection"]) + "\n"]
-    out += ["\n## Convergence\n", hypervolume_text(data["hypervolume"]) + "\n"]
+    out += ["\n## Convergence\n", hypervolume_text(data["hypervolume"], data.get("hypervolume_scale")) + "\n"]
     imp = data["importances"]
     out += ["\n## Hyperparameter importances (fANOVA)\n",
             importance_text(imp) + "\n", md_table(importance_rows(imp), importance_columns(imp))]

@@ -21,6 +21,7 @@ from autokd.record import SearchRecord, TrialRecord
 from autokd.report.axes import COST_OBJECTIVES
 from autokd.report.front import relative_error
 from autokd.report.snapshot import quiet_optuna
+from autokd.scale import study_scale
 
 __all__ = ["CLAIM_BANDS", "claim_table", "hypervolume_curve", "importances",
            "latency_prediction", "selection_summary"]
@@ -72,14 +73,17 @@ def _verdict(retention: float | None, low: float, high: float) -> str:
     return "as claimed" if retention >= low else "worse than claimed"
 
 
-def hypervolume_curve(study: optuna.Study, teacher: dict[str, Any]) -> list[dict[str, Any]]:
-    """Hypervolume of the feasible front after each finished trial (costs / teacher's cost)."""
+def hypervolume_curve(study: optuna.Study) -> dict[str, Any]:
+    """Normalised hypervolume of the feasible front after each finished trial, and the scale
+    it was taken on (``autokd.pareto.FrontScale``: the space's cost ranges, accuracy from the
+    majority class to the teacher), described in one sentence for the report."""
     names = list(SearchRecord.of(study).get("objectives") or [])
-    if len(names) != len(study.directions):
-        return []
-    reference = {n: teacher.get(OBJECTIVES[n][0]) for n in names if n in OBJECTIVES}
-    return [{"trial": n, "hypervolume": float(hv)}
-            for n, hv in hypervolume_history(study, names, reference)]
+    if not names or len(names) != len(study.directions) or "score" in names:
+        return {"curve": [], "scale": None}
+    scale = study_scale(study, names, [t.values for t in usable_trials(study)])
+    curve = [{"trial": n, "hypervolume": float(hv)}
+             for n, hv in hypervolume_history(study, names, scale)]
+    return {"curve": curve, "scale": scale.describe(names)}
 
 
 def importances(study: optuna.Study) -> dict[str, Any]:

@@ -60,14 +60,15 @@ def selection_text(sel: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def hypervolume_text(curve: list[dict[str, Any]]) -> str:
-    """Where the hypervolume ended and how early the search got close to it."""
+def hypervolume_text(curve: list[dict[str, Any]], scale: str | None = None) -> str:
+    """Where the hypervolume ended, how early the search got close to it, and its scale."""
     if not curve:
         return "No finished trials yet."
     last = curve[-1]["hypervolume"]
-    half = next((c["trial"] for c in curve if c["hypervolume"] >= 0.99 * last), None)
-    return (f"Hypervolume (losses: 1 − accuracy, cost / teacher's cost) reached {last:.4f} after "
-            f"{len(curve)} finished trials; 99 % of it by trial {half}.")
+    at = next((i for i, c in enumerate(curve, 1) if c["hypervolume"] >= 0.99 * last), None)
+    text = (f"Normalised hypervolume reached {last:.4f} after {len(curve)} finished trials; "
+            f"99 % of it after {at} of them.")
+    return f"{text} {scale}" if scale else text
 
 
 def importance_text(imp: dict[str, Any]) -> str:
