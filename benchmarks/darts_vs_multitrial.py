@@ -353,10 +353,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"{len(plan) - len(todo)} of {len(plan)} runs already done; unavailable: {unavailable}")
     history = [*previous.get("invocations", []), _invocation(args)]
 
+    ran: list[str] = []
+
     def on_done(result: dict[str, Any]) -> None:
         cells.append(result)
+        ran.append(result["key"])
         state = "reached" if result["reached"] else result["status"]
-        log(f"[{len(cells)}/{len(plan)}] {result['key']}: {state} after "
+        log(f"[{len(ran)}/{len(todo)}] {result['key']}: {state} after "
             f"{result['cpu_s']:.0f} CPU s ({result['trials']} runs/trials)")
         _write(_payload(args, cells, plan, protocol, history, unavailable), args.quick)
 
