@@ -36,6 +36,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -143,9 +144,23 @@ METHODS: dict[str, tuple[Callable[[], str | None], Callable[[Cell], Any]]] = {
 def run_cell(cell: Cell) -> dict[str, Any]:
     """One cell in this (fresh) process."""
     set_threads(1)
+    code = _code_version()
     result = METHODS[cell.method][1](cell)
-    return {**dataclasses.asdict(cell), "key": cell.key, **result,
+    return {**dataclasses.asdict(cell), "key": cell.key, **result, "code": code,
             "load_average": os.getloadavg()}
+
+
+def _code_version() -> str | None:
+    """The commit this cell ran (``+dirty`` with local changes to autokd/ or benchmarks/)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "autokd", "benchmarks"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty.strip() else "")
 
 
 # --------------------------------------------------------------------------- arguments
