@@ -1,287 +1,402 @@
-"""How much compute does DARTS need to match the best multi-trial student on digits?
+"""Time to first success at fixed FLOPs targets: DARTS vs multi-trial search vs NNI's DARTS.
 
-For each seed:
+The protocol is fixed before any run (``_first_success.py``): for every dataset (MNIST-1D,
+digits) x FLOPs target (1 %, 3 %, 10 % of the teacher's) x method x seed, a run succeeds at its
+first finished student with FLOPs <= the target and validation accuracy >= the threshold that
+the long reference search (``darts_reference.py``, other seeds) fixed: 0.98 x the best it found
+at or under the target. The thresholds are frozen into this benchmark's JSON at its first run
+and reused on every resume. Each run stops at its first success or once its process CPU time
+passes ``--cap-cpu`` seconds (censored, "not reached", with the time spent).
 
-1. Multi-trial: ``autokd.search(strategy="optuna")`` runs ``--trials`` trials (TPE, Pareto
-   early stopping, ``--epochs`` per student). Its best student is the feasible one with the
-   highest validation accuracy (fewest FLOPs on ties); its compute is the wall time from the
-   start of the first trial to the end of that best trial ("time to find it").
-2. DARTS: ``autokd.search(strategy="darts")`` with one target, the best multi-trial student's
-   FLOPs as a fraction of the teacher's, runs up to ``--darts-runs`` DARTS runs (supernet
-   search + retraining of the derived student with the same ``--epochs``). Success: a student
-   with FLOPs <= the best multi-trial student's and validation accuracy within 1 point of it.
-   Its compute is the wall time from the start of the first run to the end of the first
-   successful run.
+Methods (pluggable, ``METHODS``): ``darts`` (``--strategy darts`` with the target as its only
+DARTS target and ``--max-flops``: the user's stated budget, no oracle), ``tpe`` and ``random``
+(the Optuna strategy, objective accuracy under ``--max-flops``), ``asha`` (the multi-fidelity
+strategy; skipped and recorded "not available" while it is not registered) and ``nni_darts``
+(NNI 3.0's DARTS on the same space, ``_nni_darts.py``). Every method gets the same cached
+default teacher (its training is never timed), data, student epochs, one torch thread, no
+latency measurement; the clock starts when the method starts and includes every supernet
+search and every retraining. Each run is a fresh process, so none inherits warm caches.
 
-The ratio DARTS seconds / multi-trial seconds is the result (target: <= 1/5), in wall seconds
-and in this process's CPU seconds (other work on the shared cores stretches wall time, not
-CPU time). Both run in this one process on the 2-core machine with ``--threads`` torch
-threads, without latency measurement (its cost is the same per student for both and would
-only add timing noise), on the same cached default teacher, whose training is not counted.
-The multi-trial search runs first, so it also pays torch's one-time lazy imports. NNI's DARTS
-strategy is timed next to ours on an equivalent small space when ``nni`` (an optional extra)
-and what its one-shot strategies need are importable; otherwise the JSON says why it skipped.
+Results are written after every run to ``results/benchmarks/darts_vs_multitrial.json``; a rerun
+skips the (dataset, target, method, seed) cells already there. ``--cpu-minutes`` stops it from
+starting new cells once this invocation's cells used that much CPU. The headline,
+``darts_time_to_success_ratio``, is DARTS' median CPU time to success at the 3 % target on
+MNIST-1D over the best multi-trial method's (censored runs at their cap; see
+``_ttfs_summary.py``).
 
-Usage: ``python benchmarks/darts_vs_multitrial.py [--seeds 0 1] [--trials 40] [--epochs 40]
-[--darts-runs 3] [--threads 1] [--quick]``. Default: about 10 minutes on two free cores.
+Usage: ``python benchmarks/darts_vs_multitrial.py [--datasets mnist1d digits]
+[--targets 0.03 0.01 0.1] [--methods darts tpe random asha nni_darts] [--seeds 0 1 2 3 4]
+[--cap-cpu 300] [--cpu-minutes 40] [--jobs 2] [--threshold X] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import multiprocessing
 import os
-import tempfile
-import time
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
-import optuna
-from _common import log, mean_std, set_threads, teacher_for, write_result
-from optuna.trial import FrozenTrial, TrialState
+from _common import OUT_DIR, QUICK_OUT_DIR, log, set_threads, teacher_for, write_result
+from _first_success import (
+    COMPARED_SEEDS,
+    EPOCHS,
+    TARGETS,
+    THRESHOLD_RULE,
+    Rule,
+    run_to_success,
+    scratch_dir,
+    search_config,
+)
+from _ttfs_summary import headline_ratio, paired_tests, summarise
 
-from autokd.config import CostConfig, DataConfig, SearchSettings
+from autokd.config import CostConfig, DataConfig
+from autokd.controllers import STRATEGIES
 from autokd.data import load_data
-from autokd.record import SearchRecord, TrialRecord, feasible
-from autokd.search import SearchConfig, run_search
+from autokd.errors import AutokdError, ConfigError
+from autokd.nas import DartsOptions
+from autokd.pipeline import teacher_profile
 
-__all__ = ["main"]
+__all__ = ["METHODS", "Cell", "main", "run_cell"]
 
-ACCURACY_SLACK = 0.01  # "within 1 accuracy point"
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--trials", type=int, default=40, help="multi-trial budget")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs per student")
-    p.add_argument("--darts-runs", type=int, default=3, help="most DARTS runs per seed")
-    p.add_argument("--darts-epochs", type=int, default=None, help="supernet epochs (default)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per process (1: 3-5x faster than 2 for these tiny "
-                        "models when the 2 cores are shared)")
-    p.add_argument("--quick", action="store_true", help="smoke test: tiny budgets")
-    return p
+NAME = "darts_vs_multitrial"
+REFERENCE = OUT_DIR / "darts_reference.json"
 
 
-# -- running and timing a search ---------------------------------------------------------------
-class Clock:
-    """Wall and process-CPU seconds since the study was ready, stamped as each trial ends.
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One timed run (picklable: it crosses into a fresh worker process)."""
 
-    Why CPU seconds too: the 2 cores are shared with other work, which stretches wall time
-    unevenly between the two searches; this process's CPU time is nearly immune to that.
-    """
+    dataset: str
+    target: float
+    method: str
+    seed: int
+    max_flops: float
+    threshold: float
+    cap_cpu_s: float
+    epochs: int
+    darts_epochs: int
+    teacher: str
 
-    def __init__(self) -> None:
-        self.start: tuple[float, float] | None = None
-        self.stamps: dict[int, tuple[float, float]] = {}
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}|{self.target:g}|{self.method}|{self.seed}"
 
-    def now(self) -> tuple[float, float]:
-        return time.perf_counter(), time.process_time()
-
-    def ready(self, _outcome: Any) -> None:
-        self.start = self.now()
-
-    def trial_done(self, progress: Any) -> None:
-        wall, cpu = self.now()
-        assert self.start is not None
-        self.stamps[progress.last.number] = (wall - self.start[0], cpu - self.start[1])
-
-
-def _run(root: str, name: str, seed: int, args: argparse.Namespace, strategy: str,
-         budget: int, options: dict[str, Any] | None = None) -> tuple[optuna.Study, Clock]:
-    settings = SearchSettings(epochs=args.epochs, cost=CostConfig(latency=False))
-    cfg = SearchConfig(data=DataConfig("digits"), space="cnn", budget=budget, strategy=strategy,
-                       settings=settings, name=name, results=root, seed=seed,
-                       strategy_options=options or {})
-    clock = Clock()
-    outcome = run_search(cfg, clock.trial_done, on_ready=clock.ready)
-    return outcome.study, clock
+    @property
+    def rule(self) -> Rule:
+        return Rule(self.dataset, self.target, self.max_flops, self.threshold)
 
 
-def _usable(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(states=(TrialState.COMPLETE,))
-            if feasible(t) and not TrialRecord.of(t).get("infeasible")
-            and TrialRecord.of(t).get("val_accuracy") is not None]
+# --------------------------------------------------------------------------- methods
 
 
-def _row(t: FrozenTrial, clock: Clock) -> dict[str, Any]:
-    a = TrialRecord.of(t).fields()
-    wall, cpu = clock.stamps[t.number]
-    return {"trial": t.number, "wall_seconds": wall, "cpu_seconds": cpu,
-            "val_accuracy": a["val_accuracy"], "test_accuracy": a.get("test_accuracy"),
-            "flops": a["flops"], "spec": a.get("spec"),
-            "darts_search_seconds": a.get("darts_search_seconds"),
-            "train_seconds": a.get("train_seconds")}
+def _autokd(strategy: str, sampler: str = "tpe", darts: bool = False) -> Callable[[Cell], Any]:
+    def run(cell: Cell) -> dict[str, Any]:
+        options = {"targets": [cell.target], "epochs": cell.darts_epochs} if darts else {}
+        with scratch_dir("autokd-ttfs-") as root:
+            cfg = search_config(cell.dataset, cell.teacher, cell.seed, cell.method, root,
+                                strategy=strategy, sampler=sampler, max_flops=cell.max_flops,
+                                epochs=cell.epochs, options=options)
+            return run_to_success(cfg, cell.rule, cell.cap_cpu_s)
+
+    return run
 
 
-# -- the two searches --------------------------------------------------------------------------
-def _multitrial(root: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    study, clock = _run(root, f"multitrial-{seed}", seed, args, "optuna", args.trials)
-    usable = _usable(study)
-    best = max(usable, key=lambda t: (TrialRecord.of(t).get("val_accuracy"), -TrialRecord.of(t).get("flops")))
-    last = max(clock.stamps.values())
-    return {"best": _row(best, clock), "trials": len(study.trials), "finished": len(usable),
-            "total_wall_seconds": last[0], "total_cpu_seconds": last[1],
-            "teacher": SearchRecord.of(study).teacher}
+def _nni(cell: Cell) -> dict[str, Any]:
+    import _nni_darts
+
+    _nni_darts.available()  # its imports happen before the clock starts
+    return _nni_darts.run(cell.rule, cell.seed, cell.teacher, cell.cap_cpu_s, cell.epochs,
+                          DartsOptions(epochs=cell.darts_epochs))
 
 
-def _darts(root: str, seed: int, args: argparse.Namespace, best: dict[str, Any],
-           teacher_flops: float) -> dict[str, Any]:
-    options: dict[str, Any] = {"targets": [best["flops"] / teacher_flops]}
-    if args.darts_epochs:
-        options["epochs"] = args.darts_epochs
-    study, clock = _run(root, f"darts-{seed}", seed, args, "darts", args.darts_runs, options)
-    rows = [_row(t, clock) for t in sorted(_usable(study), key=lambda t: t.number)]
-    for row in rows:
-        row["success"] = (row["flops"] <= best["flops"]
-                          and row["val_accuracy"] >= best["val_accuracy"] - ACCURACY_SLACK)
-    first = next((r for r in rows if r["success"]), None)
-    return {"runs": rows, "success": first is not None,
-            "wall_seconds": first["wall_seconds"] if first else None,
-            "cpu_seconds": first["cpu_seconds"] if first else None,
-            "target_fraction": options["targets"][0]}
+def _registered(strategy: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        if strategy in STRATEGIES:
+            return None
+        return f"strategy {strategy!r} is not registered in autokd.controllers.STRATEGIES"
+
+    return check
 
 
-def _one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # SQLite commits on disk cost ~10 ms
-    with tempfile.TemporaryDirectory(dir=shm) as root:
-        log(f"seed {seed}: multi-trial search of {args.trials} trials")
-        multi = _multitrial(root, seed, args)
-        log(f"seed {seed}: best multi-trial student {multi['best']}")
-        darts = _darts(root, seed, args, multi["best"], multi["teacher"]["flops"])
-    best = multi["best"]
-    ratios = {f"{kind}_ratio": darts[f"{kind}_seconds"] / best[f"{kind}_seconds"]
-              if darts["success"] else None for kind in ("wall", "cpu")}
-    log(f"seed {seed}: darts {darts['wall_seconds']} s vs multi-trial {best['wall_seconds']:.1f} s"
-        f" to find it: {ratios}")
-    return {"seed": seed, "multitrial": multi, "darts": darts, **ratios,
+def _nni_available() -> str | None:
+    import _nni_darts
+
+    return _nni_darts.available()
+
+
+#: method -> (why it cannot run here or None, how to run one cell)
+METHODS: dict[str, tuple[Callable[[], str | None], Callable[[Cell], Any]]] = {
+    "darts": (_registered("darts"), _autokd("darts", darts=True)),
+    "tpe": (_registered("optuna"), _autokd("optuna", "tpe")),
+    "random": (_registered("optuna"), _autokd("optuna", "random")),
+    "asha": (_registered("asha"), _autokd("asha")),
+    "nni_darts": (_nni_available, _nni),
+}
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """One cell in this (fresh) process."""
+    set_threads(1)
+    code = _code_version()
+    result = METHODS[cell.method][1](cell)
+    return {**dataclasses.asdict(cell), "key": cell.key, **result, "code": code,
             "load_average": os.getloadavg()}
 
 
-# -- NNI (optional extra) ----------------------------------------------------------------------
-def _nni(args: argparse.Namespace) -> dict[str, Any]:
-    """NNI's DARTS strategy vs ours on the same small space (kernel per stage x activation)."""
+def _code_version() -> str | None:
+    """The commit this cell ran (``+dirty`` with local changes to autokd/ or benchmarks/)."""
+    root = Path(__file__).resolve().parents[1]
     try:
-        import nni  # noqa: F401
-    except ImportError:
-        return {"status": "skipped: nni not installed"}
-    try:
-        return _nni_run(args)
-    except ModuleNotFoundError as exc:  # nni is there, but not what its one-shot DARTS needs
-        return {"status": f"skipped: nni is installed but {exc.name} (needed by its DARTS "
-                          "strategy) is not"}
-    except Exception as exc:  # noqa: BLE001  (an optional comparison must not sink the benchmark)
-        return {"status": f"failed: {type(exc).__name__}: {exc}"[:300]}
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "autokd", "benchmarks"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty.strip() else "")
 
 
-SMALL_SPACE = {"family": "cnn",
-               "architecture": {"depth": 2, "widths": [16, 32],
-                                "kernel": {"choice": [3, 5], "per_stage": "depth"},
-                                "activation": {"choice": ["relu", "silu"]}, "batch_norm": True},
-               "training": {"lr": 0.003, "batch_size": 64}}
+# --------------------------------------------------------------------------- arguments
 
 
-def _nni_run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-    from nni.nas.evaluator.pytorch import Classification, DataLoader
-    from nni.nas.experiment import NasExperiment
-    from nni.nas.nn.pytorch import LayerChoice, ModelSpace
-    from nni.nas.strategy import DARTS as NniDarts
-    from torch import nn
-    from torch.utils.data import TensorDataset
-
-    class Space(ModelSpace):
-        def __init__(self) -> None:
-            super().__init__()
-            blocks, c_in = [], 1
-            for i, c_out in enumerate((16, 32)):
-                convs = [nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
-                                       nn.BatchNorm2d(c_out), act(), nn.MaxPool2d(2))
-                         for k in (3, 5) for act in (nn.ReLU, nn.SiLU)]
-                blocks.append(LayerChoice(convs, label=f"stage{i}"))
-                c_in = c_out
-            self.blocks = nn.Sequential(*blocks)
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.blocks(x))
-
-    data = load_data("digits")
-    train = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=64, shuffle=True)
-    val = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=64)
-    epochs = 2 if args.quick else 16
-    evaluator = Classification(learning_rate=3e-3, weight_decay=1e-4, train_dataloaders=train,
-                               val_dataloaders=val, max_epochs=epochs, num_classes=10,
-                               export_onnx=False)
-    t0 = time.perf_counter()
-    experiment = NasExperiment(Space(), evaluator, NniDarts())
-    experiment.run()
-    nni_seconds = time.perf_counter() - t0
-    arch = experiment.export_top_models(formatter="dict")[0]
-    return {"status": "ran", "nni_seconds": nni_seconds, "nni_arch": arch,
-            "ours_seconds": _ours_on_small_space(epochs), "epochs": epochs}
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", nargs="+", default=["mnist1d", "digits"])
+    ap.add_argument("--targets", type=float, nargs="+",  # the headline target first
+                    default=sorted(TARGETS, key=lambda t: t != 0.03))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(COMPARED_SEEDS))
+    ap.add_argument("--cap-cpu", type=float, default=300.0, help="CPU seconds per run")
+    ap.add_argument("--cpu-minutes", type=float, default=None,
+                    help="start no new run once this invocation's runs used this much CPU")
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help="epochs per student")
+    ap.add_argument("--darts-epochs", type=int, default=DartsOptions().epochs,
+                    help="supernet epochs (ours and NNI's)")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel runs (one thread each)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="override the reference thresholds (smoke tests, what-ifs)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: digits, tiny budgets")
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    if any(not 0 < t <= 1 for t in args.targets) or args.cap_cpu <= 0:
+        ap.error("targets must be fractions in (0, 1] and --cap-cpu positive")
+    if args.threshold is not None and not args.quick:
+        ap.error("--threshold is for smoke tests: use it with --quick (real runs use the "
+                 "reference's frozen thresholds)")
+    if args.quick:
+        args.datasets, args.targets, args.seeds = ["digits"], [0.1], args.seeds[:1]
+        args.epochs, args.darts_epochs, args.jobs = 1, 2, 1
+        args.cap_cpu = min(args.cap_cpu, 6.0)
+        args.threshold = 0.3 if args.threshold is None else args.threshold
+    return args
 
 
-def _ours_on_small_space(epochs: int) -> float:
-    from autokd.config import TrainConfig
-    from autokd.distill import KDConfig
-    from autokd.models.supernet import Relaxation, Supernet
-    from autokd.nas import DartsOptions, DartsSearch, space_decisions
-    from autokd.nas.cost_model import CostModel
-    from autokd.space import SearchSpace
-
-    data = load_data("digits")
-    decisions, fixed = space_decisions(SearchSpace.from_dict(SMALL_SPACE))
-    options = DartsOptions(epochs=epochs, relaxation="softmax", warmup=0.0)
-    net = Supernet("cnn", decisions, fixed, data.input_shape, 10, Relaxation("softmax"))
-    t0 = time.perf_counter()
-    scratch = KDConfig(soft_loss="none", alpha=0.0)  # plain cross-entropy, like NNI's evaluator
-    DartsSearch(net, CostModel(net), data, None, scratch, TrainConfig(lr=3e-3), {},
-                options).run()
-    return time.perf_counter() - t0
+# --------------------------------------------------------------------------- protocol
 
 
-# -- main --------------------------------------------------------------------------------------
-def _summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"darts_success": f"{sum(s['darts']['success'] for s in seeds)}/"
-                                            f"{len(seeds)}"}
-    for kind in ("wall", "cpu"):
-        ratios = [s[f"{kind}_ratio"] for s in seeds if s[f"{kind}_ratio"] is not None]
-        out[f"{kind}_ratio"] = mean_std(ratios)
-        out[f"{kind}_ratio_max"] = max(ratios) if ratios else None
-        out[f"darts_{kind}_seconds"] = mean_std([s["darts"][f"{kind}_seconds"] for s in seeds])
-        out[f"multitrial_{kind}_seconds_to_best"] = mean_std(
-            [s["multitrial"]["best"][f"{kind}_seconds"] for s in seeds])
-    out["target"] = "darts seconds / multi-trial seconds <= 0.2 on every seed"
-    out["target_met_wall"] = out["wall_ratio_max"] is not None and \
-        len(out["wall_ratio"]["values"]) == len(seeds) and out["wall_ratio_max"] <= 0.2
-    out["target_met_cpu"] = out["cpu_ratio_max"] is not None and \
-        len(out["cpu_ratio"]["values"]) == len(seeds) and out["cpu_ratio_max"] <= 0.2
+def _reference_thresholds(datasets: list[str], targets: list[float]) -> dict[str, Any]:
+    """``{"dataset|target": {threshold, where it came from}}`` from the reference search."""
+    if not REFERENCE.exists():
+        raise ConfigError(f"{REFERENCE} is missing; run benchmarks/darts_reference.py first "
+                          "(or give --threshold)")
+    ref = json.loads(REFERENCE.read_text())
+    out = {}
+    for d in datasets:
+        for t in targets:
+            entry = ref["thresholds"].get(d, {}).get(f"{t:g}", {})
+            if "threshold" not in entry:
+                raise ConfigError(f"the reference has no threshold for {d} at {t:g}; run "
+                                  "benchmarks/darts_reference.py for it")
+            out[f"{d}|{t:g}"] = {"threshold": entry["threshold"],
+                                 "best_val_accuracy": entry["best_val_accuracy"],
+                                 "best_from": entry["best_from"],
+                                 "reference_runs_at_freeze": entry["runs"],
+                                 "reference_students_under_target":
+                                     entry["students_under_target"],
+                                 "reference_complete_at_freeze": ref["complete"]}
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = _parser().parse_args(argv)
-    if args.quick:
-        args.seeds, args.trials, args.epochs, args.darts_runs = [0], 4, 3, 1
-        args.darts_epochs = args.darts_epochs or 2
-    set_threads(args.threads)
-    data = load_data("digits")
-    teacher_for(data)  # train / load the default teacher before any clock starts
-    seeds = [_one_seed(seed, args) for seed in args.seeds]
-    payload = {
-        "benchmark": "darts_vs_multitrial",
+def _protocol(args: argparse.Namespace, previous: dict[str, Any],
+              profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Thresholds frozen at their first use: the reference may grow later, and every cell of
+    one (dataset, target) must be judged by the same threshold."""
+    before = previous.get("protocol", {})
+    frozen = dict(before.get("frozen", {}))
+    needed = [f"{d}|{t:g}" for d in args.datasets for t in args.targets]
+    if args.threshold is not None:  # --quick only
+        frozen = {k: {"threshold": args.threshold, "source": "--threshold"} for k in needed}
+    elif any(k not in frozen for k in needed):
+        fresh = _reference_thresholds(args.datasets, args.targets)
+        frozen.update({k: v for k, v in fresh.items() if k not in frozen})
+    return {"rule": THRESHOLD_RULE, "reference": str(REFERENCE), "frozen": frozen,
+            "teachers": {**before.get("teachers", {}), **profiles},
+            "thresholds": {k: v["threshold"] for k, v in frozen.items()},
+            "max_flops": {**before.get("max_flops", {}),
+                          **{f"{d}|{t:g}": t * profiles[d]["flops"] for d in args.datasets
+                             for t in args.targets}},
+            "success": "a finished, trained student with FLOPs <= max_flops and validation "
+                       "accuracy >= threshold, within the CPU cap",
+            "censoring": "no success within --cap-cpu CPU seconds: counted at the cap in "
+                         "medians, min and max (a lower bound)"}
+
+
+def _profiles(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    paths, profiles = {}, {}
+    for name in args.datasets:
+        data = load_data(DataConfig(source=name))
+        teacher, path = teacher_for(data, quick=args.quick)
+        prof = teacher_profile(teacher, data, CostConfig(latency=False))
+        paths[name] = str(path)
+        profiles[name] = {k: prof[k] for k in ("val_accuracy", "test_accuracy", "flops")}
+    return paths, profiles
+
+
+def _plan(args: argparse.Namespace, protocol: dict[str, Any],
+          teachers: dict[str, str]) -> list[Cell]:
+    """Priority order: the headline (MNIST-1D at 3 %) first, seed by seed across methods."""
+    cells = []
+    for t in args.targets:
+        for d in args.datasets:
+            key = f"{d}|{t:g}"
+            cells += [Cell(d, t, m, s, protocol["max_flops"][key], protocol["thresholds"][key],
+                           args.cap_cpu, args.epochs, args.darts_epochs, teachers[d])
+                      for s in args.seeds for m in args.methods]
+    return cells
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _out_path(quick: bool) -> Path:
+    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{NAME}.json"
+
+
+def _previous(quick: bool) -> dict[str, Any]:
+    path = _out_path(quick)
+    return {} if quick or not path.exists() else json.loads(path.read_text())
+
+
+def _invocation(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("datasets", "targets", "methods", "seeds", "cap_cpu", "cpu_minutes", "epochs",
+            "darts_epochs", "jobs")
+    return {**{k: getattr(args, k) for k in keys}, "load_average_at_start": os.getloadavg()}
+
+
+def _full_matrix(methods: list[str]) -> list[str]:
+    """Every cell of the default matrix (both datasets, three targets, five seeds)."""
+    return [f"{d}|{t:g}|{m}|{s}" for t in TARGETS for d in ("mnist1d", "digits")
+            for m in methods for s in COMPARED_SEEDS]
+
+
+def _payload(args: argparse.Namespace, cells: list[dict[str, Any]], plan: list[Cell],
+             protocol: dict[str, Any], history: list[dict[str, Any]],
+             unavailable: dict[str, str]) -> dict[str, Any]:
+    rows = summarise(cells)
+    head = headline_ratio(rows)
+    done = {c["key"] for c in cells}
+    every = [m for m in METHODS if m not in unavailable]
+    return {
+        "benchmark": NAME,
         "quick": args.quick,
-        "setup": {"dataset": "digits", "space": "cnn", "threads": args.threads,
-                  "trials": args.trials, "epochs": args.epochs, "darts_runs": args.darts_runs,
-                  "darts_epochs": args.darts_epochs or "default", "accuracy_slack": ACCURACY_SLACK,
-                  "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg()},
-        "summary": _summary(seeds),
-        "seeds": seeds,
-        "nni": _nni(args),
+        "darts_time_to_success_ratio": head["ratio"],
+        "headline": head,
+        "protocol": protocol,
+        "setup": {"threads": 1, "latency": False, "cpu_count": os.cpu_count(),
+                  "students": f"{args.epochs} epochs, the space's midpoint recipe for DARTS",
+                  "teacher": "the cached default teacher (autokd.teachers.default_teacher)",
+                  "load_average_at_write": os.getloadavg()},
+        "invocations": history,
+        "methods_unavailable": unavailable,
+        "remaining_in_this_invocation": [c.key for c in plan if c.key not in done],
+        "remaining_in_full_matrix": [k for k in _full_matrix(every) if k not in done],
+        "total_cpu_s": sum(c["cpu_s"] for c in cells),
+        "summary": rows,
+        "paired": paired_tests(cells, rows),
+        "cells": cells,
     }
-    write_result("darts_vs_multitrial", payload, quick=args.quick)
+
+
+def _execute(todo: list[Cell], jobs: int, budget_s: float | None,
+             on_done: Callable[[dict[str, Any]], None], fresh: bool = True) -> None:
+    """Each cell in a fresh spawned process (``fresh=False``: here, for smoke tests); start
+    nothing new once ``budget_s`` CPU seconds are spent."""
+    if not fresh:
+        for cell in todo:
+            on_done(run_cell(cell))
+        return
+    spent, queue = 0.0, list(todo)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx,
+                             max_tasks_per_child=1) as pool:
+        running: set[Future] = set()
+        while queue or running:
+            while queue and len(running) < jobs and (budget_s is None or spent < budget_s):
+                running.add(pool.submit(run_cell, queue.pop(0)))
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                result = fut.result()
+                spent += result["cpu_s"]
+                on_done(result)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    set_threads(1)
+    unavailable = {m: why for m in args.methods if (why := METHODS[m][0]()) is not None}
+    args.methods = [m for m in args.methods if m not in unavailable]
+    teachers, profiles = _profiles(args)
+    previous = _previous(args.quick)
+    protocol = _protocol(args, previous, profiles)
+    plan = _plan(args, protocol, teachers)
+    # every earlier cell is kept (other datasets, targets, methods too), judged by its frozen
+    # threshold; a cell run under another threshold would not be comparable
+    cells = [c for c in previous.get("cells", [])
+             if c["threshold"] == protocol["thresholds"].get(f"{c['dataset']}|{c['target']:g}")]
+    todo = [c for c in plan if c.key not in {x["key"] for x in cells}]
+    log(f"{len(plan) - len(todo)} of {len(plan)} runs already done; unavailable: {unavailable}")
+    history = [*previous.get("invocations", []), _invocation(args)]
+
+    ran: list[str] = []
+
+    def on_done(result: dict[str, Any]) -> None:
+        cells.append(result)
+        ran.append(result["key"])
+        state = "reached" if result["reached"] else result["status"]
+        log(f"[{len(ran)}/{len(todo)}] {result['key']}: {state} after "
+            f"{result['cpu_s']:.0f} CPU s ({result['trials']} runs/trials)")
+        _write(_payload(args, cells, plan, protocol, history, unavailable), args.quick)
+
+    budget = args.cpu_minutes * 60 if args.cpu_minutes is not None else None
+    _execute(todo, args.jobs, budget, on_done, fresh=not args.quick)
+    payload = _payload(args, cells, plan, protocol, history, unavailable)
+    write_result(NAME, payload, quick=args.quick)
     return payload
 
 
+def _write(payload: dict[str, Any], quick: bool) -> None:
+    """The file only, after every run (the final ``write_result`` also prints it)."""
+    out = _out_path(quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    tmp.replace(out)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AutokdError as exc:  # a bad dataset name, ...: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

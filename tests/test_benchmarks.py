@@ -1,0 +1,113 @@
+"""The DARTS protocol benchmarks: their ``--quick`` runs and how censored runs are summarised.
+
+Why: the benchmark scripts are only run by hand for real, so their smoke modes are what keeps
+them working; the summary rules (censored runs at their cap, the headline ratio's caveats) are
+checked on hand-made cells without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _ttfs_summary import headline_ratio, paired_tests, summarise
+
+
+def _run_quick(script: str, tmp: Path, *extra: str) -> dict[str, Any]:
+    """Run ``benchmarks/<script> --quick`` with HOME and TMPDIR in ``tmp``; its JSON."""
+    env = {**os.environ, "HOME": str(tmp), "TMPDIR": str(tmp),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--quick", *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = script.removesuffix(".py")
+    written = json.loads((tmp / "autokd-bench-quick" / f"{name}.json").read_text())
+    assert json.loads(proc.stdout) == written  # stdout is the one JSON document
+    return written
+
+
+@pytest.mark.slow
+def test_reference_quick_fixes_a_threshold(tmp_path: Path) -> None:
+    out = _run_quick("darts_reference.py", tmp_path)
+    entry = out["thresholds"]["digits"]["0.1"]
+    assert out["complete"] and out["remaining"] == []
+    assert entry["threshold"] == pytest.approx(out["threshold_factor"] * entry["best_val_accuracy"])
+    assert entry["best_flops"] <= entry["max_flops"]
+
+
+@pytest.mark.slow
+def test_darts_vs_multitrial_quick_shape(tmp_path: Path) -> None:
+    out = _run_quick("darts_vs_multitrial.py", tmp_path)
+    assert "darts_time_to_success_ratio" in out  # None: the quick run has no MNIST-1D cells
+    ran = {c["method"] for c in out["cells"]}
+    assert ran | set(out["methods_unavailable"]) == {"darts", "tpe", "random", "asha",
+                                                     "nni_darts"}
+    for cell in out["cells"]:
+        assert isinstance(cell["reached"], bool) and cell["cpu_s"] > 0 and cell["wall_s"] > 0
+        if cell["reached"]:
+            assert cell["success"]["flops"] <= cell["max_flops"]
+            assert cell["success"]["val_accuracy"] >= cell["threshold"]
+    rows = {r["method"]: r for r in out["summary"]}
+    assert set(rows) == ran and all(r["cpu_s"]["n"] == 1 for r in rows.values())
+    assert not (tmp_path / "nni-experiments").exists()  # NNI wrote nothing under HOME
+
+
+@pytest.mark.slow
+def test_unreachable_threshold_is_censored_not_a_success(tmp_path: Path) -> None:
+    out = _run_quick("darts_vs_multitrial.py", tmp_path, "--threshold", "1.01",
+                     "--methods", "tpe", "--cap-cpu", "3")
+    (cell,) = out["cells"]
+    assert not cell["reached"] and cell["status"].startswith("censored")
+    assert "success" not in cell and cell["cpu_s"] >= 3.0
+    (row,) = out["summary"]
+    assert row["successes"] == "0/1"
+    assert row["cpu_s"]["median"] == 3.0 and row["cpu_s"]["median_censored"]
+
+
+def _cell(method: str, seed: int, cpu: float, reached: bool = True,
+          dataset: str = "mnist1d") -> dict[str, Any]:
+    return {"dataset": dataset, "target": 0.03, "method": method, "seed": seed,
+            "reached": reached, "cpu_s": cpu, "wall_s": 2 * cpu, "cap_cpu_s": 100.0,
+            "trials": 1}
+
+
+def test_censored_runs_count_at_their_cap() -> None:
+    cells = [_cell("darts", 0, 10.0), _cell("darts", 1, 140.0, reached=False),
+             _cell("darts", 2, 30.0)]
+    (row,) = summarise(cells)
+    assert row["successes"] == "2/3"
+    assert row["cpu_s_per_seed"] == [10.0, 100.0, 30.0]  # the cap, not the 140 s it ran
+    assert row["cpu_s"]["median"] == 30.0 and not row["cpu_s"]["median_censored"]
+    assert row["cpu_s"]["max"] == 100.0
+
+
+def test_headline_ratio_takes_the_best_multi_trial_method_and_flags_censoring() -> None:
+    cells = [_cell("darts", s, 10.0) for s in range(3)]
+    cells += [_cell("tpe", s, 40.0) for s in range(3)] + [_cell("random", s, 80.0)
+                                                           for s in range(3)]
+    head = headline_ratio(summarise(cells))
+    assert head["best_multi_trial"] == "tpe" and head["ratio"] == pytest.approx(0.25)
+    assert not head["target_met"] and head["note"] == "both medians are observed successes"
+    censored = [_cell("darts", s, 150.0, reached=False) for s in range(3)] + cells[3:]
+    head = headline_ratio(summarise(censored))
+    assert head["ratio"] == pytest.approx(2.5) and "lower bound" in head["note"]
+
+
+def test_paired_comparison_is_descriptive_below_six_seeds_and_tested_above() -> None:
+    few = [_cell("darts", s, 10.0) for s in range(3)] + [_cell("tpe", s, 20.0) for s in range(3)]
+    (entry,) = paired_tests(few, summarise(few))
+    assert entry["darts_faster_on"] == "3/3" and entry["test"].startswith("descriptive")
+    many = [_cell("darts", s, 10.0 + s) for s in range(7)]
+    many += [_cell("tpe", s, 30.0 + 2 * s) for s in range(7)]
+    (entry,) = paired_tests(many, summarise(many))
+    assert entry["test"].startswith("wilcoxon") and entry["p_value"] < 0.05
