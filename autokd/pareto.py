@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["FrontScale", "as_losses", "crowding_distance", "hypervolume", "non_dominated",
-           "normalised_losses", "pareto_layers", "rank_order"]
+           "pareto_layers", "rank_order"]
 
 
 def as_losses(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
@@ -84,24 +84,6 @@ def rank_order(losses: np.ndarray) -> list[int]:
         idx = np.flatnonzero(layers == k)
         crowd[idx] = crowding_distance(losses[idx])
     return sorted(range(len(losses)), key=lambda i: (int(layers[i]), -float(crowd[i]), i))
-
-
-def normalised_losses(values: Sequence[Sequence[float]], names: Sequence[str],
-                      directions: Sequence[str], reference: dict[str, Any]) -> np.ndarray:
-    """Map objectives into [0, 1] losses: 1 - accuracy, cost / teacher's cost (capped at 1).
-
-    Costs without a teacher reference are scaled by the largest value seen.
-    """
-    arr = np.asarray(values, dtype=float).reshape(len(values), len(names))
-    out = np.empty_like(arr)
-    for j, (name, direction) in enumerate(zip(names, directions)):
-        col = arr[:, j]
-        if direction.lower() == "maximize":
-            out[:, j] = 1.0 - np.clip(col, 0.0, 1.0)
-            continue
-        ref = reference.get(name) or (np.nanmax(col) if len(col) else 1.0) or 1.0
-        out[:, j] = np.clip(col / float(ref), 0.0, 1.0)
-    return out
 
 
 def hypervolume(losses: np.ndarray, reference: Sequence[float] | None = None) -> float:
