@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from autokd.errors import ConfigError
-from autokd.models import conv, mlp  # noqa: F401  (each registers its families)
+from autokd.models import conv, mbv2, mlp, resnet  # noqa: F401  (each registers its families)
 from autokd.models._family import (
     FAMILIES,
     INPUT_KINDS,
