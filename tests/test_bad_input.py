@@ -329,7 +329,7 @@ OTHER = [  # (id, argv, error)
     ("distill batch size", ["distill", "--batch-size", "0"], "--batch-size: expected a positive"),
     ("distill label smoothing", ["distill", "--label-smoothing", "1"], "label_smoothing must"),
     ("distill hint weight", ["distill", "--hint-weight", "-1"], "hint_weight must be >= 0.0"),
-    ("distill student family", ["distill", "--student", "resnet:depth=2"], "resnet"),
+    ("distill student family", ["distill", "--student", "vgg:depth=2"], "vgg"),
     ("distill student depth", ["distill", "--student", "mlp:depth=-1"], "mlp depth must be"),
     ("distill student widths", ["distill", "--student", "cnn:depth=2,widths=8/x"],
      "must hold positive integers"),

@@ -139,7 +139,7 @@ def test_unknown_dataset(capsys, no_training, wine_teacher: Path) -> None:
     assert "unknown dataset 'wnie'" in line and "wine" in line
 
 
-@pytest.mark.parametrize("student", ["resnet:depth=2", "mlp:depth", "mlp:bogus=1",
+@pytest.mark.parametrize("student", ["vgg:depth=2", "mlp:depth", "mlp:bogus=1",
                                      "cnn:depth=2"])
 def test_bad_student(capsys, no_training, wine_teacher: Path, student: str) -> None:
     _user_error(capsys, ["distill", "--dataset", "wine", "--teacher", str(wine_teacher),

@@ -14,13 +14,19 @@ from autokd.errors import ConfigError
 from autokd.models import FAMILIES, build_student, default_family, get_family, parse_student_arg
 
 # one matching input shape per family, and one of the wrong rank where a rank is required
-INPUTS: dict[str, tuple[int, ...]] = {"cnn": (3, 9, 7), "cnn1d": (2, 20), "mlp": (13,)}
-WRONG_RANK: dict[str, tuple[int, ...]] = {"cnn": (1, 40), "cnn1d": (1, 8, 8)}
+INPUTS: dict[str, tuple[int, ...]] = {"cnn": (3, 9, 7), "cnn1d": (2, 20), "mlp": (13,),
+                                      "mbv2": (3, 9, 7), "resnet": (2, 20)}
+WRONG_RANK: dict[str, tuple[int, ...]] = {"cnn": (1, 40), "cnn1d": (1, 8, 8), "mbv2": (13,),
+                                          "resnet": (1, 2, 8, 8)}
 SMALL: dict[str, dict[str, Any]] = {
     "cnn": {"depth": 3, "widths": [4, 8, 8]},
     "cnn1d": {"depth": 2, "widths": [4, 6], "kernel": 5},
     "mlp": {"depth": 2, "widths": [16, 8]},
+    "mbv2": {"stages": 2, "depths": [1, 2], "widths": [8, 16], "se": [False, True]},
+    "resnet": {"stages": 3, "depths": 1, "widths": [8, 16, 16]},
 }
+# the key that counts stages (one feature tap and one width per stage)
+COUNT: dict[str, str] = {"mbv2": "stages", "resnet": "stages"}
 B, K = 5, 4
 
 
@@ -43,7 +49,7 @@ def test_family_builds_runs_and_backpropagates(family: str) -> None:
 @pytest.mark.parametrize("family", FAMILIES.names())
 def test_feature_taps_are_captured(family: str) -> None:
     model = build_student(family, SMALL[family], INPUTS[family], K).eval()
-    assert len(model.feature_taps) == SMALL[family]["depth"]
+    assert len(model.feature_taps) == SMALL[family][COUNT.get(family, "depth")]
     with FeatureHooks(model, model.feature_taps) as hooks:
         model(torch.randn(B, *INPUTS[family]))
         feats = hooks.features
@@ -55,7 +61,8 @@ def test_feature_taps_are_captured(family: str) -> None:
 def test_spec_is_normalised_and_rebuildable(family: str) -> None:
     model = build_student(family, SMALL[family], INPUTS[family], K)
     spec = model.spec
-    assert isinstance(spec["widths"], list) and len(spec["widths"]) == spec["depth"]
+    assert isinstance(spec["widths"], list)
+    assert len(spec["widths"]) == spec[COUNT.get(family, "depth")]
     again = build_student(family, spec, INPUTS[family], K)
     assert again.spec == spec
     count = sum(p.numel() for p in model.parameters())
@@ -64,7 +71,7 @@ def test_spec_is_normalised_and_rebuildable(family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES.names())
 def test_unknown_spec_key_lists_the_known_ones(family: str) -> None:
-    with pytest.raises(ConfigError, match=r"unknown .*bogus.*known: .*depth"):
+    with pytest.raises(ConfigError, match=r"unknown .*bogus.*known: .*widths"):
         build_student(family, {"bogus": 1}, INPUTS[family], K)
 
 
@@ -138,7 +145,7 @@ def test_parse_student_arg() -> None:
         "mlp", {"dropout": 0.25, "batch_norm": True})
 
 
-@pytest.mark.parametrize("text", ["resnet:depth=2", "cnn:depth", "cnn:=3", "", ":depth=2",
+@pytest.mark.parametrize("text", ["vgg:depth=2", "cnn:depth", "cnn:=3", "", ":depth=2",
                                   "cnn:depth=2,width"])
 def test_parse_student_arg_rejects_bad_strings(text: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -84,7 +84,7 @@ def test_architecture_choices_expand_per_stage() -> None:
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r.update(famly="cnn"), "did you mean 'family'"),
-    (lambda r: r.update(family="resnet"), "unknown student family"),
+    (lambda r: r.update(family="vgg"), "unknown student family"),
     (lambda r: r["architecture"].update(depht={"int": [1, 2]}), "architecture.depht: unknown key"),
     (lambda r: r["architecture"].update(depth={"int": [4, 2]}), "low 4 > high 2"),
     (lambda r: r["architecture"].update(pool={"choice": []}), "non-empty list"),

@@ -13,7 +13,14 @@ from torch import nn
 
 from autokd.config import CostConfig
 from autokd.cost._model import check_shape
-from autokd.cost.flops import UNCOUNTED_OPS, count_flops, torch_flop_count
+from autokd.cost.flops import (
+    UNCOUNTED_OPS,
+    FlopBreakdown,
+    count_flops,
+    elementwise_flops,
+    flop_breakdown,
+    torch_flop_count,
+)
 from autokd.cost.latency import fix_allocator, measure_latency
 from autokd.cost.memory import measure_peak_memory
 from autokd.cost.size import count_params, serialized_bytes
@@ -21,9 +28,12 @@ from autokd.cost.size import count_params, serialized_bytes
 __all__ = [
     "UNCOUNTED_OPS",
     "CostReport",
+    "FlopBreakdown",
     "count_flops",
     "count_params",
+    "elementwise_flops",
     "fix_allocator",
+    "flop_breakdown",
     "measure_cost",
     "measure_latency",
     "measure_peak_memory",

@@ -16,6 +16,24 @@ counters disagree on every CNN; they are memory-bound rather than compute-bound,
 folds into the preceding convolution at export, and their real cost shows up in the measured
 latency anyway. With this convention the two independent counters agree exactly, which is
 what the tests check.
+
+Elementwise work, counted apart (``elementwise_flops``, and ``flop_breakdown`` for both parts):
+fvcore's own rule is one FLOP per element touched (``elementwise_flop_counter``), and it skips
+activations, adds and multiplies altogether. Inverted-residual students spend a real share of
+their work there (squeeze-and-excitation gates, hard-swish, residual adds), so the separate
+count follows fvcore's per-element rule for every op these students use:
+
+* activations (ReLU, hard-swish, hard-sigmoid, sigmoid, SiLU, GELU, tanh, ...): 1 per output
+  element, however many instructions the formula takes;
+* residual add and the SE scale multiply (``add`` / ``mul`` of two tensors): 1 per output element;
+* batch norm at inference: 2 per element (scale and shift; fvcore's rule for an affine norm,
+  1 without affine parameters);
+* pooling: 1 per element read, i.e. output elements x window (max / avg), and the input size
+  for adaptive average pooling to one value (the global pool);
+* bias additions, dropout at inference, reshapes and copies: 0.
+
+``count_flops`` (the ``flops`` every search objective uses) keeps the contraction-only
+convention above, so results stay comparable with torch's counter and with earlier studies.
 """
 
 from __future__ import annotations
@@ -25,6 +43,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,7 +59,15 @@ with warnings.catch_warnings():
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import get_shape
 
-__all__ = ["UNCOUNTED_OPS", "count_flops", "torch_flop_count"]
+__all__ = [
+    "ELEMENTWISE_OPS",
+    "UNCOUNTED_OPS",
+    "FlopBreakdown",
+    "count_flops",
+    "elementwise_flops",
+    "flop_breakdown",
+    "torch_flop_count",
+]
 
 logger = logging.getLogger("autokd.cost")
 
@@ -142,6 +169,69 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         total = analysis.total()
         _warn_uncounted(analysis.unsupported_ops())
     return int(total)
+
+
+# -- elementwise work (conventions: module docstring) ---------------------------------------
+def _per_output(inputs: list[Any], outputs: list[Any]) -> int:
+    return math.prod(_shape(outputs[0]))
+
+
+def _batch_norm_eval(inputs: list[Any], outputs: list[Any]) -> int:
+    affine = get_shape(inputs[1]) is not None
+    return math.prod(_shape(inputs[0])) * (2 if affine else 1)
+
+
+def _adaptive_pool(inputs: list[Any], outputs: list[Any]) -> int:
+    return math.prod(_shape(inputs[0]))
+
+
+def _window_pool(inputs: list[Any], outputs: list[Any]) -> int:
+    kernel = inputs[1].toIValue()  # the traced kernel_size list, else its ListConstruct
+    if kernel is None:
+        kernel = [v.toIValue() for v in inputs[1].node().inputs()]
+    return math.prod(_shape(outputs[0])) * math.prod(kernel)
+
+
+_ACTIVATIONS = ("relu", "relu_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
+                "sigmoid", "silu", "gelu", "tanh", "leaky_relu", "hardtanh", "elu", "clamp")
+ELEMENTWISE_OPS: dict[str, Callable[[list[Any], list[Any]], int]] = {
+    **{f"aten::{op}": _per_output for op in (*_ACTIVATIONS, "add", "add_", "mul", "mul_")},
+    "aten::batch_norm": _batch_norm_eval,
+    "aten::adaptive_avg_pool1d": _adaptive_pool,
+    "aten::adaptive_avg_pool2d": _adaptive_pool,
+    **{f"aten::{k}_pool{d}d": _window_pool for k in ("max", "avg") for d in (1, 2)},
+}
+# the contractions that ``count_flops`` reports; zeroed when only elementwise work is wanted
+_CONTRACTIONS = ("aten::_convolution", "aten::addmm", "aten::linear", "aten::matmul",
+                 "aten::mm", "aten::bmm", "aten::baddbmm", "aten::einsum", "aten::tensordot",
+                 "aten::scaled_dot_product_attention")
+
+
+@dataclass(frozen=True)
+class FlopBreakdown:
+    """Multiply-adds of the contractions and the elementwise FLOPs, per the module docstring."""
+
+    contraction: int
+    elementwise: int
+
+    @property
+    def total(self) -> int:
+        return self.contraction + self.elementwise
+
+
+def elementwise_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Elementwise FLOPs of one forward at batch 1 (activations, adds, norms, pooling)."""
+    x = example_input(model, input_shape, batch_size=1)
+    with eval_mode(model):
+        analysis = FlopCountAnalysis(model, x)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.set_op_handle(**dict.fromkeys(_CONTRACTIONS, _not_counted), **ELEMENTWISE_OPS)
+        return int(analysis.total())
+
+
+def flop_breakdown(model: nn.Module, input_shape: tuple[int, ...]) -> FlopBreakdown:
+    """Both parts: ``count_flops`` (contractions) and ``elementwise_flops``."""
+    return FlopBreakdown(count_flops(model, input_shape), elementwise_flops(model, input_shape))
 
 
 def _cpu_sdpa_flops(
