@@ -32,7 +32,7 @@ from autokd.data import DataSplits
 from autokd.distill import KDConfig
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import TeacherError
-from autokd.models import build_student, family_for, input_kind
+from autokd.models import build_student, family_for, get_family, input_kind
 from autokd.train import TrainResult, distill, evaluate, seed_everything
 
 __all__ = [
@@ -364,20 +364,26 @@ def load_teachers(sources: list[str], *, trust: bool = False, data: DataSplits |
 
 
 # -- default teacher -----------------------------------------------------------------------
-def default_teacher_spec(data: DataSplits) -> tuple[str, dict[str, Any], TrainConfig]:
-    """A strong default for the data kind, from the default family's ``TeacherRecipe``."""
-    family = family_for(input_kind(data.input_shape))
-    recipe = family.teacher
+def default_teacher_spec(data: DataSplits,
+                         family: str | None = None) -> tuple[str, dict[str, Any], TrainConfig]:
+    """A strong teacher from a family's ``TeacherRecipe`` (default: the data kind's family).
+
+    Naming a family (``mbv2``, ``resnet``...) trains that family's wider, deeper recipe, so a
+    search over that family distils from a teacher of the same shape of network.
+    """
+    record = family_for(input_kind(data.input_shape)) if family is None else get_family(family)
+    record.check_input(tuple(data.input_shape))
+    recipe = record.teacher
     if recipe is None:
-        raise TeacherError(f"family {family.name} defines no default teacher; pass --teacher")
+        raise TeacherError(f"family {record.name} defines no default teacher; pass --teacher")
     cfg = TrainConfig(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size)
-    return family.name, dict(recipe.spec), cfg
+    return record.name, dict(recipe.spec), cfg
 
 
 def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
-                  device: str = "cpu") -> tuple[nn.Module, TrainResult]:
-    """Train the default teacher from scratch (best epoch by validation accuracy)."""
-    family, spec, cfg = default_teacher_spec(data)
+                  device: str = "cpu", family: str | None = None) -> tuple[nn.Module, TrainResult]:
+    """Train a default teacher from scratch (best epoch by validation accuracy)."""
+    family, spec, cfg = default_teacher_spec(data, family)
     cfg.seed, cfg.device = seed, device
     if epochs is not None:
         cfg.epochs = epochs

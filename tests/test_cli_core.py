@@ -116,6 +116,20 @@ def test_teacher_train_writes_a_loadable_checkpoint(capsys, tmp_path: Path,
     assert teacher.accuracy(wine, "test") == pytest.approx(out["test_accuracy"])
 
 
+@pytest.mark.parametrize("family", ["mbv2", "resnet"])
+def test_teacher_train_family_uses_its_recipe(capsys, tmp_path: Path, family: str) -> None:
+    from autokd.models import get_family
+
+    path = tmp_path / f"{family}.pt"
+    out = _run_json(capsys, ["teacher", "train", "--dataset", "digits", "--family", family,
+                             "--out", str(path), "--epochs", "1", "--device", "cpu", "--json"])
+    recipe = get_family(family).teacher
+    assert out["family"] == family
+    assert out["spec"] == get_family(family).normalise(dict(recipe.spec))
+    model, _meta = load_checkpoint(path)
+    assert model.family == family and model.input_shape == (1, 8, 8)
+
+
 # -- user errors -----------------------------------------------------------------------------
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,6 +184,17 @@ def test_unwritable_out(capsys, no_training, tmp_path: Path, wine_teacher: Path)
     line = _user_error(capsys, ["teacher", "train", "--dataset", "wine", "--out",
                                 str(blocker / "x.pt"), "--epochs", "1"])
     assert "file.txt" in line
+
+
+@pytest.mark.parametrize(("family", "expected"), [
+    ("vgg", "unknown student family 'vgg'"),  # not registered
+    ("cnn1d", "cnn1d students need 1-D signal"),  # digits are images
+])
+def test_teacher_train_family_errors(capsys, no_training, tmp_path: Path, family: str,
+                                     expected: str) -> None:
+    line = _user_error(capsys, ["teacher", "train", "--dataset", "digits", "--family", family,
+                                "--out", str(tmp_path / "t.pt"), "--epochs", "1"])
+    assert expected in line
 
 
 @pytest.mark.parametrize("epochs", ["0", "-3", "two"])

@@ -34,7 +34,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
     data = load_data(data_config(args))
     check_writable(Path(args.out))
-    model, result = teachers.train_teacher(data, epochs=args.epochs, seed=args.seed, device=args.device)
+    model, result = teachers.train_teacher(data, epochs=args.epochs, seed=args.seed,
+                                           device=args.device, family=args.family)
     metrics = teachers.teacher_metrics(model, data, result)
     metrics.update(measure_cost(model, data.input_shape).to_dict())
     path = teachers.save_checkpoint(model, args.out, data=data.describe(), metrics=metrics)
@@ -118,7 +119,9 @@ def _parser_teacher(sub: Any) -> None:
     p.add_argument("action", choices=("train",), help="what to do (train)")
     add_data_args(p)
     p.add_argument("--out", required=True, help="checkpoint path to write")
-    p.add_argument("--epochs", type=positive_int, help="epochs (default: per data kind)")
+    p.add_argument("--family", help="student family whose teacher recipe to train (cnn, cnn1d, "
+                                    "mlp, mbv2, resnet; default: by data kind)")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: the family's recipe)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print a JSON summary")
