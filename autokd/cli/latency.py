@@ -59,7 +59,7 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     from autokd.config import CostConfig
     from autokd.data import load_data
     from autokd.latency_table import TableSettings, get_table, table_path
-    from autokd.models import build_student, default_family
+    from autokd.models import build_student, default_family, get_family
     from autokd.models.supernet import build_supernet
     from autokd.nas import space_decisions
     from autokd.space import load_space
@@ -67,6 +67,8 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     data = load_data(data_config(args))
     space = load_space(args.space or default_family(data.input_shape))
     build_student(space.family, {}, data.input_shape, data.num_classes)  # fits this data?
+    if get_family(space.family).supernet is None:
+        return _block_table(args, space, data)
     decisions, fixed = space_decisions(space)
     net = build_supernet(space.family, decisions, fixed, data.input_shape, data.num_classes)
     path = table_path(net, space.name, args.device, args.threads)
@@ -75,6 +77,32 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     settings.calibration = args.calibration
     table = get_table(net, space.name, args.device, args.threads, settings, rebuild=args.force,
                       progress=_progress(args.json))
+    _report(args, table, cached)
+    return 0
+
+
+def _block_table(args: argparse.Namespace, space: Any, data: Any) -> int:
+    """Families without a supernet: time every block of sampled students (``block_latency``)."""
+    import optuna
+
+    from autokd.block_latency import block_table_path, build_block_table
+    from autokd.config import CostConfig
+    from autokd.latency_table import TableSettings, load_table
+
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(sampler=sampler)
+    specs = [space.sample(study.ask()).spec for _ in range(4 * args.calibration)]
+    path = block_table_path(space.family, space.name, data.input_shape, data.num_classes, specs,
+                            args.device, args.threads)
+    cached = path.exists() and not args.force
+    if cached:
+        table = load_table(path)
+    else:
+        settings = TableSettings.from_cost(CostConfig.for_search())
+        table = build_block_table(space.family, specs, data.input_shape, data.num_classes,
+                                  space.name, args.device, args.threads, settings,
+                                  progress=_progress(args.json))
+        table.save(path)
     _report(args, table, cached)
     return 0
 
