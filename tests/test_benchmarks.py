@@ -111,3 +111,16 @@ def test_paired_comparison_is_descriptive_below_six_seeds_and_tested_above() -> 
     many += [_cell("tpe", s, 30.0 + 2 * s) for s in range(7)]
     (entry,) = paired_tests(many, summarise(many))
     assert entry["test"].startswith("wilcoxon") and entry["p_value"] < 0.05
+
+
+@pytest.mark.slow
+def test_families_quick_scores_every_space_on_one_scale(tmp_path: Path) -> None:
+    out = _run_quick("families.py", tmp_path, "--datasets", "mnist1d")
+    summary = out["datasets"]["mnist1d"]
+    assert set(summary["spaces"]) == {"cnn1d", "mbv2", "resnet"}
+    assert set(out["runs"]) == {f"mnist1d/{s}/0" for s in ("cnn1d", "mbv2", "resnet")}
+    for name, space in summary["spaces"].items():
+        assert space["hv_val"]["n"] == 1 and 0.0 <= space["hv_val"]["mean"] <= 1.0, name
+    assert summary["spaces"]["mbv2"]["vs_cnn1d"]["descriptive"]
+    again = _run_quick("families.py", tmp_path, "--datasets", "mnist1d")  # resumes: no reruns
+    assert again["runs"] == out["runs"]
