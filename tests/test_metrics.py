@@ -113,3 +113,33 @@ def test_unknown_metric_is_one_line_exit_2(tmp_path, capsys, command) -> None:
     assert code == 2 and len(err) == 1
     assert err[0] == ("autokd: error: unknown metric 'f2'; known: accuracy, balanced_accuracy, "
                       "macro_f1")
+
+
+def test_report_shows_metric_and_per_class_accuracy(tmp_path, digits, digits_teacher) -> None:
+    from autokd.report import build_report
+    from autokd.study import find_study
+
+    run_search(_cfg(tmp_path, "macro_f1", budget=2))
+    study, paths = find_study(str(tmp_path / "results" / "m"))
+    data = build_report(study, paths)
+    pc = data["per_class"]
+    assert [r["class"] for r in pc["rows"]] == [str(i) for i in range(10)]
+    assert pc["columns"][1][0] == "teacher"
+    teacher = SearchRecord.of(study).teacher["test_per_class_accuracy"]
+    assert [r["teacher"] for r in pc["rows"]] == teacher
+    for member in data["front"]:
+        rec = TrialRecord.of(study.trials[member["trial"]])
+        assert [r[f"#{member['trial']}"] for r in pc["rows"]] == rec.test_per_class_accuracy
+    md = (paths.root / "report.md").read_text()
+    assert "selection metric**: macro F1" in md and "### Per-class accuracy (test)" in md
+    assert "| val macro F1 |" in md
+    html = (paths.root / "report.html").read_text()
+    assert "Per-class accuracy (test)" in html and "class='per-class'" in html
+
+
+def test_per_class_section_absent_for_old_studies() -> None:
+    from autokd.report.classes import class_names, per_class_section
+
+    assert per_class_section([{"trial": 0, "val_accuracy": 0.9}], {}, {}) is None
+    assert class_names({"class_names": ["cat", "dog"]}, 2) == ["cat", "dog"]
+    assert class_names({"class_names": ["cat"]}, 2) == ["0", "1"]  # a mismatch is not trusted
