@@ -104,7 +104,8 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
         version=__version__,
         objectives=old.objectives if old.exists else settings.objective_names,
         mode=old.mode if old.exists else ("score" if settings.score else "pareto"),
-        data=to_dict(cfg.data), dataset=data.describe(), dataset_hash=data.split_hash,
+        data=to_dict(cfg.data), dataset={**data.describe(), "class_names": _names(data)},
+        dataset_hash=data.split_hash,
         teacher_ref=teacher_ref, teacher_hash=profile["hash"],
         teacher=old.teacher if old.exists and old.teacher else profile,
         teachers=[publish_teacher(study, ref, location, known) for ref in refs],
@@ -120,6 +121,11 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
         scale=old.scale if old.exists and old.scale else _scale(space, data, settings, profile))
     study.set_user_attr(SEARCH_ATTR, record.to_dict())
     return record
+
+
+def _names(data: DataSplits) -> list[str]:
+    """The data's class names, for reports (per-class accuracy)."""
+    return [str(n) for n in (getattr(data, "class_names", None) or [])]
 
 
 def _scale(space: SearchSpace, data: DataSplits, settings: SearchSettings,
