@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autokd.errors import ConfigError
+from autokd.metrics import check_metric
 
 __all__ = [
     "CONSTRAINTS",
@@ -26,6 +27,7 @@ __all__ = [
     "SearchSettings",
     "TrainConfig",
     "from_dict",
+    "objective_key",
     "to_dict",
 ]
 
@@ -75,6 +77,7 @@ class TrainConfig:
     # epochs the LR and temperature schedules span (None: ``epochs``); a multi-fidelity search
     # trains a candidate part of the way, on the schedule of its full run
     schedule_epochs: int | None = None
+    metric: str = "accuracy"  # validation metric that picks the best epoch (autokd.metrics)
 
     def validate(self) -> TrainConfig:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1")
@@ -95,6 +98,7 @@ class TrainConfig:
         _check(self.schedule_epochs is None or (isinstance(self.schedule_epochs, int)
                                                 and self.schedule_epochs >= self.epochs),
                "schedule_epochs must be an integer >= epochs")
+        check_metric(self.metric)
         return self
 
 @dataclass
@@ -127,6 +131,14 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "bytes": ("bytes", "minimize"),
     "latency": ("latency_ms", "minimize"),
 }
+
+
+def objective_key(name: str, metric: str = "accuracy") -> str:
+    """The metric key an objective reads: ``accuracy`` is the search's ``--metric`` on the
+    validation split (``val_balanced_accuracy`` ...); the others are fixed (``OBJECTIVES``)."""
+    return f"val_{metric}" if name == "accuracy" else OBJECTIVES[name][0]
+
+
 # constraint option -> metric key
 CONSTRAINTS: dict[str, str] = {
     "max_flops": "flops",
@@ -155,6 +167,9 @@ class SearchSettings:
     pareto_pruning: bool = True
     keep_weights: bool = True
     epochs: int | None = None  # overrides the space's epochs (quick runs, benchmarks)
+    metric: str = "accuracy"  # what the accuracy objective, best epochs and pruning use
+    # seconds between per-epoch checkpoints of a running trial (0: none); see autokd.checkpoints
+    checkpoint_every: float = 30.0
 
     def validate(self) -> SearchSettings:
         if self.score:
@@ -173,6 +188,8 @@ class SearchSettings:
                     raise ConfigError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
             if len(set(self.objectives)) != len(self.objectives):
                 raise ConfigError("objectives must not repeat")
+        check_metric(self.metric)
+        _finite("--checkpoint-every", self.checkpoint_every, 0.0)
         for key in CONSTRAINTS:
             value = getattr(self, key)
             if value is not None and (not math.isfinite(value) or value <= 0):

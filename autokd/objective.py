@@ -17,16 +17,25 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from autokd.config import CONSTRAINTS, OBJECTIVES, SCORE_TERMS, SearchSettings, TrainConfig
+from autokd.checkpoints import TrialCheckpoints, run_key
+from autokd.config import (
+    CONSTRAINTS,
+    OBJECTIVES,
+    SCORE_TERMS,
+    SearchSettings,
+    TrainConfig,
+    objective_key,
+)
 from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.errors import ConfigError, TrainingError
 from autokd.pareto import FrontScale, as_losses, non_dominated
 from autokd.pipeline import RunResult, build_seeded, compare, run_distillation
-from autokd.record import TrialLog, TrialRecord, feasible
+from autokd.record import TrialLog, TrialRecord, feasible, recorded
 from autokd.space import Candidate, SearchSpace
 from autokd.study import StudyPaths
 from autokd.teachers import Teacher, save_checkpoint
+from autokd.train_state import TrainState
 
 __all__ = ["Objective", "ParetoStopper"]
 
@@ -96,7 +105,8 @@ class Objective:
     def __init__(self, space: SearchSpace, data: DataSplits, teacher: Teacher,
                  settings: SearchSettings, paths: StudyPaths | None = None,
                  teacher_profile: dict[str, Any] | None = None, strategy: str = "optuna",
-                 scale: FrontScale | dict[str, Any] | None = None) -> None:
+                 scale: FrontScale | dict[str, Any] | None = None,
+                 artifacts: str | None = None) -> None:
         self.space, self.data, self.teacher = space, data, teacher
         self.scale = FrontScale.from_dict(scale) if isinstance(scale, dict) and scale else (
             scale if isinstance(scale, FrontScale) else None)
@@ -104,6 +114,9 @@ class Objective:
         self.paths, self.strategy = paths, strategy
         self.teacher_profile = teacher_profile or {}
         self._costs: dict[str, CostReport] = {}
+        location = artifacts or (str(paths.root / "artifacts") if paths else None)
+        every = self.settings.checkpoint_every
+        self.checkpoints = TrialCheckpoints(location, every) if location and every > 0 else None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         return self.evaluate(trial, self.space.sample(trial))
@@ -116,7 +129,7 @@ class Objective:
         log = TrialLog(trial).update(
             strategy=self.strategy, family=cand.family, spec=cand.spec, recipe=vars(cand.kd),
             train=cand.train, dataset_hash=self.data.split_hash, teacher_hash=self.teacher.hash,
-            **(extra_attrs or {}))
+            metric=self.settings.metric, **(extra_attrs or {}))
         self._clock = (time.perf_counter(), time.process_time())
         try:
             return self._run(trial, cand, log)
@@ -147,8 +160,21 @@ class Objective:
         cfg = cand.train_config(self.settings.train)
         if self.settings.epochs is not None:
             cfg.epochs = self.settings.epochs
-        cfg.seed = self.settings.train.seed + trial.number
+        cfg.seed = self.trial_seed(trial)
+        cfg.metric = self.settings.metric
         return cfg
+
+    def trial_seed(self, trial: optuna.Trial) -> int:
+        """The training seed: the search's seed + the trial number, except that a retry of a
+        killed trial keeps the seed of the trial it retries (the same run, so it can continue
+        that trial's checkpoint and give the same student)."""
+        own = self.settings.train.seed + trial.number
+        retry_of, study = TrialRecord.of(trial).retry_of, getattr(trial, "study", None)
+        if retry_of is None or study is None:
+            return own
+        trials = study.get_trials(deepcopy=False)
+        seed = recorded(trials[int(retry_of)], "seed") if int(retry_of) < len(trials) else None
+        return int(seed) if seed is not None else own
 
     def _run(self, trial: optuna.Trial, cand: Candidate, log: TrialLog) -> float | list[float]:
         t0 = time.perf_counter()
@@ -164,8 +190,17 @@ class Objective:
         if any(v > 0 for v in violations):
             return self._infeasible(log, costs, violations)
         log.flush()  # the candidate and its costs are kept even if training dies
-        callbacks = {"on_epoch_end": [self._reporter(trial, log, costs, cfg.epochs)]}
-        run = self._distil(trial, cand, cfg, callbacks, model, cost)
+        reporter = self._reporter(trial, log, costs, cfg.epochs)
+        callbacks = {"on_epoch_end": [reporter]}
+        key, state = self._checkpoint(cand, cfg, log, reporter)
+        if key is not None:
+            callbacks["on_epoch_end"].append(self.checkpoints.saver(key))
+        try:
+            run = self._distil(trial, cand, cfg, callbacks, model, cost, state)
+        except (optuna.TrialPruned, TrainingError, ConfigError):
+            self._forget(key)  # finished for good: a retry would end the same way
+            raise
+        self._forget(key)
         metrics = run.metrics()
         metrics.update(compare(metrics, self.teacher_profile))
         log.update(**metrics)
@@ -176,10 +211,36 @@ class Objective:
         return self._values(metrics)
 
     def _distil(self, trial: optuna.Trial, cand: Candidate, cfg: TrainConfig,
-                callbacks: dict[str, Any], model: Any, cost: CostReport) -> RunResult:
-        """Train the candidate (a multi-fidelity search resumes and keeps state here)."""
+                callbacks: dict[str, Any], model: Any, cost: CostReport,
+                resume: TrainState | None = None) -> RunResult:
+        """Train the candidate, from ``resume`` (its checkpoint) when given (a multi-fidelity
+        search also resumes and keeps state here)."""
         return run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
-                                self.settings.cost, callbacks, model=model, cost=cost)
+                                self.settings.cost, callbacks, model=model, cost=cost,
+                                resume=resume)
+
+    def _checkpoint(self, cand: Candidate, cfg: TrainConfig, log: TrialLog,
+                    reporter: Any) -> tuple[str | None, TrainState | None]:
+        """This run's checkpoint key and the state a killed earlier try of it left (replayed
+        into the reporter, so pruning sees every epoch as an uninterrupted run would)."""
+        if self.checkpoints is None:
+            return None, None
+        key = run_key(cand.family, cand.spec, vars(cand.kd), cand.train, cfg,
+                      self.data.split_hash, self.teacher.hash)
+        state = self.checkpoints.load(key)
+        if state is not None and (state.horizon != (cfg.schedule_epochs or cfg.epochs)
+                                  or state.epoch > cfg.epochs or state.metric != cfg.metric):
+            state = None  # cannot happen for a matching key; a hand-copied file is ignored
+        if state is not None:
+            logger.info("continuing run %s from its checkpoint after epoch %d", key, state.epoch)
+            log.update(resumed_epoch=state.epoch)
+            for row in state.history:
+                reporter(None, int(row["epoch"]), row, replay=True)
+        return key, state
+
+    def _forget(self, key: str | None) -> None:
+        if key is not None and self.checkpoints is not None:
+            self.checkpoints.remove(key)
 
     def _cost(self, cand: Candidate, model: Any) -> CostReport:
         """Costs depend on the architecture only, so a repeated spec is measured once."""
@@ -201,7 +262,8 @@ class Objective:
         names = [m for m, v in zip(CONSTRAINTS.values(), viol) if v > 0]
         log.flush(infeasible=True, **self._spent(),
                   infeasible_reason=f"violates max {', '.join(names)} before training")
-        worst = {"val_accuracy": 0.0, "val_kd_loss": 1e9, "score": 1e9}
+        worst = {"val_accuracy": 0.0, f"val_{self.settings.metric}": 0.0, "val_kd_loss": 1e9,
+                 "score": 1e9}
         return self._values({**costs, **worst}, infeasible=True)
 
     def _reporter(self, trial: optuna.Trial, log: TrialLog, costs: dict[str, Any],
@@ -214,18 +276,22 @@ class Objective:
         if self.settings.score:
             penalty = self._penalty(costs)
 
-            def report(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
+            def report(_trainer: Any, epoch: int, m: dict[str, float],
+                       replay: bool = False) -> None:
                 trial.report(m.get("val_kd_loss", m["val_nll"]) + penalty, epoch)
-                if trial.should_prune():
+                if not replay and trial.should_prune():
                     log.update(prune_reason=f"pruner stopped it at epoch {epoch}",
                                train_seconds=time.perf_counter() - start)
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
             return report
         stopper = self._stopper(trial, costs, epochs)
+        key = f"val_{self.settings.metric}"
 
-        def report_pareto(_trainer: Any, epoch: int, m: dict[str, float]) -> None:
-            if stopper is not None and stopper.should_stop(epoch, m["val_accuracy"]):
+        def report_pareto(_trainer: Any, epoch: int, m: dict[str, float],
+                          replay: bool = False) -> None:
+            stop = stopper is not None and stopper.should_stop(epoch, m[key])
+            if stop and not replay:
                 log.update(prune_reason=stopper.reason, pruned_at_epoch=epoch,
                            train_seconds=time.perf_counter() - start)
                 raise optuna.TrialPruned(stopper.reason)
@@ -246,8 +312,9 @@ class Objective:
         front = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             rec = TrialRecord.of(t)
-            if feasible(t) and not rec.infeasible and rec.val_accuracy is not None:
-                front.append(({k: rec.get(k, math.inf) for k in keys}, rec.val_accuracy))
+            score = rec.get(objective_key("accuracy", self.settings.metric))
+            if feasible(t) and not rec.infeasible and score is not None:
+                front.append(({k: rec.get(k, math.inf) for k in keys}, score))
         return ParetoStopper(front, {k: costs[k] for k in keys}, keys, epochs, scale=scale,
                              names=[o for o in objs if o != "accuracy"])
 
@@ -268,7 +335,7 @@ class Objective:
             return float(metrics["score"]) if infeasible else self._score(metrics)
         out = []
         for name in self.settings.objectives:
-            value = metrics.get(OBJECTIVES[name][0])
+            value = metrics.get(objective_key(name, self.settings.metric))
             if value is None:
                 raise TrainingError(f"objective {name} could not be measured for this candidate")
             out.append(float(value))

@@ -10,12 +10,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from autokd.config import CostConfig, TrainConfig
 from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.distill import KDConfig
+from autokd.metrics import classification_metrics
 from autokd.models import build_student
 from autokd.teachers import Teacher
 from autokd.train import Callback, Trainer, TrainResult, seed_everything
@@ -27,6 +29,7 @@ __all__ = [
     "compare",
     "run_distillation",
     "teacher_profile",
+    "teacher_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,6 +90,10 @@ def teacher_profile(teacher: Teacher, data: DataSplits, cost_cfg: CostConfig | N
         "val_accuracy": teacher.accuracy(data, "val"),
         "test_accuracy": teacher.accuracy(data, "test"),
     }
+    for split in ("val", "test"):
+        scores = teacher_scores(teacher, data, split)
+        out.update({f"{split}_{k}": scores[k] for k in
+                    ("balanced_accuracy", "macro_f1", "per_class_accuracy")})
     costs = [_member_cost(m.module, data, cost_cfg) for m in teacher.members]
     if all(c is not None for c in costs):
         for name in ("params", "flops", "bytes", "latency_ms", "latency_ms_batch"):
@@ -94,6 +101,14 @@ def teacher_profile(teacher: Teacher, data: DataSplits, cost_cfg: CostConfig | N
             out[name] = sum(values) if all(v is not None for v in values) else None
     _PROFILE_CACHE[key] = out
     return out
+
+
+def teacher_scores(teacher: Teacher, data: DataSplits, split: str) -> dict[str, Any]:
+    """The teacher's metrics on a split (``autokd.metrics``), from its cached outputs; an
+    ensemble predicts by its mean probabilities, as ``Teacher.accuracy`` does."""
+    y = data.split(split)[1]
+    pred = torch.softmax(teacher.outputs(data, split), -1).mean(0).argmax(1)  # (N,)
+    return classification_metrics(pred, y, data.num_classes)
 
 
 def _member_cost(module: nn.Module | None, data: DataSplits, cfg: CostConfig) -> CostReport | None:

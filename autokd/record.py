@@ -67,6 +67,7 @@ class TrialRecord:
     train: dict[str, Any] | None = None
     dataset_hash: str | None = None
     teacher_hash: str | None = None
+    metric: str | None = None  # the selection metric (--metric); None: accuracy (older studies)
     # costs, measured before training (autokd.cost.CostReport)
     params: int | None = None
     flops: int | None = None
@@ -88,6 +89,12 @@ class TrialRecord:
     test_accuracy: float | None = None
     test_nll: float | None = None
     test_kd_loss: float | None = None
+    val_balanced_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    test_balanced_accuracy: float | None = None
+    test_macro_f1: float | None = None
+    val_per_class_accuracy: list[float | None] | None = None  # recall per class, class order
+    test_per_class_accuracy: list[float | None] | None = None
     train_seconds: float | None = None
     best_epoch: int | None = None
     epochs_run: int | None = None
@@ -104,6 +111,7 @@ class TrialRecord:
     # how it ended early
     prune_reason: str | None = None
     pruned_at_epoch: int | None = None
+    resumed_epoch: int | None = None  # continued from its checkpoint after this epoch
     fail_reason: str | None = None
     # strategy-specific fields (darts_*, predicted_*, nni_*), kept as they are
     extra: dict[str, Any] = field(default_factory=dict)
@@ -220,6 +228,8 @@ class SearchRecord:
         scale: The hypervolume's ``FrontScale`` as a dict (the space's cost ranges, accuracy
             from the majority class to the teacher), fixed when the search started; empty in
             studies written before it existed.
+        metric: The selection metric (``--metric``): what the accuracy objective, the scale's
+            accuracy axis, best epochs and pruning use; ``accuracy`` in older studies.
     """
 
     version: str = ""
@@ -251,6 +261,7 @@ class SearchRecord:
     baseline: bool = False
     started_at: float | None = None
     scale: dict[str, Any] = field(default_factory=dict)
+    metric: str = "accuracy"
 
     @classmethod
     def of(cls, study: optuna.Study) -> SearchRecord:

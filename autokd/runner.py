@@ -90,6 +90,10 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
     if old.exists and old.teacher_hash not in (None, profile["hash"]):
         raise StudyError(f"study {study.study_name!r} was run with another teacher "
                          f"({old.teacher_hash} != {profile['hash']}); use another --name")
+    old_metric = (old.settings or {}).get("metric", "accuracy")
+    if old.exists and old_metric != settings.metric:
+        raise StudyError(f"study {study.study_name!r} selects by --metric {old_metric}, not "
+                         f"{settings.metric}; use the same --metric or another --name")
     if old.exists and SEARCH_ATTR not in study.user_attrs:
         logger.info("study %s was written by autokd 0.1; its settings are now also recorded in "
                     "the current layout", study.study_name)
@@ -100,13 +104,15 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
         version=__version__,
         objectives=old.objectives if old.exists else settings.objective_names,
         mode=old.mode if old.exists else ("score" if settings.score else "pareto"),
-        data=to_dict(cfg.data), dataset=data.describe(), dataset_hash=data.split_hash,
+        data=to_dict(cfg.data), dataset={**data.describe(), "class_names": _names(data)},
+        dataset_hash=data.split_hash,
         teacher_ref=teacher_ref, teacher_hash=profile["hash"],
         teacher=old.teacher if old.exists and old.teacher else profile,
         teachers=[publish_teacher(study, ref, location, known) for ref in refs],
         trust=cfg.trust, artifacts=location, space=space.source, space_yaml=_space_yaml(space),
         space_name=space.name, family=space.family,
         settings=old.settings if old.exists else dataclasses.asdict(settings),
+        metric=settings.metric,
         limits=old.limits if old.exists else settings.limits(),
         budget={"trials": budget.trials, "seconds": budget.seconds}, strategy=cfg.strategy,
         sampler=cfg.sampler, pruner=cfg.pruner, tuner=cfg.tuner, seed=cfg.seed,
@@ -117,13 +123,19 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
     return record
 
 
+def _names(data: DataSplits) -> list[str]:
+    """The data's class names, for reports (per-class accuracy)."""
+    return [str(n) for n in (getattr(data, "class_names", None) or [])]
+
+
 def _scale(space: SearchSpace, data: DataSplits, settings: SearchSettings,
            profile: dict[str, Any]) -> dict[str, Any]:
     """The hypervolume's scale, fixed before the first trial (empty in score mode)."""
-    if settings.score or profile.get("val_accuracy") is None:
+    top = profile.get(f"val_{settings.metric}")
+    if settings.score or top is None:
         return {}
-    scale = space_scale(space, data, profile["val_accuracy"], settings.objective_names,
-                        settings.cost)
+    scale = space_scale(space, data, top, settings.objective_names, settings.cost,
+                        metric=settings.metric)
     return scale.to_dict()
 
 

@@ -26,13 +26,14 @@ import torch
 from autokd.config import OBJECTIVES, CostConfig
 from autokd.cost import measure_cost
 from autokd.data import DataSplits
+from autokd.metrics import majority_score
 from autokd.pareto import FrontScale
 from autokd.pipeline import build_seeded
 from autokd.record import SearchRecord
 from autokd.space import Candidate, SearchSpace
 
-__all__ = ["COST_NAMES", "complete_scale", "majority_accuracy", "observed_scale", "space_scale",
-           "study_scale"]
+__all__ = ["COST_NAMES", "complete_scale", "majority_accuracy", "majority_floor", "observed_scale",
+           "space_scale", "study_scale"]
 
 logger = logging.getLogger(__name__)
 COST_NAMES = ("flops", "params", "bytes", "latency")
@@ -69,6 +70,16 @@ def majority_accuracy(data: DataSplits) -> float:
     return float((data.y_val.long() == int(counts.argmax())).float().mean())
 
 
+def majority_floor(data: DataSplits, metric: str = "accuracy") -> float:
+    """The search's metric on the validation split for always predicting the most common
+    training class: the accuracy axis's floor (a student no better adds no hypervolume).
+
+    Balanced accuracy gives 1/K and macro F1 (1/K)·2p/(1+p) (p the class's validation share),
+    both computed exactly by scoring that constant prediction (``autokd.metrics``).
+    """
+    return majority_score(data.y_train, data.y_val, data.num_classes, metric)
+
+
 def _candidates(space: SearchSpace, samples: int, seed: int) -> list[Candidate]:
     out = [space.sample(_Corner(False)), space.sample(_Corner(True))]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -79,10 +90,11 @@ def _candidates(space: SearchSpace, samples: int, seed: int) -> list[Candidate]:
 
 def space_scale(space: SearchSpace, data: DataSplits, teacher_accuracy: float,
                 objectives: Sequence[str], cost: CostConfig | None = None,
-                samples: int = SAMPLES, seed: int = 0) -> FrontScale:
-    """The scale of a search: each cost objective's range over the space, accuracy between the
-    majority class and the teacher (the teacher's, floored just above the majority's)."""
-    floor = majority_accuracy(data)
+                samples: int = SAMPLES, seed: int = 0, metric: str = "accuracy") -> FrontScale:
+    """The scale of a search: each cost objective's range over the space, accuracy (the
+    search's ``metric``) between the majority class and the teacher (the teacher's, floored just
+    above the majority's); ``teacher_accuracy`` is the teacher's value of ``metric``."""
+    floor = majority_floor(data, metric)
     scale = FrontScale((floor, max(float(teacher_accuracy), floor + 1e-6)))
     wanted = [n for n in objectives if n in COST_NAMES]
     if not wanted:

@@ -122,7 +122,7 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
         finalize(study, paths)
         return outcome
     objective = Objective(space, data, teacher, settings, paths, record.teacher,
-                          strategy=cfg.strategy, scale=record.scale)
+                          strategy=cfg.strategy, scale=record.scale, artifacts=record.artifacts)
     try:
         if cfg.jobs > 1:  # N local `autokd worker` processes; this one only shows progress
             run_pool(study, paths, url, cfg.jobs, search_worker_args(cfg, paths), progress,

@@ -6,7 +6,8 @@ Why it looks like this:
   losses are cached the same way when they fit in memory; otherwise the teacher runs per batch.
 - Each epoch permutes the in-memory data once and takes batches as views (no DataLoader
   per-sample overhead, no per-batch gathering).
-- The student kept is the best epoch by validation accuracy, never the last.
+- The student kept is the best epoch by the validation metric (``cfg.metric``: accuracy,
+  balanced accuracy or macro F1), never the last.
 - Progress is reported through callbacks (``on_epoch_end``), so a search can prune without this
   module knowing about Optuna.
 - A run can stop after some epochs and continue later exactly where it stopped (``TrainState``):
@@ -34,6 +35,7 @@ from autokd.device import resolve_device
 from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
+from autokd.metrics import classification_metrics
 from autokd.train_state import RunHistory, TrainState
 
 __all__ = [
@@ -94,18 +96,17 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             teacher_logits: torch.Tensor | None = None, temperature: float = 1.0) -> dict[str, float]:
-    """Accuracy, NLL and (given teacher logits (M, N, K)) the KD divergence on one split."""
+             teacher_logits: torch.Tensor | None = None, temperature: float = 1.0) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro F1, per-class accuracy, NLL and (given teacher
+    logits (M, N, K)) the KD divergence on one split, all from one set of predictions."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     logits = torch.cat([model(x[i:i + EVAL_BATCH].to(device)).float().cpu()
                         for i in range(0, len(x), EVAL_BATCH)])  # (N, K)
     model.train(was_training)
-    out = {
-        "accuracy": (logits.argmax(1) == y).float().mean().item(),
-        "nll": F.cross_entropy(logits, y).item(),
-    }
+    out: dict[str, Any] = classification_metrics(logits.argmax(1), y, logits.shape[1])
+    out["nll"] = F.cross_entropy(logits, y).item()
     if teacher_logits is not None:
         out["kd_loss"] = kd_divergence(logits, teacher_logits, temperature)
     return out
@@ -149,6 +150,7 @@ class Trainer:
         self.keep_state = False  # fit() leaves ``self.state`` to continue from later
         self.state: TrainState | None = None
         self._resume: TrainState | None = None
+        self._live: tuple[Any, ...] | None = None  # the running fit's (track, opt, ...)
 
     def resume(self, state: TrainState) -> None:
         """Continue ``state`` on the next ``fit()`` (up to ``cfg.epochs``, on its schedule)."""
@@ -236,24 +238,33 @@ class Trainer:
         t_val = self._teacher_logits("val")
         steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
         opt, sched = self._optimizer(horizon * steps_per_epoch)
-        track = RunHistory() if self._resume is None else \
+        track = RunHistory(metric=cfg.metric) if self._resume is None else \
             self._restore(self._resume, opt, sched, gen, horizon)
+        self._live = (track, opt, sched, gen, horizon)  # what ``snapshot`` captures
         start, seen = time.perf_counter(), 0
         for epoch in range(track.epoch + 1, cfg.epochs + 1):
             progress = (epoch - 1) / max(1, horizon)
             train_loss = self._epoch(x_train, y_train, t_train, gen, opt, sched, progress, epoch)
             seen += len(x_train)
-            metrics = evaluate(self.student, data.x_val, data.y_val, t_val, self.kd.temperature)
-            metrics = {f"val_{k}": v for k, v in metrics.items()} | {"train_loss": train_loss}
-            track.record(epoch, metrics, self.student)
+            full = evaluate(self.student, data.x_val, data.y_val, t_val, self.kd.temperature)
+            full = {f"val_{k}": v for k, v in full.items()} | {"train_loss": train_loss}
+            track.record(epoch, full, self.student)
+            metrics = self._epoch_metrics(full)
             for fn in self.callbacks["on_epoch_end"]:
                 fn(self, epoch, metrics)
             if self.stop_requested:
                 break
         seconds = time.perf_counter() - start
+        self._live = None
         if self.keep_state:
             self.state = self._capture(track, opt, sched, gen, horizon)
         return self._finish(track, seconds, seen)
+
+    def _epoch_metrics(self, full: dict[str, Any]) -> dict[str, float]:
+        """What an epoch's callbacks get: the scalars they act on, the selection metric
+        included (the history keeps every metric, per class too)."""
+        keep = ("val_accuracy", f"val_{self.cfg.metric}", "val_nll", "val_kd_loss", "train_loss")
+        return {k: full[k] for k in dict.fromkeys(keep) if k in full}
 
     def _restore(self, state: TrainState, opt: torch.optim.Optimizer, sched: Any,
                  gen: torch.Generator, horizon: int) -> RunHistory:
@@ -261,6 +272,9 @@ class Trainer:
         if state.horizon != horizon:
             raise ConfigError(f"a resumed run keeps its schedule of {state.horizon} epochs, "
                               f"got {horizon}")
+        if state.metric != self.cfg.metric:
+            raise ConfigError(f"a resumed run keeps its selection metric {state.metric}, "
+                              f"got {self.cfg.metric}")
         if state.epoch > self.cfg.epochs:
             raise ConfigError(f"cannot resume a run stopped after epoch {state.epoch} to train "
                               f"only {self.cfg.epochs} epochs")
@@ -275,7 +289,14 @@ class Trainer:
             torch.cuda.set_rng_state_all(state.cuda_rng)
         self.global_step = state.global_step
         return RunHistory(state.epoch, (state.best[0], state.best[1]), state.best_epoch,
-                      state.best_state, list(state.history))
+                          state.best_state, list(state.history), self.cfg.metric)
+
+    def snapshot(self) -> TrainState:
+        """The state after the epoch just run, from an ``on_epoch_end`` callback (a search
+        checkpoints long trials with it); resuming it continues exactly from there."""
+        if self._live is None:
+            raise TrainingError("snapshot() is only available while fit() runs")
+        return self._capture(*self._live)
 
     def _capture(self, track: RunHistory, opt: torch.optim.Optimizer, sched: Any,
                  gen: torch.Generator, horizon: int) -> TrainState:
@@ -288,7 +309,8 @@ class Trainer:
         return TrainState(track.epoch, horizon, self.global_step, cpu(self.student.state_dict()),
                           cpu(self.loss_fn.state_dict()), opt.state_dict(), sched.state_dict(),
                           gen.get_state(), torch.get_rng_state(), cuda_rng, list(track.best),
-                          track.best_epoch, track.best_state, list(track.history))
+                          track.best_epoch, track.best_state, list(track.history),
+                          track.metric)
 
     def _epoch(self, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None,
                gen: torch.Generator, opt: torch.optim.Optimizer, sched: Any, progress: float,

@@ -42,10 +42,11 @@ class TrainState:
     generator: torch.Tensor
     rng: torch.Tensor
     cuda_rng: list[torch.Tensor] | None
-    best: list[float]  # [val accuracy, val NLL] of the best epoch
+    best: list[float]  # [val metric, val NLL] of the best epoch
     best_epoch: int
     best_state: dict[str, torch.Tensor] | None
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
+    metric: str = "accuracy"  # what picks the best epoch; a resumed run must keep it
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a killed worker never leaves half a checkpoint to resume from)."""
@@ -68,18 +69,22 @@ _STATE_FORMAT = "autokd-train-state-1"
 
 @dataclass
 class RunHistory:
-    """The epochs run so far, the best of them and its weights (what a resumed run carries on)."""
+    """The epochs run so far, the best of them and its weights (what a resumed run carries on).
+
+    The best epoch is the one with the highest ``val_<metric>``, ties broken by lower NLL.
+    """
 
     epoch: int = 0
-    best: tuple[float, float] = (-1.0, math.inf)  # (val accuracy, val NLL)
+    best: tuple[float, float] = (-1.0, math.inf)  # (val metric, val NLL)
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "accuracy"  # the validation metric that picks the best epoch
 
-    def record(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+    def record(self, epoch: int, metrics: dict[str, Any], model: nn.Module) -> None:
         self.epoch = epoch
         self.history.append({"epoch": epoch, **metrics})
-        key = (metrics["val_accuracy"], -metrics["val_nll"])
+        key = (metrics[f"val_{self.metric}"], -metrics["val_nll"])
         if key > (self.best[0], -self.best[1]):
             self.best, self.best_epoch = (key[0], -key[1]), epoch
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

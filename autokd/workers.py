@@ -161,7 +161,8 @@ def _run_worker(opts: WorkerOptions, progress: ProgressFn | None) -> WorkerOutco
     module = controller_module(cfg.strategy)
     study = module.open_for_search(opts.name, url, cfg, cfg.settings)
     objective = Objective(space, data, teacher, cfg.settings, paths, record.teacher,
-                          strategy=cfg.strategy, scale=record.scale)
+                          strategy=cfg.strategy, scale=record.scale,
+                          artifacts=opts.artifacts or record.artifacts)
     me = worker_id()
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     try:

@@ -19,14 +19,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autokd"
 # DESIGN.md §1, lowest first; a module imports only from its own or lower layers
 LAYERS: dict[str, int] = {
     "autokd": 0, "autokd.__main__": 7, "autokd._api": 0, "autokd._io": 0, "autokd.errors": 0,
-    "autokd.config": 0, "autokd.registry": 0, "autokd.pareto": 0, "autokd.device": 0,
+    "autokd.config": 0, "autokd.metrics": 0, "autokd.registry": 0, "autokd.pareto": 0, "autokd.device": 0,
     "autokd.data": 1, "autokd.models": 1, "autokd.distill": 1,
     "autokd.train": 2, "autokd.train_state": 2, "autokd.cost": 2, "autokd.latency_table": 2,
     "autokd.block_latency": 2,
     "autokd.teachers": 3, "autokd.space": 3, "autokd.pipeline": 3,
     "autokd.objective": 4, "autokd.study": 4, "autokd.record": 4, "autokd.front": 4,
     "autokd.scale": 4,
-    "autokd.tables": 4, "autokd.artifacts": 4,
+    "autokd.tables": 4, "autokd.artifacts": 4, "autokd.checkpoints": 4,
     "autokd.runner": 5, "autokd.controllers": 5, "autokd.nas": 5, "autokd.search": 5,
     "autokd.workers": 5, "autokd.pool": 5,
     "autokd.report": 6, "autokd.export": 6,

@@ -182,7 +182,8 @@ def test_raising_or_stopping_in_a_callback_ends_training(wine: DataSplits) -> No
 def test_scratch_needs_no_teacher_but_kd_does(wine: DataSplits) -> None:
     result = distill(_student(wine, "mlp"), wine, None, SCRATCH, TrainConfig(epochs=2))
     assert isinstance(result, TrainResult) and "kd_loss" not in result.val
-    assert result.val["accuracy"] > 0 and result.test.keys() == {"accuracy", "nll"}
+    assert result.val["accuracy"] > 0 and result.test.keys() == {
+        "accuracy", "balanced_accuracy", "macro_f1", "per_class_accuracy", "nll"}
     for kd in (KDConfig(), KDConfig(soft_loss="none", alpha=0.0, hint_weight=1.0)):
         with pytest.raises(ConfigError, match="needs a teacher"):
             Trainer(_student(wine, "mlp"), wine, TrainConfig(epochs=1), kd, None)

@@ -176,6 +176,15 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int = 40) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto uses CUDA with mixed precision when present")
+    add_metric_arg(g)
+
+
+def add_metric_arg(g: Any) -> None:
+    """``--metric``: the validation metric that keeps the best epoch (and, in a search, that
+    the accuracy objective maximises); validated by the config so a typo is one line, exit 2."""
+    g.add_argument("--metric", default="accuracy",
+                   help="accuracy (default), balanced_accuracy or macro_f1 (imbalanced data): "
+                        "keeps the best epoch and is what the accuracy objective maximises")
 
 
 def data_config(args: argparse.Namespace) -> Any:
@@ -222,7 +231,8 @@ def train_config(args: argparse.Namespace) -> Any:
     from autokd.config import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       weight_decay=args.weight_decay, seed=args.seed, device=args.device).validate()
+                       weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                       metric=args.metric).validate()
 
 
 def resolve_teacher(args: argparse.Namespace, data: Any) -> tuple[Any, str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from autokd.cli._common import (
     add_data_args,
+    add_metric_arg,
     add_teacher_args,
     command,
     data_config,
@@ -86,7 +87,8 @@ def search_settings(args: argparse.Namespace) -> Any:
         train=TrainConfig(threads=args.threads),
         cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
                                    threads=args.latency_threads),
-        pareto_pruning=not args.no_early_stop).validate()
+        pareto_pruning=not args.no_early_stop, metric=args.metric,
+        checkpoint_every=args.checkpoint_every).validate()
 
 
 def _resume_hint(outcome: Any, args: argparse.Namespace) -> None:
@@ -166,6 +168,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-threads", type=positive_int, default=1,
                    help="threads used when measuring latency (default 1)")
     g.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    add_metric_arg(g)
+    g.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
+                   help="save a running trial's training state after an epoch once SECONDS "
+                        "have passed since its last save (default 30; 0 disables), so a "
+                        "resumed search continues a killed trial from its last saved epoch")
 
 
 def _asha_args(p: argparse.ArgumentParser) -> None:

@@ -187,12 +187,15 @@ class RungObjective(Objective):
         return cfg.validate()
 
     def _distil(self, trial: optuna.Trial, cand: Candidate, cfg: TrainConfig,
-                callbacks: dict[str, Any], model: Any, cost: CostReport) -> RunResult:
+                callbacks: dict[str, Any], model: Any, cost: CostReport,
+                resume: TrainState | None = None) -> RunResult:
+        """Continue this rung's own checkpoint (a killed try of it) if any, else the parent."""
         plan = self.plan
         keep = plan is not None and plan.keeps_state
+        start = resume if resume is not None else (plan.state if plan else None)
         run = run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
                                self.settings.cost, callbacks, model=model, cost=cost,
-                               resume=plan.state if plan else None, keep_state=keep)
+                               resume=start, keep_state=keep)
         if keep and run.train.state is not None:
             self.states.save(trial, run.train.state)
         return run

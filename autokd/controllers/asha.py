@@ -232,7 +232,7 @@ class AshaController(OptunaController):
         horizon = self.objective.max_epochs(cand)
         rung = int(rec.rung or 0)
         plan = RungPlan(rung, self.options.rung_epochs(horizon, rung), horizon,
-                        seed=self.settings.train.seed + trial.number)
+                        seed=self.objective.trial_seed(trial))
         if rec.resumed_from is not None:
             parent = self.study.get_trials(deepcopy=False)[int(rec.resumed_from)]
             plan.parent = parent.number

@@ -22,6 +22,7 @@ from torch import nn
 from autokd.data import DataSplits
 from autokd.export.formats import sha256_file
 from autokd.export.source import search_epochs
+from autokd.metrics import metric_label
 from autokd.pipeline import compare
 from autokd.record import SearchRecord, TrialRecord
 from autokd.report import storage_label
@@ -109,9 +110,11 @@ def _model_entry(ex: ExportRecord) -> dict[str, Any]:
 def _metrics_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
     """Measured now on val and test, next to what the search recorded."""
     a = TrialRecord.of(ex.trial).fields()
+    metric = SearchRecord.of(ex.study).metric or "accuracy"
+    keys = dict.fromkeys(("val_accuracy", "test_accuracy", f"val_{metric}", f"test_{metric}"))
     return {"test": ex.metrics["test"], "val": ex.metrics["val"],
             "retention": ratios["retention"], "val_retention": ratios["val_retention"],
-            "search": {k: a.get(k) for k in ("val_accuracy", "test_accuracy")}}
+            "selection_metric": metric, "search": {k: a.get(k) for k in keys}}
 
 
 def _costs_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +185,18 @@ def _md_metrics(m: dict[str, Any]) -> list[str]:
         f"{_fmt(m['val_retention'])}"),
         (f"- at search time: val {_fmt(m['search']['val_accuracy'])}, test "
         f"{_fmt(m['search']['test_accuracy'])}"),
+        *_md_selection(m),
     ]
+
+
+def _md_selection(m: dict[str, Any]) -> list[str]:
+    """The selection metric's line, when the search chose one other than accuracy."""
+    metric = m.get("selection_metric") or "accuracy"
+    if metric == "accuracy":
+        return []
+    return [(f"- selected by {metric_label(metric)}: val {_fmt(m['val'].get(metric))}, test "
+             f"{_fmt(m['test'].get(metric))} (at search time: val "
+             f"{_fmt(m['search'].get(f'val_{metric}'))})")]
 
 
 def _md_costs(c: dict[str, Any], lat: dict[str, Any]) -> list[str]:

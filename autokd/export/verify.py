@@ -28,6 +28,7 @@ from autokd.export.formats import (
     run_artifact,
     sha256_file,
 )
+from autokd.metrics import classification_metrics
 from autokd.record import TrialRecord
 
 __all__ = ["PARITY_TOL", "check_card", "evaluate_artifact", "latency_table", "load_student",
@@ -97,14 +98,18 @@ def latency_table(t: FrozenTrial, cost: dict[str, Any], files: dict[str, Path],
 
 
 def test_metrics(model: nn.Module, data: DataSplits) -> dict[str, Any]:
-    """Accuracy and NLL of the student on val and test (what the card reports)."""
+    """Accuracy, balanced accuracy, macro F1, per-class accuracy and NLL of the student on val
+    and test (what the card reports)."""
     out = {}
     for split in ("val", "test"):
         x, y = data.split(split)
         logits = _predict(model, x)
+        scores = classification_metrics(logits.argmax(1), y, logits.shape[1])
         out[split] = {"accuracy": int((logits.argmax(1) == y).sum()) / len(y),  # exact ratio
                       "nll": float(torch.nn.functional.cross_entropy(logits, y)),
-                      "samples": len(y)}
+                      "samples": len(y),
+                      **{k: scores[k] for k in ("balanced_accuracy", "macro_f1",
+                                                "per_class_accuracy")}}
     return out
 
 

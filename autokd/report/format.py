@@ -11,9 +11,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from autokd.metrics import metric_label
+
 __all__ = ["CLAIM_COLUMNS", "KD_COLUMNS", "LATENCY_COLUMNS", "REASON_COLUMNS", "RECIPE_COLUMNS",
            "TEACHER_COLUMNS", "Column", "fmt", "front_columns", "importance_columns",
-           "importance_rows", "with_lr"]
+           "importance_rows", "metric_columns", "with_lr"]
 
 Column = tuple[str, str, str]  # (header, key, kind of formatting)
 
@@ -66,10 +68,12 @@ REASON_COLUMNS: list[Column] = [
     ("example", "example", "text")]
 
 
-def front_columns(front: list[dict[str, Any]]) -> list[Column]:
-    """The front table's columns; optional ones only when some member has them."""
+def front_columns(front: list[dict[str, Any]], metric: str | None = None) -> list[Column]:
+    """The front table's columns; optional ones only when some member has them, and the
+    selection metric's when it is not plain accuracy."""
     cols: list[Column] = [
         ("trial", "trial", "int"), ("strategy", "strategy", "text"),
+        *metric_columns(metric or "accuracy"),
         ("val acc", "val_accuracy", "pct"), ("test acc", "test_accuracy", "pct"),
         ("val−test", "selection_gap", "pp"), ("retention", "retention", "pct"),
         ("val retention", "val_retention", "pct"), ("params", "params", "int"),
@@ -83,6 +87,14 @@ def front_columns(front: list[dict[str, Any]]) -> list[Column]:
         cols.append(("KD gain", "kd_gain", "pp"))
     return cols + [("architecture", "architecture", "text"), ("recipe", "recipe_summary", "text"),
                    ("lr", "lr", "num")]
+
+
+def metric_columns(metric: str) -> list[Column]:
+    """The front table's extra columns for a selection metric other than accuracy."""
+    if metric == "accuracy":
+        return []
+    label = metric_label(metric)
+    return [(f"val {label}", f"val_{metric}", "pct"), (f"test {label}", f"test_{metric}", "pct")]
 
 
 def with_lr(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

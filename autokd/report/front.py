@@ -22,7 +22,9 @@ __all__ = ["MEMBER_KEYS", "front_records", "kd_gain_rows", "relative_error"]
 MEMBER_KEYS = ("val_accuracy", "test_accuracy", "val_nll", "test_nll", "retention",
                "val_retention", "params", "flops", "bytes", "latency_ms", "latency_ms_batch",
                "latency_cv", "params_compression", "flops_compression", "latency_speedup",
-               "predicted_latency_ms", "best_epoch", "epochs_run", "train_seconds", "seed")
+               "predicted_latency_ms", "best_epoch", "epochs_run", "train_seconds", "seed",
+               "val_balanced_accuracy", "test_balanced_accuracy", "val_macro_f1",
+               "test_macro_f1", "val_per_class_accuracy", "test_per_class_accuracy")
 
 
 def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPaths | None = None,

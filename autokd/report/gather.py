@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from autokd.config import OBJECTIVES
 from autokd.record import SearchRecord
+from autokd.report.classes import per_class_section
 from autokd.report.front import front_records, kd_gain_rows
 from autokd.report.sections import (
     claim_table,
@@ -73,6 +74,7 @@ def _study_facts(study: optuna.Study, paths: StudyPaths, storage: str,
         "limits": attrs.get("limits") or {},
         "budget": attrs.get("budget") or {},
         "search_epochs": _search_epochs(attrs.get("settings") or {}),
+        "metric": attrs.metric or "accuracy",
     }
 
 
@@ -95,6 +97,7 @@ def _findings(study: optuna.Study, paths: StudyPaths,
         "hypervolume_scale": convergence["scale"],
         "importances": importances(study),
         "kd_gain": kd_gain_rows(front),
+        "per_class": per_class_section(front, teacher, attrs.get("dataset") or {}),
         "selection": selection_summary(front, points, attrs.get("dataset") or {}),
         "latency_prediction": latency_prediction(study),
     }

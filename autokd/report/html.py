@@ -84,10 +84,20 @@ def _front_section(data: dict[str, Any], png: bytes) -> str:
               f"src='data:image/png;base64,{img}'></details>")
     note = _p("Members of the front: feasible, complete trials that no other trial beats on "
               "every objective. Retention = student / teacher accuracy; × = teacher / student.")
-    table = html_table(with_lr(data["front"]), front_columns(data["front"]), "front")
+    table = html_table(with_lr(data["front"]), front_columns(data["front"], data.get("metric")),
+                       "front")
     recipes = ("<details><summary>full architecture, recipe and training settings</summary>"
                + html_table(data["front"], RECIPE_COLUMNS, "recipes") + "</details>")
-    return _section("Pareto front", "pareto", *figs, static, note, table, recipes)
+    return _section("Pareto front", "pareto", *figs, static, note, table, recipes,
+                    _per_class(data.get("per_class")))
+
+
+def _per_class(pc: dict[str, Any] | None) -> str:
+    """Each class's accuracy for the teacher and every front member (a table per class)."""
+    if not pc:
+        return ""
+    return (f"<h3>Per-class accuracy ({html.escape(pc['split'])})</h3>"
+            + html_table(pc["rows"], [tuple(c) for c in pc["columns"]], "per-class"))
 
 
 def _html_sections(data: dict[str, Any]) -> list[str]:

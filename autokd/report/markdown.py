@@ -51,8 +51,11 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += [f"- **{k}**: {v}" for k, v in summary_rows(data)]
     out += ["\n## Teacher\n", md_table([data["teacher"]], TEACHER_COLUMNS)]
     out += ["## Pareto front\n", "![Pareto front](pareto.png)\n",
-            md_table(with_lr(data["front"]), front_columns(data["front"]))]
+            md_table(with_lr(data["front"]), front_columns(data["front"], data.get("metric")))]
     out += ["\n### Recipes of the front\n", md_table(data["front"], RECIPE_COLUMNS)]
+    if data.get("per_class"):
+        pc = data["per_class"]
+        out += [f"\n### Per-class accuracy ({pc['split']})\n", md_table(pc["rows"], pc["columns"])]
     out += ["\n## Retention vs compression: the article's claims, measured\n",
             md_table(data["claim"], CLAIM_COLUMNS)]
     out += _md_sections(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autokd.metrics import metric_label
 from autokd.report.format import fmt
 
 __all__ = ["NO_BASELINE", "hypervolume_text", "importance_text", "latency_text",
@@ -35,6 +36,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("hard limits", ", ".join(f"{k} ≤ {fmt(v)}" for k, v in data["limits"].items()) or "none"),
         ("epochs per trial", fmt(data["search_epochs"], "int") if data["search_epochs"]
          else "as set by the search space"),
+        ("selection metric", metric_label(data.get("metric") or "accuracy")
+         + " (best epochs, the accuracy objective and the hypervolume's accuracy axis)"),
         ("validation accuracy ±1 SE", fmt(sel["val_accuracy_se"], "pp").lstrip("+")),
         ("storage", data["storage"]),
     ]
