@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from autokd._io import atomic_write, cache_dir
-from autokd.data.folder import DecodeOptions, FolderScan, decode_image, is_gray, probe
+from autokd.data.images import DecodeOptions, FolderScan, decode_image, is_gray, probe
 from autokd.errors import DataError
 
 __all__ = ["CachedImages", "cached_images", "content_hash", "set_progress"]
