@@ -255,7 +255,7 @@ def _compact(tmp: str, n: int) -> None:
     part = tmp + ".part"
     dst = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(n, *src.shape[1:]))
     for i in range(0, n, 4096):
-        dst[i:i + 4096] = src[i:i + 4096]
+        dst[i:i + 4096] = src[i:min(i + 4096, n)]
     dst.flush()
     del dst, src
     os.replace(part, tmp)
