@@ -28,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "from_dict",
     "objective_key",
+    "parse_bytes",
     "to_dict",
 ]
 
@@ -52,12 +53,50 @@ class DataConfig:
     test_fraction: float = 0.2
     target: str | None = None  # csv target column
     num_samples: int | None = None  # generated sources (mnist1d)
+    # image folders (folder:DIR): decode options, part of the dataset's identity
+    image_size: int | None = None  # shorter side resized to this, then centre-cropped square
+    channels: str = "auto"  # auto | 1 | 3
+    skip_bad_files: bool = False  # skip (and record) unreadable images instead of failing
+    # how data is held: not part of its identity (in memory and streamed hash the same)
+    memory_budget: str | int | None = None  # bytes, "512M", "4G"; None: 25 % of physical RAM
+    loader_workers: int | None = None  # streaming DataLoader workers; None: min(4, cpus - 1)
 
     def validate(self) -> DataConfig:
         _finite("val_fraction", self.val_fraction, 0.01, 0.9)
         _finite("test_fraction", self.test_fraction, 0.01, 0.9)
         _check(self.val_fraction + self.test_fraction < 0.95, "val + test fractions leave no train data")
+        _check(self.image_size is None or (isinstance(self.image_size, int)
+                                           and not isinstance(self.image_size, bool)
+                                           and 1 <= self.image_size <= 4096),
+               f"image_size must be an integer in 1..4096, got {self.image_size!r}")
+        _check(str(self.channels) in ("auto", "1", "3"),
+               f"unknown channels {self.channels!r}; known: auto, 1, 3")
+        self.channels = str(self.channels)
+        _check(self.loader_workers is None or (isinstance(self.loader_workers, int)
+                                               and self.loader_workers >= 0),
+               f"loader_workers must be an integer >= 0, got {self.loader_workers!r}")
+        if self.memory_budget is not None:
+            parse_bytes(self.memory_budget, "memory_budget")
         return self
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(value: str | int, name: str = "size") -> int:
+    """``4G`` -> 4 * 2**30: sizes as people type them (binary units, optional ``B``/``iB``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        _check(value >= 0, f"{name} must be >= 0 bytes, got {value}")
+        return value
+    text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "")
+    try:
+        size = float(number) * _UNITS[unit]
+    except ValueError:
+        size = -1.0
+    _check(math.isfinite(size) and size >= 0,
+           f"{name} must be a size such as 512M or 4G, got {value!r}")
+    return int(size)
 
 @dataclass
 class TrainConfig:

@@ -164,13 +164,13 @@ class Teacher:
                 return torch.load(path, weights_only=True)
             except Exception:  # a corrupt cache entry is recomputed, never trusted
                 logger.warning("ignoring unreadable teacher-output cache %s", path)
-        out = self.logits(data.split(split)[0])
+        out = torch.cat([self.logits(xb) for xb, _, _ in data.batches(split, 1024)], dim=1)
         _atomic_torch_save(out, path)
         return out
 
     def check(self, data: DataSplits) -> None:
         """Reject a teacher that does not fit the data before any training starts."""
-        xb = data.x_val[:8]
+        xb = data.head("val", 8)
         for m in self.members:
             try:
                 out = m.logits(xb)

@@ -102,14 +102,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    logits = torch.cat([model(x[i:i + EVAL_BATCH].to(device)).float().cpu()
-                        for i in range(0, len(x), EVAL_BATCH)])  # (N, K)
+    logits = _predict(model, x, device)  # (N, K)
     model.train(was_training)
     out: dict[str, Any] = classification_metrics(logits.argmax(1), y, logits.shape[1])
     out["nll"] = F.cross_entropy(logits, y).item()
     if teacher_logits is not None:
         out["kd_loss"] = kd_divergence(logits, teacher_logits, temperature)
     return out
+
+
+def _predict(model: nn.Module, x: Any, device: torch.device) -> torch.Tensor:
+    """Logits of a tensor, or of a streamed split read by its loader workers, on the CPU."""
+    if isinstance(x, torch.Tensor):
+        chunks = (x[i:i + EVAL_BATCH] for i in range(0, len(x), EVAL_BATCH))
+    else:
+        chunks = x.batches(torch.arange(len(x)), EVAL_BATCH)
+    return torch.cat([model(xb.to(device)).float().cpu() for xb in chunks])
 
 
 @torch.no_grad()
@@ -184,7 +192,7 @@ class Trainer:
         model.eval()
         device = next(model.parameters()).device
         with FeatureHooks(model, taps) as hooks, torch.no_grad():
-            model(self.data.x_train[:2].to(device))
+            model(self.data.head("train", 2).to(device))
             shapes = [tuple(f.shape[1:]) for f in hooks.features]
         model.train(was_training)
         return shapes
@@ -231,12 +239,12 @@ class Trainer:
         horizon = cfg.schedule_epochs or cfg.epochs
         seed_everything(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
-        x_train, y_train = data.x_train.to(self.device), data.y_train.to(self.device)
+        n_train = len(data.y_train)
         t_train = self._teacher_logits("train") if self.kd.uses_teacher else None
         t_train = t_train.to(self.device) if t_train is not None else None
         self._t_feats = self._teacher_features()
         t_val = self._teacher_logits("val")
-        steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+        steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         opt, sched = self._optimizer(horizon * steps_per_epoch)
         track = RunHistory(metric=cfg.metric) if self._resume is None else \
             self._restore(self._resume, opt, sched, gen, horizon)
@@ -244,8 +252,8 @@ class Trainer:
         start, seen = time.perf_counter(), 0
         for epoch in range(track.epoch + 1, cfg.epochs + 1):
             progress = (epoch - 1) / max(1, horizon)
-            train_loss = self._epoch(x_train, y_train, t_train, gen, opt, sched, progress, epoch)
-            seen += len(x_train)
+            train_loss = self._epoch(t_train, gen, opt, sched, progress, epoch)
+            seen += n_train
             full = evaluate(self.student, data.x_val, data.y_val, t_val, self.kd.temperature)
             full = {f"val_{k}": v for k, v in full.items()} | {"train_loss": train_loss}
             track.record(epoch, full, self.student)
@@ -312,16 +320,15 @@ class Trainer:
                           track.best_epoch, track.best_state, list(track.history),
                           track.metric)
 
-    def _epoch(self, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None,
-               gen: torch.Generator, opt: torch.optim.Optimizer, sched: Any, progress: float,
-               epoch: int) -> float:
+    def _epoch(self, t_logits: torch.Tensor | None, gen: torch.Generator,
+               opt: torch.optim.Optimizer, sched: Any, progress: float, epoch: int) -> float:
         self.student.train()
         self.loss_fn.train()
         total, count = 0.0, 0
         use_amp = self.cfg.amp and self.device.type == "cuda"
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
         params = list(self.student.parameters())  # once: .parameters() walks every module
-        for step, (xb, yb, tb, fb) in enumerate(self._shuffled_batches(x, y, t_logits, gen)):
+        for step, (xb, yb, tb, fb) in enumerate(self._shuffled_batches(t_logits, gen)):
             with amp:
                 loss = self._batch_loss(xb, yb, tb, fb, progress, self.global_step)
             value = loss.item()  # the one host sync per step; doubles as the NaN check
@@ -339,18 +346,17 @@ class Trainer:
             count += len(yb)
         return total / max(1, count)
 
-    def _shuffled_batches(self, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None,
+    def _shuffled_batches(self, t_logits: torch.Tensor | None,
                           gen: torch.Generator) -> Iterator[tuple[Any, ...]]:
-        """Batches of one shuffled epoch as views: the data is permuted once per epoch, not
-        gathered once per batch (three index ops per step were ~4 % of a small CNN's step)."""
-        order = torch.randperm(len(x), generator=gen).to(self.device)  # (N,)
-        xs, ys = x[order], y[order]  # (N, ...), (N,)
-        ts = t_logits[:, order] if t_logits is not None else None  # (M, N, K)
-        fs = [f[order] for f in self._t_feats] if self._t_feats is not None else None
-        for i in range(0, len(x), self.cfg.batch_size):
-            j = i + self.cfg.batch_size
-            yield (xs[i:j], ys[i:j], ts[:, i:j] if ts is not None else None,
-                   [f[i:j] for f in fs] if fs is not None else None)
+        """One shuffled epoch from ``DataSplits.batches`` (in memory: views of the split
+        permuted once; streamed: read by loader workers), with the cached teacher logits
+        (M, B, K) and features of each batch picked by its sample indices."""
+        feats = self._t_feats
+        for xb, yb, idx in self.data.batches("train", self.cfg.batch_size, shuffle=True,
+                                             generator=gen, device=self.device):
+            tb = t_logits[:, idx.to(t_logits.device)] if t_logits is not None else None
+            fb = [f[idx.to(f.device)] for f in feats] if feats is not None else None
+            yield xb, yb, tb, fb
 
     def _teacher_features(self) -> list[torch.Tensor] | None:
         """Teacher feature maps of the whole train split, cached like its logits.

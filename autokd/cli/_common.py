@@ -124,6 +124,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-samples", type=positive_int,
                    help="samples to generate for generated datasets (mnist1d)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
+    g.add_argument("--image-size", type=positive_int, metavar="N",
+                   help="folder:DIR images: resize the shorter side to N, centre-crop N x N "
+                        "(needed when images differ in size)")
+    g.add_argument("--channels", default="auto", choices=("auto", "1", "3"),
+                   help="folder:DIR images: 1 (grayscale), 3 (RGB) or auto: 1 when every image "
+                        "is grayscale (default auto; alpha is dropped)")
+    g.add_argument("--skip-bad-files", action="store_true",
+                   help="folder:DIR images: leave unreadable files out (counted in the run "
+                        "record) instead of stopping")
+    g.add_argument("--memory-budget", metavar="BYTES",
+                   help="data whose float32 tensors exceed this (e.g. 512M, 4G) is streamed "
+                        "from disk (default 25%% of physical memory)")
+    g.add_argument("--loader-workers", type=int, metavar="N",
+                   help="worker processes reading streamed data (default min(4, cpus - 1))")
 
 
 def add_teacher_args(p: argparse.ArgumentParser) -> None:
@@ -192,7 +206,10 @@ def data_config(args: argparse.Namespace) -> Any:
 
     return DataConfig(source=args.dataset, seed=args.data_seed, val_fraction=args.val_fraction,
                       test_fraction=args.test_fraction, target=args.target,
-                      num_samples=args.num_samples).validate()
+                      num_samples=args.num_samples, image_size=args.image_size,
+                      channels=args.channels, skip_bad_files=args.skip_bad_files,
+                      memory_budget=args.memory_budget,
+                      loader_workers=args.loader_workers).validate()
 
 
 def kd_config(args: argparse.Namespace) -> Any:

@@ -14,6 +14,8 @@ Sources (``DataConfig.source``):
   (``X_val``/``y_val`` optional; without them validation is carved from train).
 * ``csv:PATH`` with ``DataConfig.target``: numeric columns as floats, text/category/bool
   columns one-hot encoded.
+* ``folder:DIR``: images in one sub-folder per class (optionally inside ``train|val|test``),
+  decoded once into a uint8 cache on disk; data larger than ``memory_budget`` is streamed.
 
 Choices worth knowing:
 
@@ -30,8 +32,9 @@ Choices worth knowing:
 
 Layout, one idea per module: ``schema`` (kinds, split names, :class:`DataSplits`), ``sources``
 (the ``SOURCES`` and ``FILE_FORMATS`` registries and the lookup), ``builtin``, ``npz`` and
-``csv`` (the sources themselves), ``validate``, ``splits``, ``normalize``, ``load`` and
-``batches``. A new dataset or file format is one module that registers itself in ``SOURCES`` or
+``csv`` and ``folder`` (the sources themselves), ``image_cache`` (decoded images on disk),
+``validate``, ``splits``, ``normalize``, ``load``, ``batches`` and ``stream`` (the memory budget
+and streamed splits). A new dataset or file format is one module that registers itself in ``SOURCES`` or
 ``FILE_FORMATS``, plus its name in the registering import below. Modules of this package import
 only each other's submodules, never this ``__init__``.
 """
@@ -39,7 +42,7 @@ only each other's submodules, never this ``__init__``.
 from __future__ import annotations
 
 # Importing these registers their datasets and file formats; a new source adds its name here.
-from autokd.data import builtin, csv, npz  # noqa: F401
+from autokd.data import builtin, csv, folder, npz  # noqa: F401
 from autokd.data.batches import iterate_batches, make_loader
 from autokd.data.load import load_data
 from autokd.data.normalize import apply_normalizer

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from autokd.errors import DataError
 
-__all__ = ["iterate_batches", "make_loader"]
+__all__ = ["iterate_batches", "make_loader", "split_batches"]
 
 
 def iterate_batches(
@@ -64,3 +64,49 @@ def make_loader(
     return DataLoader(
         TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator
     )
+
+
+def split_batches(
+    x: Any,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(x, y, index)`` batches over a tensor or a streamed split, in one shared order.
+
+    In memory the split is permuted once and batches are views (cheaper than gathering each
+    batch); streamed, the same order's slices are read by the split's loader workers. The
+    index is on ``device`` in memory and on the CPU when streamed.
+    """
+    batch_size = _as_int(batch_size, "batch_size")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be an integer >= 1, got {batch_size}")
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # (N,)
+    dev = torch.device(device) if device is not None else None
+    if isinstance(x, torch.Tensor):
+        yield from _tensor_batches(x, y, order if shuffle else None, batch_size, dev)
+        return
+    pin = dev is not None and dev.type == "cuda"
+    for i, xb in enumerate(x.batches(order, batch_size, pin_memory=pin)):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        if dev is not None:
+            xb = xb.to(dev, non_blocking=pin)
+        yield xb, y[idx].to(dev) if dev is not None else y[idx], idx
+
+
+def _tensor_batches(
+    x: torch.Tensor, y: torch.Tensor, order: torch.Tensor | None, batch_size: int,
+    device: torch.device | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Views of the split permuted by ``order`` (None: in place, no copy)."""
+    if device is not None:
+        x, y = x.to(device), y.to(device)
+    index = torch.arange(len(y), device=y.device) if order is None else order.to(y.device)
+    xs, ys = (x, y) if order is None else (x[index], y[index])  # (N, ...), (N,)
+    for i in range(0, len(index), batch_size):
+        j = i + batch_size
+        yield xs[i:j], ys[i:j], index[i:j]

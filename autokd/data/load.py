@@ -18,6 +18,13 @@ from autokd.data.normalize import apply_normalizer, fit_normalizer
 from autokd.data.schema import SPLITS, DataSplits
 from autokd.data.sources import file_forms, read_source
 from autokd.data.splits import split_hash, split_indices
+from autokd.data.stream import (
+    ImageSplit,
+    default_workers,
+    fit_uint8_normalizer,
+    materialise,
+    memory_budget,
+)
 from autokd.data.validate import check_features, encode_labels
 from autokd.errors import DataError
 
@@ -45,11 +52,15 @@ def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
     if len(x) != len(y):
         raise DataError(f"{cfg.source}: X has {len(x)} samples but y has {len(y)}")
     parts = split_indices(y, class_names, cfg, meta.get("predefined"))
-    normalizer = fit_normalizer(x[parts["train"]], kind, float(meta.get("scale", 1.0)))
+    scale = float(meta.get("scale", 1.0))
+    if "memmap_path" in meta:  # a decoded image cache: never copy it whole as floats
+        normalizer = fit_uint8_normalizer(x, parts["train"], scale)
+    else:
+        normalizer = fit_normalizer(x[parts["train"]], kind, scale)
     if "encoding" in meta:
         normalizer["encoding"] = meta["encoding"]
     digest = split_hash(meta, x, y, class_names, cfg, parts)
-    splits = _assemble(cfg.source, kind, x, y, parts, class_names, normalizer, digest, meta)
+    splits = _assemble(cfg, kind, x, y, parts, class_names, normalizer, digest, meta)
     logger.info(
         "loaded %s (%s): sizes %s, %d classes, split %s",
         splits.name,
@@ -77,7 +88,7 @@ def _resolve_config(cfg: DataConfig | str, overrides: dict[str, Any]) -> DataCon
 
 
 def _assemble(
-    source: str,
+    cfg: DataConfig,
     kind: str,
     x: np.ndarray,
     y: np.ndarray,
@@ -88,15 +99,20 @@ def _assemble(
     meta: dict,
 ) -> DataSplits:
     """Normalise once, cut the tensors per split and keep only the meta worth reporting."""
-    xn = apply_normalizer(x, normalizer)
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, Any] = {}
+    if "memmap_path" in meta:
+        tensors = _mapped_features(cfg, x, parts, normalizer, meta)
+    else:
+        xn = apply_normalizer(x, normalizer)
+        for name in SPLITS:
+            tensors[f"x_{name}"] = torch.from_numpy(np.ascontiguousarray(xn[parts[name]]))
     for name in SPLITS:
-        tensors[f"x_{name}"] = torch.from_numpy(np.ascontiguousarray(xn[parts[name]]))
         tensors[f"y_{name}"] = torch.from_numpy(y[parts[name]])
-    keep = {k: meta[k] for k in ("identity", "feature_names", "generated") if k in meta}
+    fields = ("identity", "feature_names", "generated", "skipped_files", "streaming")
+    keep = {k: meta[k] for k in fields if k in meta}
     keep["predefined_splits"] = sorted(meta.get("predefined") or ())
     return DataSplits(
-        name=source,
+        name=cfg.source,
         kind=kind,
         input_shape=tuple(int(d) for d in x.shape[1:]),
         num_classes=len(names),
@@ -106,3 +122,24 @@ def _assemble(
         meta=keep,
         **tensors,
     )
+
+
+def _mapped_features(
+    cfg: DataConfig,
+    x: np.ndarray,
+    parts: dict[str, np.ndarray],
+    normalizer: dict[str, Any],
+    meta: dict,
+) -> dict[str, Any]:
+    """In memory when the float32 tensors fit the budget, else a streaming view per split."""
+    need = 4 * int(np.prod(x.shape))  # float32 bytes of every split together
+    budget = memory_budget(cfg)
+    if need <= budget:
+        return {f"x_{s}": materialise(x, parts[s], normalizer) for s in SPLITS}
+    workers = default_workers(cfg)
+    logger.info("streaming %s from %s: %.1f MiB as float32 exceeds the memory budget of "
+                "%.1f MiB (%d loader workers)", cfg.source, meta["memmap_path"], need / 2**20,
+                budget / 2**20, workers)
+    meta["streaming"] = {"budget_bytes": budget, "float32_bytes": need, "workers": workers}
+    return {f"x_{s}": ImageSplit(meta["memmap_path"], parts[s], normalizer, workers)
+            for s in SPLITS}

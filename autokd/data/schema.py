@@ -7,6 +7,7 @@ one instead of on each other.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,12 @@ RawData = tuple[np.ndarray, np.ndarray, str, dict]
 
 @dataclass
 class DataSplits:
-    """Normalised train/val/test tensors plus what is needed to reproduce and describe them."""
+    """Normalised train/val/test tensors plus what is needed to reproduce and describe them.
+
+    Streamed data (larger than the memory budget) holds, in place of each ``x_*`` tensor, an
+    ``autokd.data.stream.ImageSplit`` view that reads and normalises rows on demand. Code that
+    walks a split goes through :meth:`batches` / :meth:`head`, which work the same either way.
+    """
 
     name: str
     kind: str
@@ -54,6 +60,45 @@ class DataSplits:
             raise DataError(f"unknown split {which!r}; known: {', '.join(SPLITS)}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_on_device"}
+
+    @property
+    def streaming(self) -> bool:
+        """True when the features stay on disk and are read per batch."""
+        return not isinstance(self.x_train, torch.Tensor)
+
+    def batches(
+        self,
+        which: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(x, y, index)`` batches of one split, ``index`` being the samples' positions in it.
+
+        The order is ``torch.randperm(n, generator=generator)`` (or ``0..n-1``) whether the data
+        is in memory or streamed, so the same seed gives the same batches on both paths; the
+        index lets cached per-sample values (teacher logits) follow the batch.
+        """
+        from autokd.data.batches import split_batches
+
+        x, y = self.split(which)
+        if device is not None and isinstance(x, torch.Tensor) and torch.device(device) != x.device:
+            cache = self.__dict__.setdefault("_on_device", {})  # one copy per device, not epoch
+            key = (which, str(device))
+            if key not in cache:
+                cache[key] = (x.to(device), y.to(device))
+            x, y = cache[key]
+        return split_batches(x, y, batch_size, shuffle=shuffle, generator=generator,
+                             device=device)
+
+    def head(self, which: str, n: int) -> torch.Tensor:
+        """The first ``n`` samples of a split as a tensor (shape probes, export examples)."""
+        return self.split(which)[0][:n]
+
     def sizes(self) -> dict[str, int]:
         """Samples per split, in ``SPLITS`` order."""
         return {s: int(self.split(s)[1].shape[0]) for s in SPLITS}
@@ -67,7 +112,8 @@ class DataSplits:
             "num_classes": self.num_classes,
             "sizes": self.sizes(),
             "split_hash": self.split_hash,
-        }
+        } | ({"skipped_files": self.meta["skipped_files"]} if "skipped_files" in self.meta
+             else {})
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Invert ``apply_normalizer``: raw (encoded) features ``(x * std + mean) / scale``.

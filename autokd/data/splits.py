@@ -38,6 +38,9 @@ def split_indices(
         parts = _three_way(y, names, cfg, rel_val)
     else:
         parts = {k: np.asarray(v, dtype=np.int64) for k, v in predefined.items()}
+        if "test" not in parts:  # an image folder may bring train/ and val/ only
+            parts["train"], parts["test"] = _carve_val(
+                y, names, parts["train"], cfg, cfg.test_fraction, "test")
         if "val" not in parts:
             parts["train"], parts["val"] = _carve_val(y, names, parts["train"], cfg, rel_val)
     missing = sorted(set(range(len(names))) - set(np.unique(y[parts["train"]]).tolist()))
@@ -76,16 +79,24 @@ def _three_way(
 
 
 def _carve_val(
-    y: np.ndarray, names: list[str], train: np.ndarray, cfg: DataConfig, rel_val: float
+    y: np.ndarray,
+    names: list[str],
+    train: np.ndarray,
+    cfg: DataConfig,
+    rel_val: float,
+    what: str = "validation",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cut validation off a predefined train split, in the same ratio a 3-way split would use."""
+    """Cut validation (or a missing test split) off a predefined train split, in the ratio a
+    3-way split would use."""
     k = len(names)
     counts = np.bincount(y[train], minlength=k)
     absent = counts == 0  # classes only in val/test make no demand on this cut
     n_val = _cut_size(len(train), rel_val)
-    _check_split_sizes({"train": len(train) - n_val, "val": n_val}, int((~absent).sum()))
+    sizes = {"train": len(train) - n_val, "val" if what == "validation" else what: n_val}
+    _check_split_sizes(sizes, int((~absent).sum()))
     guard = _ClassGuard(
-        counts, names, [(len(train), n_val)], "carving a stratified validation split from X_train"
+        counts, names, [(len(train), n_val)], f"carving a stratified {what} split from "
+        + ("X_train" if what == "validation" else "train")
     )
     guard.require(absent | (counts >= 2))
     keep, val = _cut(train, y, rel_val, cfg.seed)
@@ -182,7 +193,10 @@ def split_hash(
     if not fixed:  # seed and fractions only matter when we chose the split
         header.update(seed=cfg.seed, val=cfg.val_fraction, test=cfg.test_fraction)
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    digest.update(np.ascontiguousarray(x))
+    if meta.get("x_digest"):  # a cached file's checksum: no second pass over its bytes
+        digest.update(str(meta["x_digest"]).encode())
+    else:
+        digest.update(np.ascontiguousarray(x))
     digest.update(np.ascontiguousarray(y, dtype=np.int64))
     for name in SPLITS:
         digest.update(name.encode())

@@ -40,6 +40,8 @@ def check_features(x: Any, kind: str, source: str) -> np.ndarray:
     if 0 in x.shape[1:]:
         raise DataError(f"dataset {source} has no features (per-sample shape {x.shape[1:]})")
     x = x.astype(np.float64) if x.dtype.kind == "b" else x
+    if x.dtype.kind in "iu":  # integers are always finite; skip a pass over (mapped) data
+        return x
     bad = int(x.size - np.count_nonzero(np.isfinite(x)))
     if bad:
         rows = int(np.count_nonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1)))

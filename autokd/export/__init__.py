@@ -188,7 +188,7 @@ def _prepare(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, selection: 
 def _produce(ex: ExportRecord, folder: Path, formats: tuple[str, ...]) -> dict[str, Any]:
     """Write, verify and time every artifact into ``folder``, then the card."""
     cfg = cost_config(ex.study)
-    example = ex.data.x_test[:2]  # (2, *input_shape): batch > 1 so the batch axis stays free
+    example = ex.data.head("test", 2)  # (2, *input_shape): batch > 1 so the batch axis stays free
     ex.files = write_artifacts(ex.model, folder, formats, checkpoint_meta(ex), example)
     ex.verification = verify_artifacts(ex.model, ex.files, ex.data, cfg.threads)
     ex.latency = latency_table(ex.trial, ex.cost, ex.files, ex.data.input_shape, cfg)

@@ -159,7 +159,7 @@ def load_student(path: str | Path) -> nn.Module:
 def _check_fits(model: nn.Module, path: Path, data: DataSplits) -> None:
     """A model made for other data fails here with one line, not deep in a runtime."""
     try:
-        out = _predict(model, data.x_test[:2])
+        out = _predict(model, data.head("test", 2))
     except Exception as exc:  # noqa: BLE001 - a model for other data: shape errors from any runtime
         raise ExportError(f"{path.name} does not accept {data.name} inputs of shape "
                           f"{tuple(data.input_shape)}: {str(exc).splitlines()[0][:160]}") from None
