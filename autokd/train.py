@@ -30,7 +30,7 @@ from torch import nn
 
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
-from autokd.device import resolve_device
+from autokd.device import resolve_device, to_device, uses_channels_last
 from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
@@ -94,13 +94,21 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             teacher_logits: torch.Tensor | None = None, temperature: float = 1.0) -> dict[str, float]:
-    """Accuracy, NLL and (given teacher logits (M, N, K)) the KD divergence on one split."""
+             teacher_logits: torch.Tensor | None = None, temperature: float = 1.0,
+             amp: bool = False) -> dict[str, float]:
+    """Accuracy, NLL and (given teacher logits (M, N, K)) the KD divergence on one split.
+
+    ``amp``: bf16 autocast, as in training (CUDA only). Logits stay on the device until one
+    copy back at the end, so a split costs one host sync, not one per chunk.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    logits = torch.cat([model(x[i:i + EVAL_BATCH].to(device)).float().cpu()
-                        for i in range(0, len(x), EVAL_BATCH)])  # (N, K)
+    cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
+        else nullcontext()
+    with cast:
+        logits = torch.cat([model(x[i:i + EVAL_BATCH].to(device)).float()
+                            for i in range(0, len(x), EVAL_BATCH)]).cpu()  # (N, K)
     model.train(was_training)
     out = {
         "accuracy": (logits.argmax(1) == y).float().mean().item(),
@@ -141,7 +149,8 @@ class Trainer:
         if self.kd.uses_teacher and teacher is None:
             raise ConfigError("this distillation recipe needs a teacher; pass one or use --scratch")
         self.device = resolve_device(self.cfg.device)
-        self.student = student.to(self.device)
+        self.channels_last = uses_channels_last(self.device, data.x_train)
+        self.student = student.to(self.device, memory_format=self._memory_format)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.loss_fn = self._build_loss().to(self.device)
         self.stop_requested = False
@@ -161,6 +170,10 @@ class Trainer:
         self.callbacks[event].append(fn)
 
     # -- set-up ---------------------------------------------------------------------------
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.preserve_format
+
     def _uses_features(self) -> bool:
         return self.teacher is not None and self.kd.needs_features
 
@@ -229,9 +242,12 @@ class Trainer:
         horizon = cfg.schedule_epochs or cfg.epochs
         seed_everything(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
-        x_train, y_train = data.x_train.to(self.device), data.y_train.to(self.device)
+        # everything a step reads is moved to the device once, for the whole run
+        x_train = to_device(data.x_train, self.device, self.channels_last)
+        y_train = to_device(data.y_train, self.device)
+        x_val = to_device(data.x_val, self.device, self.channels_last)
         t_train = self._teacher_logits("train") if self.kd.uses_teacher else None
-        t_train = t_train.to(self.device) if t_train is not None else None
+        t_train = to_device(t_train, self.device) if t_train is not None else None
         self._t_feats = self._teacher_features()
         t_val = self._teacher_logits("val")
         steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
@@ -243,7 +259,8 @@ class Trainer:
             progress = (epoch - 1) / max(1, horizon)
             train_loss = self._epoch(x_train, y_train, t_train, gen, opt, sched, progress, epoch)
             seen += len(x_train)
-            metrics = evaluate(self.student, data.x_val, data.y_val, t_val, self.kd.temperature)
+            metrics = evaluate(self.student, x_val, data.y_val, t_val, self.kd.temperature,
+                               self.cfg.amp)
             metrics = {f"val_{k}": v for k, v in metrics.items()} | {"train_loss": train_loss}
             track.record(epoch, metrics, self.student)
             for fn in self.callbacks["on_epoch_end"]:
@@ -340,7 +357,7 @@ class Trainer:
         if not self._uses_features() or not hasattr(self.teacher, "feature_outputs"):
             return None
         feats = self.teacher.feature_outputs(self.data, "train")
-        return [f.to(self.device) for f in feats] if feats is not None else None
+        return [to_device(f, self.device) for f in feats] if feats is not None else None
 
     def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, t_batch: torch.Tensor | None,
                     t_feats: list[torch.Tensor] | None, progress: float,
@@ -363,12 +380,14 @@ class Trainer:
     def _finish(self, track: RunHistory, seconds: float, seen: int) -> TrainResult:
         if track.best_state is not None:
             self.student.load_state_dict(track.best_state)
-        self.student.eval()
+        # hand back the usual layout: CPU latency and export must not inherit NHWC weights
+        self.student.to(memory_format=torch.contiguous_format).eval()
         data, temp = self.data, self.kd.temperature
         # the best epoch's val metrics were measured on exactly these weights: reuse them
         best = track.history[track.best_epoch - 1]
         val = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
-        test = evaluate(self.student, data.x_test, data.y_test, self._teacher_logits("test"), temp)
+        test = evaluate(self.student, data.x_test, data.y_test, self._teacher_logits("test"), temp,
+                        self.cfg.amp)
         result = TrainResult(self.student, track.best_epoch, track.epoch, val, test,
                              track.history, seconds, seen / max(seconds, 1e-9), self.state)
         for fn in self.callbacks["on_train_end"]:
