@@ -33,12 +33,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autokd.cost._model import eval_mode, example_input
 
-with warnings.catch_warnings():
-    # fvcore.nn scripts its focal losses at import time, which torch now deprecates; that is
-    # fvcore's business and would otherwise show up in every test run.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import get_shape
+
+def _fvcore() -> Any:
+    """``fvcore.nn``, imported on first use: latency and size measurement (and so a GPU
+    machine's benchmark) must not need fvcore installed."""
+    with warnings.catch_warnings():
+        # fvcore.nn scripts its focal losses at import time, which torch now deprecates; that
+        # is fvcore's business and would otherwise show up in every test run.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import fvcore.nn
+        import fvcore.nn.jit_handles
+    return fvcore.nn
 
 __all__ = ["UNCOUNTED_OPS", "count_flops", "torch_flop_count"]
 
@@ -61,7 +66,7 @@ _COSTLY_OP = re.compile(r"conv|mm|mv|matmul|dot|einsum|attention|linear|bilinear
 
 
 def _shape(value: Any) -> list[int]:
-    shape = get_shape(value)
+    shape = _fvcore().jit_handles.get_shape(value)
     if shape is None:
         raise ValueError("operator input has no complete shape in the trace")
     return list(shape)
@@ -136,7 +141,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """
     x = example_input(model, input_shape, batch_size=1)
     with eval_mode(model):
-        analysis = FlopCountAnalysis(model, x)
+        analysis = _fvcore().FlopCountAnalysis(model, x)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.set_op_handle(**_flop_handles())
         total = analysis.total()
