@@ -48,6 +48,7 @@ def test_cuda_without_a_device_is_a_config_error(no_cuda: None) -> None:
     ["distill", "--dataset", "wine", "--device", "cpu", "--latency-device", "cuda"],
     ["teacher", "train", "--dataset", "wine", "--device", "cuda", "--out", "unused.pt"],
     ["search", "--dataset", "wine", "--device", "cuda", "--budget", "1"],
+    ["worker", "unused", "--storage", "sqlite:///unused.db", "--device", "cuda"],
 ])
 def test_cli_cuda_without_a_device_is_one_line_exit_2(capsys: pytest.CaptureFixture,
                                                       no_cuda: None,
