@@ -109,7 +109,8 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     study = module.open_for_search(paths.root.name, url, cfg, settings)
     teacher, teacher_ref = _teacher(cfg, data, paths)
     full = dataclasses.replace(CostConfig(), latency=settings.cost.latency,
-                               batch_size=settings.cost.batch_size, threads=settings.cost.threads)
+                               batch_size=settings.cost.batch_size, threads=settings.cost.threads,
+                               device=settings.cost.device)
     profile = teacher_profile(teacher, data, full)  # measured once, with full timing
     record = record_search(study, cfg, data, space, settings, profile, teacher_ref, budget, paths)
     write_config(paths, record, cfg.storage)

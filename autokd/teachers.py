@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from autokd.distill import KDConfig
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import TeacherError
 from autokd.models import build_student, family_for, get_family, input_kind
+from autokd.progress import ProgressMeter, epoch_callback
 from autokd.train import TrainResult, distill, evaluate, seed_everything
 
 __all__ = [
@@ -78,15 +80,23 @@ class _Member:
     denormalize: Any = None  # sklearn teachers see raw features
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, batch: int = 1024,
+               on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Logits (N, K) on the CPU; ``on_batch(n)`` is told each finished chunk's size."""
         if self.estimator is not None:
             raw = self.denormalize(x) if self.denormalize else x
             probs = self.estimator.predict_proba(raw.reshape(len(raw), -1).numpy())
+            if on_batch is not None:
+                on_batch(len(x))
             return torch.log(torch.as_tensor(np.asarray(probs), dtype=torch.float32).clamp_min(1e-7))
         self.module.eval()
         device = next(iter(self.module.parameters()), torch.empty(0)).device
-        return torch.cat([self.module(x[i:i + batch].to(device)).float().cpu()
-                          for i in range(0, len(x), batch)])
+        chunks = []
+        for i in range(0, len(x), batch):
+            chunks.append(self.module(x[i:i + batch].to(device)).float())
+            if on_batch is not None:
+                on_batch(len(chunks[-1]))
+        return torch.cat(chunks).cpu()  # one copy back, not one host sync per chunk
 
 
 class Teacher:
@@ -115,8 +125,12 @@ class Teacher:
     def meta(self) -> dict[str, Any]:
         return self.members[0].meta
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m.logits(x) for m in self.members])  # (M, N, K)
+    def logits(self, x: torch.Tensor, label: str | None = None) -> torch.Tensor:
+        """Every member's logits, (M, N, K); with ``label``, shown as progress."""
+        if label is None:
+            return torch.stack([m.logits(x) for m in self.members])
+        with ProgressMeter(len(x) * len(self.members), label, "samples") as meter:
+            return torch.stack([m.logits(x, on_batch=meter.update) for m in self.members])
 
     def outputs(self, data: DataSplits, split: str) -> torch.Tensor:
         """Logits for a whole split, computed once (memory, then disk cache)."""
@@ -164,7 +178,11 @@ class Teacher:
                 return torch.load(path, weights_only=True)
             except Exception:  # a corrupt cache entry is recomputed, never trusted
                 logger.warning("ignoring unreadable teacher-output cache %s", path)
-        out = torch.cat([self.logits(xb) for xb, _, _ in data.batches(split, 1024)], dim=1)
+        n = data.sizes()[split] * len(self.members)
+        with ProgressMeter(n, f"teacher outputs ({split})", "samples") as meter:
+            out = torch.cat([torch.stack([m.logits(xb, on_batch=meter.update)
+                                          for m in self.members])
+                             for xb, _, _ in data.batches(split, 1024)], dim=1)
         _atomic_torch_save(out, path)
         return out
 
@@ -389,7 +407,9 @@ def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
         cfg.epochs = epochs
     seed_everything(seed)
     model = build_student(family, spec, data.input_shape, data.num_classes)
-    result = distill(model, data, None, KDConfig(soft_loss="none", alpha=0.0), cfg)
+    with ProgressMeter(cfg.epochs, f"teacher ({family})", "epochs") as meter:
+        result = distill(model, data, None, KDConfig(soft_loss="none", alpha=0.0), cfg,
+                         callbacks={"on_epoch_end": [epoch_callback(meter)]})
     return result.model.cpu().eval(), result
 
 

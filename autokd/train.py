@@ -31,7 +31,7 @@ from torch import nn
 
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
-from autokd.device import resolve_device
+from autokd.device import resolve_device, to_device, uses_channels_last
 from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
@@ -96,13 +96,20 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             teacher_logits: torch.Tensor | None = None, temperature: float = 1.0) -> dict[str, Any]:
+             teacher_logits: torch.Tensor | None = None, temperature: float = 1.0,
+             amp: bool = False) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro F1, per-class accuracy, NLL and (given teacher
-    logits (M, N, K)) the KD divergence on one split, all from one set of predictions."""
+    logits (M, N, K)) the KD divergence on one split, all from one set of predictions.
+
+    ``amp``: bf16 autocast, as in training (CUDA only). ``x`` is a tensor or a streamed split.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    logits = _predict(model, x, device)  # (N, K)
+    cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
+        else nullcontext()
+    with cast:
+        logits = _predict(model, x, device)  # (N, K)
     model.train(was_training)
     out: dict[str, Any] = classification_metrics(logits.argmax(1), y, logits.shape[1])
     out["nll"] = F.cross_entropy(logits, y).item()
@@ -117,7 +124,8 @@ def _predict(model: nn.Module, x: Any, device: torch.device) -> torch.Tensor:
         chunks = (x[i:i + EVAL_BATCH] for i in range(0, len(x), EVAL_BATCH))
     else:
         chunks = x.batches(torch.arange(len(x)), EVAL_BATCH)
-    return torch.cat([model(xb.to(device)).float().cpu() for xb in chunks])
+    # logits stay on the device until one copy back: one host sync per split, not per chunk
+    return torch.cat([model(xb.to(device, non_blocking=True)).float() for xb in chunks]).cpu()
 
 
 @torch.no_grad()
@@ -150,7 +158,8 @@ class Trainer:
         if self.kd.uses_teacher and teacher is None:
             raise ConfigError("this distillation recipe needs a teacher; pass one or use --scratch")
         self.device = resolve_device(self.cfg.device)
-        self.student = student.to(self.device)
+        self.channels_last = uses_channels_last(self.device, data.x_train)
+        self.student = student.to(self.device, memory_format=self._memory_format)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.loss_fn = self._build_loss().to(self.device)
         self.stop_requested = False
@@ -171,6 +180,10 @@ class Trainer:
         self.callbacks[event].append(fn)
 
     # -- set-up ---------------------------------------------------------------------------
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.preserve_format
+
     def _uses_features(self) -> bool:
         return self.teacher is not None and self.kd.needs_features
 
@@ -240,8 +253,12 @@ class Trainer:
         seed_everything(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         n_train = len(data.y_train)
+        # in-memory validation data moves to the device once for the whole run (pinned, async)
+        x_val = data.x_val
+        if isinstance(x_val, torch.Tensor):
+            x_val = to_device(x_val, self.device, self.channels_last)
         t_train = self._teacher_logits("train") if self.kd.uses_teacher else None
-        t_train = t_train.to(self.device) if t_train is not None else None
+        t_train = to_device(t_train, self.device) if t_train is not None else None
         self._t_feats = self._teacher_features()
         t_val = self._teacher_logits("val")
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
@@ -254,7 +271,8 @@ class Trainer:
             progress = (epoch - 1) / max(1, horizon)
             train_loss = self._epoch(t_train, gen, opt, sched, progress, epoch)
             seen += n_train
-            full = evaluate(self.student, data.x_val, data.y_val, t_val, self.kd.temperature)
+            full = evaluate(self.student, x_val, data.y_val, t_val, self.kd.temperature,
+                            self.cfg.amp)
             full = {f"val_{k}": v for k, v in full.items()} | {"train_loss": train_loss}
             track.record(epoch, full, self.student)
             metrics = self._epoch_metrics(full)
@@ -356,6 +374,8 @@ class Trainer:
                                              generator=gen, device=self.device):
             tb = t_logits[:, idx.to(t_logits.device)] if t_logits is not None else None
             fb = [f[idx.to(f.device)] for f in feats] if feats is not None else None
+            if self.channels_last:  # the per-epoch permutation gives NCHW batches back
+                xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb, tb, fb
 
     def _teacher_features(self) -> list[torch.Tensor] | None:
@@ -368,7 +388,7 @@ class Trainer:
         if not self._uses_features() or not hasattr(self.teacher, "feature_outputs"):
             return None
         feats = self.teacher.feature_outputs(self.data, "train")
-        return [f.to(self.device) for f in feats] if feats is not None else None
+        return [to_device(f, self.device) for f in feats] if feats is not None else None
 
     def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, t_batch: torch.Tensor | None,
                     t_feats: list[torch.Tensor] | None, progress: float,
@@ -391,12 +411,14 @@ class Trainer:
     def _finish(self, track: RunHistory, seconds: float, seen: int) -> TrainResult:
         if track.best_state is not None:
             self.student.load_state_dict(track.best_state)
-        self.student.eval()
+        # hand back the usual layout: CPU latency and export must not inherit NHWC weights
+        self.student.to(memory_format=torch.contiguous_format).eval()
         data, temp = self.data, self.kd.temperature
         # the best epoch's val metrics were measured on exactly these weights: reuse them
         best = track.history[track.best_epoch - 1]
         val = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
-        test = evaluate(self.student, data.x_test, data.y_test, self._teacher_logits("test"), temp)
+        test = evaluate(self.student, data.x_test, data.y_test, self._teacher_logits("test"), temp,
+                        self.cfg.amp)
         result = TrainResult(self.student, track.best_epoch, track.epoch, val, test,
                              track.history, seconds, seen / max(seconds, 1e-9), self.state)
         for fn in self.callbacks["on_train_end"]:

@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autokd"
 # DESIGN.md §1, lowest first; a module imports only from its own or lower layers
 LAYERS: dict[str, int] = {
     "autokd": 0, "autokd.__main__": 7, "autokd._api": 0, "autokd._io": 0, "autokd.errors": 0,
-    "autokd.config": 0, "autokd.metrics": 0, "autokd.registry": 0, "autokd.pareto": 0, "autokd.device": 0,
+    "autokd.config": 0, "autokd.metrics": 0, "autokd.registry": 0, "autokd.pareto": 0,
+    "autokd.device": 0, "autokd.progress": 0,
     "autokd.data": 1, "autokd.models": 1, "autokd.distill": 1,
     "autokd.train": 2, "autokd.train_state": 2, "autokd.cost": 2, "autokd.latency_table": 2,
     "autokd.block_latency": 2,

@@ -10,6 +10,7 @@ import os
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -337,9 +338,9 @@ def test_outputs_cached_in_memory_and_on_disk(ckpt, wine: DataSplits, isolated_c
     calls: list[int] = []
     real = type(member).logits
 
-    def counting(self, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    def counting(self, x: torch.Tensor, batch: int = 1024, **kw: Any) -> torch.Tensor:
         calls.append(len(x))
-        return real(self, x, batch)
+        return real(self, x, batch, **kw)
 
     monkeypatch.setattr(type(member), "logits", counting)
     first = teacher.outputs(wine, "val")

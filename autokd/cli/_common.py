@@ -25,6 +25,7 @@ __all__ = [
     "COMMANDS",
     "add_data_args",
     "add_kd_args",
+    "add_latency_args",
     "add_teacher_args",
     "add_train_args",
     "check_writable",
@@ -34,6 +35,7 @@ __all__ = [
     "fmt",
     "fraction",
     "kd_config",
+    "latency_config",
     "positive_int",
     "print_front",
     "print_json",
@@ -244,9 +246,28 @@ def weights_arg(flag: str, text: str, example: str) -> dict[str, float]:
     return out
 
 
+def add_latency_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("latency")
+    g.add_argument("--latency-batch", type=positive_int, default=64,
+                   help="batch size you deploy at; latency is measured at 1 and at this")
+    g.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="device latency is measured on (default cpu; cuda times with CUDA events)")
+
+
+def latency_config(args: argparse.Namespace) -> Any:
+    """How the trained model's cost is measured; a missing CUDA device fails here, early."""
+    from autokd.config import CostConfig
+    from autokd.device import resolve_device
+
+    resolve_device(args.latency_device, "--latency-device")
+    return CostConfig(batch_size=args.latency_batch, device=args.latency_device)
+
+
 def train_config(args: argparse.Namespace) -> Any:
     from autokd.config import TrainConfig
+    from autokd.device import resolve_device
 
+    resolve_device(args.device)  # --device cuda without CUDA: one line, before any work
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, seed=args.seed, device=args.device,
                        metric=args.metric).validate()

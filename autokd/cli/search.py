@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -25,8 +26,12 @@ __all__ = ["add_parsers", "search_settings"]
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
+    from autokd.device import resolve_device
+    from autokd.progress import showing
     from autokd.search import SearchConfig, run_search
 
+    resolve_device(args.device)  # --device cuda without CUDA: one line, before any work
+    resolve_device(args.latency_device, "--latency-device")
     cfg = SearchConfig(
         data=data_config(args), teacher=args.teacher, trust=args.trust, space=args.space,
         budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
@@ -37,7 +42,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     printer = None if args.json else progress_line
     state: dict[str, Any] = {}
     try:
-        outcome = run_search(cfg, printer, on_ready=lambda o: state.update(outcome=o))
+        with contextlib.nullcontext() if args.json else showing():  # the default teacher's
+            outcome = run_search(cfg, printer, on_ready=lambda o: state.update(outcome=o))
     except KeyboardInterrupt:
         _resume_hint(state.get("outcome"), args)
         raise
@@ -86,7 +92,8 @@ def search_settings(args: argparse.Namespace) -> Any:
         max_latency_ms=args.max_latency_ms, epochs=args.epochs,
         train=TrainConfig(threads=args.threads),
         cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
-                                   threads=args.latency_threads),
+                                   threads=args.latency_threads,
+                                   device=args.latency_device),
         pareto_pruning=not args.no_early_stop, metric=args.metric,
         checkpoint_every=args.checkpoint_every).validate()
 
@@ -167,6 +174,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="batch size of the second latency measurement (default 64)")
     g.add_argument("--latency-threads", type=positive_int, default=1,
                    help="threads used when measuring latency (default 1)")
+    g.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="device latency is measured on (default cpu; cuda times with CUDA "
+                        "events)")
     g.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     add_metric_arg(g)
     g.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from autokd.cli._common import (
     add_data_args,
     add_kd_args,
+    add_latency_args,
     add_teacher_args,
     add_train_args,
     check_writable,
@@ -16,6 +18,7 @@ from autokd.cli._common import (
     data_config,
     fmt,
     kd_config,
+    latency_config,
     positive_int,
     print_json,
     print_kv_table,
@@ -26,18 +29,29 @@ from autokd.cli._common import (
 __all__ = ["add_parsers"]
 
 
+def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """Progress on stderr (a bar on a terminal, periodic lines in a log); none with --json."""
+    from autokd.progress import showing
+
+    return contextlib.nullcontext() if args.json else showing()
+
+
 @command("teacher")
 def cmd_teacher(args: argparse.Namespace) -> int:
     from autokd import teachers
     from autokd.cost import measure_cost
     from autokd.data import load_data
+    from autokd.device import resolve_device
 
+    resolve_device(args.device)  # --device cuda without CUDA: fail before loading data
+    cost_cfg = latency_config(args)
     data = load_data(data_config(args))
     check_writable(Path(args.out))
-    model, result = teachers.train_teacher(data, epochs=args.epochs, seed=args.seed,
-                                           device=args.device, family=args.family)
+    with _progress(args):
+        model, result = teachers.train_teacher(data, epochs=args.epochs, seed=args.seed,
+                                               device=args.device, family=args.family)
     metrics = teachers.teacher_metrics(model, data, result)
-    metrics.update(measure_cost(model, data.input_shape).to_dict())
+    metrics.update(measure_cost(model, data.input_shape, cost_cfg).to_dict())
     path = teachers.save_checkpoint(model, args.out, data=data.describe(), metrics=metrics)
     out = {"path": str(path), "dataset": data.describe(), "family": model.family,
            "spec": model.spec, **metrics}
@@ -56,18 +70,25 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
     from autokd.models import build_student, default_family, parse_student_arg
     from autokd.pipeline import run_distillation
+    from autokd.progress import ProgressMeter, epoch_callback
 
+    train_cfg = train_config(args)  # bad options fail before data is loaded
+    cost_cfg = latency_config(args)
     data = load_data(data_config(args))
     family, spec = (parse_student_arg(args.student) if args.student
                     else (default_family(data.input_shape), {"depth": 2, "widths": [8, 16]}))
     kd = kd_config(args)
     kd = kd.scratch() if args.scratch else kd
-    train_cfg = train_config(args)  # bad options and students fail before a teacher is trained
     build_student(family, spec, data.input_shape, data.num_classes)
     if args.out:
         check_writable(Path(args.out))
-    teacher, teacher_ref = resolve_teacher(args, data)
-    run = run_distillation(data, teacher, family, spec, kd, train_cfg)
+    with _progress(args):
+        teacher, teacher_ref = resolve_teacher(args, data)
+        meter = ProgressMeter(train_cfg.epochs, f"distill ({family})", "epochs")
+        with meter:
+            run = run_distillation(data, teacher, family, spec, kd, train_cfg,
+                                   cost_cfg=cost_cfg,
+                                   callbacks={"on_epoch_end": [epoch_callback(meter)]})
     metrics = run.metrics()
     if args.out:
         from autokd.teachers import save_checkpoint
@@ -124,6 +145,7 @@ def _parser_teacher(sub: Any) -> None:
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the family's recipe)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_latency_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
@@ -135,6 +157,7 @@ def _parser_distill(sub: Any) -> None:
                                       "(lists as widths=8/16; default a small student)")
     add_kd_args(p)
     add_train_args(p, epochs=60)
+    add_latency_args(p)
     p.add_argument("--scratch", action="store_true",
                    help="train the same student without a teacher (KD-gain comparison)")
     p.add_argument("--out", help="write the trained student as an autokd checkpoint")

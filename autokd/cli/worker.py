@@ -46,7 +46,10 @@ def add_parsers(sub: Any) -> None:
 
 @command("worker")
 def cmd_worker(args: argparse.Namespace) -> int:
+    from autokd.device import resolve_device
     from autokd.workers import WorkerOptions, run_worker, run_worker_pool
+
+    resolve_device(args.device)  # --device cuda without CUDA: one line, before joining a study
 
     opts = WorkerOptions(name=args.name, storage=args.storage, results=args.results,
                          artifacts=args.artifacts, device=args.device, threads=args.threads,

@@ -52,12 +52,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autokd.cost._model import eval_mode, example_input
 
-with warnings.catch_warnings():
-    # fvcore.nn scripts its focal losses at import time, which torch now deprecates; that is
-    # fvcore's business and would otherwise show up in every test run.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import get_shape
+
+def _fvcore() -> Any:
+    """``fvcore.nn``, imported on first use: latency and size measurement (and so a GPU
+    machine's benchmark) must not need fvcore installed."""
+    with warnings.catch_warnings():
+        # fvcore.nn scripts its focal losses at import time, which torch now deprecates; that
+        # is fvcore's business and would otherwise show up in every test run.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import fvcore.nn
+        import fvcore.nn.jit_handles
+    return fvcore.nn
 
 __all__ = [
     "ELEMENTWISE_OPS",
@@ -88,7 +93,7 @@ _COSTLY_OP = re.compile(r"conv|mm|mv|matmul|dot|einsum|attention|linear|bilinear
 
 
 def _shape(value: Any) -> list[int]:
-    shape = get_shape(value)
+    shape = _fvcore().jit_handles.get_shape(value)
     if shape is None:
         raise ValueError("operator input has no complete shape in the trace")
     return list(shape)
@@ -163,7 +168,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """
     x = example_input(model, input_shape, batch_size=1)
     with eval_mode(model):
-        analysis = FlopCountAnalysis(model, x)
+        analysis = _fvcore().FlopCountAnalysis(model, x)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.set_op_handle(**_flop_handles())
         total = analysis.total()
@@ -177,7 +182,7 @@ def _per_output(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _batch_norm_eval(inputs: list[Any], outputs: list[Any]) -> int:
-    affine = get_shape(inputs[1]) is not None
+    affine = _fvcore().jit_handles.get_shape(inputs[1]) is not None
     return math.prod(_shape(inputs[0])) * (2 if affine else 1)
 
 
@@ -223,7 +228,7 @@ def elementwise_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Elementwise FLOPs of one forward at batch 1 (activations, adds, norms, pooling)."""
     x = example_input(model, input_shape, batch_size=1)
     with eval_mode(model):
-        analysis = FlopCountAnalysis(model, x)
+        analysis = _fvcore().FlopCountAnalysis(model, x)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.set_op_handle(**dict.fromkeys(_CONTRACTIONS, _not_counted), **ELEMENTWISE_OPS)
         return int(analysis.total())

@@ -4,6 +4,10 @@ Latency convention: median milliseconds per forward over ``repeats`` timed block
 long enough (``min_block_s``) that timer resolution does not matter; the coefficient of
 variation across blocks says how much to trust it. The glibc allocator is pinned first so the
 numbers do not depend on what the process allocated before.
+
+On CUDA each block is timed by a pair of CUDA events recorded on the stream after a
+synchronisation (so no earlier work is counted) and read after the end event completes: a
+host clock around asynchronous launches measures when work was queued, not when it ran.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import math
 import platform
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +29,7 @@ from autokd.cost._model import eval_mode, example_input, on_device, sync, torch_
 from autokd.device import resolve_device
 from autokd.errors import ConfigError
 
-__all__ = ["fix_allocator", "measure_latency"]
+__all__ = ["block_timer", "fix_allocator", "measure_latency"]
 
 logger = logging.getLogger("autokd.cost")
 
@@ -89,6 +95,30 @@ def _time_block(model: nn.Module, x: torch.Tensor, iters: int, device: torch.dev
     return (time.perf_counter() - start) / iters
 
 
+def _time_block_cuda(model: nn.Module, x: torch.Tensor, iters: int, device: torch.device,
+                     event: Callable[..., Any] | None = None) -> float:
+    """Seconds per forward from CUDA events around ``iters`` back-to-back calls.
+
+    ``event`` makes the event type replaceable (``torch.cuda.Event`` by default) so the
+    logic is testable without a GPU.
+    """
+    event = event or torch.cuda.Event
+    sync(device)  # an empty queue: the start event marks this block's first launch
+    start, end = event(enable_timing=True), event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        model(x)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / iters  # elapsed_time is in milliseconds
+
+
+def block_timer(device: torch.device) -> Callable[[nn.Module, torch.Tensor, int, torch.device],
+                                                  float]:
+    """CUDA events on a GPU, the host's monotonic clock on a CPU."""
+    return _time_block_cuda if device.type == "cuda" else _time_block
+
+
 def _block_iters(
     model: nn.Module, x: torch.Tensor, warmup: int, min_block_s: float, device: torch.device
 ) -> int:
@@ -131,7 +161,8 @@ def measure_latency(
     x = example_input(net, input_shape, batch_size, dev)
     with torch_threads(threads), eval_mode(net), torch.inference_mode():
         iters = _block_iters(net, x, warmup, min_block_s, dev)
-        blocks = [_time_block(net, x, iters, dev) for _ in range(repeats)]
+        timer = block_timer(dev)
+        blocks = [timer(net, x, iters, dev) for _ in range(repeats)]
     mean = statistics.fmean(blocks)
     cv = statistics.pstdev(blocks) / mean if mean > 0 else 0.0
     return statistics.median(blocks) * 1e3, cv

@@ -84,13 +84,15 @@ class DataSplits:
         index lets cached per-sample values (teacher logits) follow the batch.
         """
         from autokd.data.batches import split_batches
+        from autokd.device import to_device
 
         x, y = self.split(which)
         if device is not None and isinstance(x, torch.Tensor) and torch.device(device) != x.device:
             cache = self.__dict__.setdefault("_on_device", {})  # one copy per device, not epoch
             key = (which, str(device))
             if key not in cache:
-                cache[key] = (x.to(device), y.to(device))
+                target = torch.device(device)  # pinned host memory, asynchronous copy
+                cache[key] = (to_device(x, target), to_device(y, target))
             x, y = cache[key]
         return split_batches(x, y, batch_size, shuffle=shuffle, generator=generator,
                              device=device)
