@@ -374,3 +374,19 @@ def test_search_report_export_on_a_folder(tmp_path: Path, budget: str,
     capsys.readouterr()
     assert (results / "imgs" / "report.md").exists()
     assert list((results / "imgs").rglob("student.onnx"))
+
+
+def test_decoding_a_folder_shows_progress_on_a_pipe(rgb: Path) -> None:
+    """A long decode says how far it is: plain lines on a pipe, nothing once loaded from cache."""
+    import io
+
+    from autokd.progress import showing
+
+    stream = io.StringIO()
+    with showing(stream, tty=False, interval_s=0.0):
+        load_data(f"folder:{rgb}")
+    assert f"decode {rgb.name}" in stream.getvalue()
+    again = io.StringIO()
+    with showing(again, tty=False, interval_s=0.0):
+        load_data(f"folder:{rgb}")
+    assert "decode" not in again.getvalue()

@@ -45,7 +45,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)  # --device cuda without CUDA: fail before loading data
     cost_cfg = latency_config(args)
-    data = load_data(data_config(args))
+    with _progress(args):  # decoding an image folder shows progress too
+        data = load_data(data_config(args))
     check_writable(Path(args.out))
     with _progress(args):
         model, result = teachers.train_teacher(data, epochs=args.epochs, seed=args.seed,
@@ -74,7 +75,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     train_cfg = train_config(args)  # bad options fail before data is loaded
     cost_cfg = latency_config(args)
-    data = load_data(data_config(args))
+    with _progress(args):
+        data = load_data(data_config(args))
     family, spec = (parse_student_arg(args.student) if args.student
                     else (default_family(data.input_shape), {"depth": 2, "widths": [8, 16]}))
     kd = kd_config(args)

@@ -32,6 +32,7 @@ import numpy as np
 from autokd._io import atomic_write, cache_dir
 from autokd.data.images import DecodeOptions, FolderScan, decode_image, is_gray, probe
 from autokd.errors import DataError
+from autokd.progress import ProgressMeter
 
 __all__ = ["CachedImages", "cached_images", "content_hash", "set_progress"]
 
@@ -232,17 +233,20 @@ def _decode_into(out: np.ndarray, scan: FolderScan, rows: list[int], channels: i
     """Decode ``rows`` into consecutive rows of ``out``; returns the rows that decoded."""
     done: list[int] = []
     last, total = time.monotonic(), len(rows)
-    for n, i in enumerate(rows):
-        try:
-            out[len(done)] = decode_image(scan.root / scan.files[i], channels, opts.image_size)
-            done.append(i)
-        except _PIL_ERRORS as exc:
-            _bad_file(scan, i, exc, opts, bad)
-        if _progress is not None:
-            _progress(n + 1, total)
-        elif time.monotonic() - last > _LOG_EVERY_S:
-            last = time.monotonic()
-            logger.info("decoding %s: %d/%d images", scan.root, n + 1, total)
+    with ProgressMeter(total, f"decode {scan.root.name}", "images") as meter:
+        for n, i in enumerate(rows):
+            try:
+                out[len(done)] = decode_image(scan.root / scan.files[i], channels,
+                                              opts.image_size)
+                done.append(i)
+            except _PIL_ERRORS as exc:
+                _bad_file(scan, i, exc, opts, bad)
+            meter.update(1)
+            if _progress is not None:
+                _progress(n + 1, total)
+            elif time.monotonic() - last > _LOG_EVERY_S:
+                last = time.monotonic()
+                logger.info("decoding %s: %d/%d images", scan.root, n + 1, total)
     return done
 
 
