@@ -12,6 +12,9 @@ Why it looks like this:
 - A run can stop after some epochs and continue later exactly where it stopped (``TrainState``):
   the LR and temperature schedules span ``cfg.schedule_epochs``, so training to epoch 3 and
   resuming to epoch 9 gives the same student as training straight to epoch 9.
+- With augmentation (``cfg.augment``) each batch is augmented by ``autokd.replay``'s
+  ``BatchAugmenter``, which also hands back the teacher logits of the augmented batch (the
+  teacher run online, or an augmentation-replay cache); the clean-data caches are then unused.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from autokd.device import resolve_device
 from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
+from autokd.replay import BatchAugmenter
 from autokd.train_state import RunHistory, TrainState
 
 __all__ = [
@@ -144,6 +148,8 @@ class Trainer:
         self.student = student.to(self.device)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.loss_fn = self._build_loss().to(self.device)
+        # augmentation and the teacher logits of each augmented batch (online or replayed)
+        self.augment = BatchAugmenter(self.cfg, data, teacher, self.kd.uses_teacher, self.device)
         self.stop_requested = False
         self.global_step = 0  # optimiser steps taken (KD terms may read it)
         self.keep_state = False  # fit() leaves ``self.state`` to continue from later
@@ -230,9 +236,10 @@ class Trainer:
         seed_everything(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         x_train, y_train = data.x_train.to(self.device), data.y_train.to(self.device)
-        t_train = self._teacher_logits("train") if self.kd.uses_teacher else None
+        clean = self.kd.uses_teacher and not self.augment.active  # clean logits fit clean data
+        t_train = self._teacher_logits("train") if clean else None
         t_train = t_train.to(self.device) if t_train is not None else None
-        self._t_feats = self._teacher_features()
+        self._t_feats = None if self.augment.active else self._teacher_features()
         t_val = self._teacher_logits("val")
         steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
         opt, sched = self._optimizer(horizon * steps_per_epoch)
@@ -299,7 +306,9 @@ class Trainer:
         use_amp = self.cfg.amp and self.device.type == "cuda"
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
         params = list(self.student.parameters())  # once: .parameters() walks every module
-        for step, (xb, yb, tb, fb) in enumerate(self._shuffled_batches(x, y, t_logits, gen)):
+        self.augment.start_epoch(epoch)
+        for step, (xb, yb, tb, fb, ib) in enumerate(self._shuffled_batches(x, y, t_logits, gen)):
+            xb, tb = self.augment(xb, ib, tb)
             with amp:
                 loss = self._batch_loss(xb, yb, tb, fb, progress, self.global_step)
             value = loss.item()  # the one host sync per step; doubles as the NaN check
@@ -328,7 +337,7 @@ class Trainer:
         for i in range(0, len(x), self.cfg.batch_size):
             j = i + self.cfg.batch_size
             yield (xs[i:j], ys[i:j], ts[:, i:j] if ts is not None else None,
-                   [f[i:j] for f in fs] if fs is not None else None)
+                   [f[i:j] for f in fs] if fs is not None else None, order[i:j])
 
     def _teacher_features(self) -> list[torch.Tensor] | None:
         """Teacher feature maps of the whole train split, cached like its logits.

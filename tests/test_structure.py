@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "autokd": 0, "autokd.__main__": 7, "autokd._api": 0, "autokd._io": 0, "autokd.errors": 0,
     "autokd.config": 0, "autokd.registry": 0, "autokd.pareto": 0, "autokd.device": 0,
     "autokd.data": 1, "autokd.models": 1, "autokd.distill": 1,
-    "autokd.train": 2, "autokd.train_state": 2, "autokd.cost": 2, "autokd.latency_table": 2,
+    "autokd.train": 2, "autokd.train_state": 2, "autokd.replay": 2, "autokd.cost": 2, "autokd.latency_table": 2,
     "autokd.teachers": 3, "autokd.space": 3, "autokd.pipeline": 3,
     "autokd.objective": 4, "autokd.study": 4, "autokd.record": 4, "autokd.front": 4,
     "autokd.scale": 4,

@@ -53,6 +53,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 @command("distill")
 def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
+    from autokd.data.augment import get_augment
     from autokd.models import build_student, default_family, parse_student_arg
     from autokd.pipeline import run_distillation
 
@@ -62,6 +63,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     kd = kd_config(args)
     kd = kd.scratch() if args.scratch else kd
     train_cfg = train_config(args)  # bad options and students fail before a teacher is trained
+    get_augment(train_cfg.augment, data.kind)
     build_student(family, spec, data.input_shape, data.num_classes)
     if args.out:
         check_writable(Path(args.out))
