@@ -66,6 +66,10 @@ class TeacherLike(Protocol):
         """Cached logits of every member for a split, shape (M, N, K)."""
         ...
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every member on a batch, (M, B, K): augmented batches (online, replay)."""
+        ...
+
 
 @dataclass
 class TrainResult:

@@ -8,6 +8,10 @@ straight one; and misuse is one clear error.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +304,20 @@ def test_cli_refuses_bad_augmentation_with_one_line(args: list[str], message: st
     code = main(["distill", *args, "--epochs", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run(tmp_path: Path) -> None:
+    """``benchmarks/augment.py --quick`` runs end to end and writes what it prints."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path), "AUTOKD_CACHE": "",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "benchmarks/augment.py", "--quick"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = json.loads((tmp_path / "autokd-bench-quick" / "augment.json").read_text())
+    assert json.loads(proc.stdout) == written
+    for mode in ("none", "online", "replay"):
+        assert written["test_accuracy"][mode]["n"] == 2
+        assert written[f"{mode}_samples_per_s_median"] > 0
+    assert written["replay_cache"]["build_s"]["min"] > 0
