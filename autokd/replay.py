@@ -62,9 +62,12 @@ class ReplayCache:
         """Which of the K draws samples ``idx`` (B,) replay in ``epoch`` (1-based), (B,)."""
         return (epoch - 1 + self.offset[idx]) % self.k
 
+    def to(self, device: torch.device) -> ReplayCache:
+        return ReplayCache(self.params.to(device), self.logits.to(device), self.offset.to(device))
+
     def batch(self, epoch: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters (B, D) and teacher logits (M, B, C) of the samples ``idx`` in ``epoch``."""
-        idx = idx.cpu()
+        idx = idx.to(self.offset.device)
         k = self.draws(epoch, idx)
         return self.params[k, idx], self.logits[:, k, idx]
 
@@ -152,13 +155,15 @@ class BatchAugmenter:
         if self.active and self.mode == "online":
             _check_online(teacher)
         if self.active and self.mode == "replay":
-            self.cache = replay_cache(teacher, data, self.aug, cfg.replay_k, cfg.replay_seed)
+            shared = replay_cache(teacher, data, self.aug, cfg.replay_k, cfg.replay_seed)
+            self.cache = shared.to(device)  # one copy per run on the device, indexed per batch
 
     def start_epoch(self, epoch: int) -> None:
         """Fix this epoch's draws (online and scratch; replay reads its cache)."""
         self._epoch = epoch
         if self.active and self.cache is None:
-            self._table = self.aug.draw(self.n, self.shape, epoch_generator(self.seed, epoch))
+            table = self.aug.draw(self.n, self.shape, epoch_generator(self.seed, epoch))
+            self._table = table.to(self.device)  # (N, D)
 
     def __call__(self, xb: torch.Tensor, idx: torch.Tensor,
                  t_batch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -166,10 +171,9 @@ class BatchAugmenter:
         if not self.active:
             return xb, t_batch
         if self.cache is not None:
-            params, logits = self.cache.batch(self._epoch, idx)
-            return (self.aug.apply(xb, params.to(xb.device), self.fill),
-                    logits.to(xb.device))
-        xa = self.aug.apply(xb, self._table[idx.cpu()].to(xb.device), self.fill)
+            params, logits = self.cache.batch(self._epoch, idx)  # (B, D), (M, B, C)
+            return self.aug.apply(xb, params, self.fill), logits
+        xa = self.aug.apply(xb, self._table[idx], self.fill)
         if self.mode != "online":
             return xa, None
         with torch.no_grad():

@@ -34,7 +34,7 @@ from autokd.config import TrainConfig
 from autokd.data import SOURCES, DataSplits, load_data
 from autokd.data.augment import get_augment
 from autokd.distill import KDConfig
-from autokd.models import build_student
+from autokd.models import build_student, default_family
 from autokd.replay import clear_memory_cache, replay_cache
 from autokd.train import Trainer
 
@@ -52,7 +52,8 @@ def _cfg(mode: str, recipe: str, epochs: int, seed: int, k: int) -> TrainConfig:
 
 def _trainer(data: DataSplits, teacher: Any, cfg: TrainConfig) -> Trainer:
     torch.manual_seed(cfg.seed)
-    student = build_student("cnn", STUDENT, data.input_shape, data.num_classes)
+    family = default_family(data.input_shape)  # cnn for images, cnn1d for signals
+    student = build_student(family, STUDENT, data.input_shape, data.num_classes)
     return Trainer(student, data, cfg, KDConfig(), teacher)
 
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     build = cache_build(data, teacher, args)
     payload = {
         "benchmark": "augment", "quick": args.quick, "dataset": data.describe(),
-        "recipe": args.recipe, "student": {"family": "cnn", **STUDENT},
+        "recipe": args.recipe, "student": {"family": default_family(data.input_shape), **STUDENT},
         "teacher": str(teacher_path), "teacher_test_accuracy": teacher.accuracy(data),
         "epochs": args.epochs, "seeds": args.seeds, "replay_k": args.replay_k,
         "test_accuracy": acc, "throughput": speed, "replay_cache": build,
