@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from typing import Any
 
@@ -112,23 +113,36 @@ def _spread(runs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def cache_build(data: DataSplits, teacher: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Cold build (teacher on K draws of the train split) and warm disk load, repeated."""
+    """Cold build (teacher on K draws of the train split) and warm disk load, repeated.
+
+    Each repeat gets an empty cache directory, so no earlier run's file turns a build into a
+    load.
+    """
     aug = get_augment(args.recipe, data.kind)
     build, load = [], []
-    for i in range(args.repeats):
-        seed = 10_000 + i  # a key no earlier run has cached: a real cold build
-        clear_memory_cache()
-        t0 = time.perf_counter()
-        replay_cache(teacher, data, aug, args.replay_k, seed)
-        build.append(time.perf_counter() - t0)
-        clear_memory_cache()
-        t0 = time.perf_counter()
-        replay_cache(teacher, data, aug, args.replay_k, seed)
-        load.append(time.perf_counter() - t0)
-    clear_memory_cache()
+    previous = os.environ.get("AUTOKD_CACHE")
+    try:
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                os.environ["AUTOKD_CACHE"] = tmp
+                build.append(_timed_cache(teacher, data, aug, args.replay_k))
+                load.append(_timed_cache(teacher, data, aug, args.replay_k))
+    finally:
+        os.environ.pop("AUTOKD_CACHE", None)
+        if previous is not None:
+            os.environ["AUTOKD_CACHE"] = previous
     return {"build_s": _spread([{"s": b} for b in build])["s"],
             "disk_load_s": _spread([{"s": v} for v in load])["s"],
             "k": args.replay_k, "train_samples": len(data.x_train)}
+
+
+def _timed_cache(teacher: Any, data: DataSplits, aug: Any, k: int) -> float:
+    clear_memory_cache()
+    t0 = time.perf_counter()
+    replay_cache(teacher, data, aug, k, 0)
+    seconds = time.perf_counter() - t0
+    clear_memory_cache()
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

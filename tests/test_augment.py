@@ -26,7 +26,7 @@ from autokd.data.augment import AUGMENTS, PadCrop, ResizedCrop, blank_value, get
 from autokd.distill import KDConfig
 from autokd.errors import ConfigError, SpaceError
 from autokd.models import build_student
-from autokd.replay import clear_memory_cache, replay_cache
+from autokd.replay import BatchAugmenter, clear_memory_cache, replay_cache
 from autokd.space import load_space
 from autokd.teachers import Teacher, load_teacher, save_checkpoint
 from autokd.train import Trainer, TrainResult, distill
@@ -157,6 +157,12 @@ def test_replayed_logits_are_the_teachers_on_the_reaugmented_batch(
         params, logits = cache.batch(epoch, idx)
         xa = aug.apply(digits.x_train[idx], params, blank_value(digits.normalizer))
         assert torch.equal(teacher.logits(xa), logits)
+    # what the trainer gets per batch is the same pair
+    cfg = TrainConfig(augment="crop_flip", replay_k=3, replay_seed=7)
+    augmenter = BatchAugmenter(cfg, digits, teacher, True, torch.device("cpu"))
+    augmenter.start_epoch(4)
+    xa, logits = augmenter(digits.x_train[idx], idx, None)
+    assert torch.equal(teacher.logits(xa), logits)
     # each sample cycles through its K draws, starting at its own offset
     draws = torch.stack([cache.draws(e, idx) for e in range(1, 4)])  # (3, B)
     assert (draws.sort(0).values == torch.arange(3)[:, None]).all()
@@ -248,6 +254,25 @@ def test_online_needs_a_torch_teacher(digits: DataSplits, teacher: Teacher) -> N
         _train(digits, NoModule(teacher), augment="crop", aug_teacher="online")
 
 
+def test_a_scikit_learn_teacher_replays_but_cannot_run_online(
+        digits: DataSplits, tmp_path: Path, fresh_cache: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    raw = digits.denormalize(digits.x_train).reshape(len(digits.x_train), -1).numpy()
+    path = tmp_path / "lr.joblib"
+    joblib.dump(LogisticRegression(max_iter=200).fit(raw, digits.y_train.numpy()), path)
+    sk = load_teacher(path, trust=True, data=digits)
+    with pytest.raises(ConfigError, match="not an nn.Module"):
+        _train(digits, sk, augment="crop", aug_teacher="online")
+    aug = get_augment("crop")
+    cache = replay_cache(sk, digits, aug, k=2)
+    xa = aug.apply(digits.x_train, cache.params[1], blank_value(digits.normalizer))
+    assert torch.equal(sk.logits(xa), cache.logits[:, 1])  # the denormalised augmented input
+    assert not torch.equal(sk.logits(digits.x_train), cache.logits[:, 1])
+    assert _train(digits, sk, epochs=1, augment="crop").epochs_run == 1
+
+
 def test_feature_terms_under_replay_run_the_teacher_online(digits: DataSplits, teacher: Teacher,
                                                           fresh_cache: Path) -> None:
     seen: list[torch.Tensor] = []
@@ -320,4 +345,5 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
     for mode in ("none", "online", "replay"):
         assert written["test_accuracy"][mode]["n"] == 2
         assert written[f"{mode}_samples_per_s_median"] > 0
-    assert written["replay_cache"]["build_s"]["min"] > 0
+    cache = written["replay_cache"]
+    assert cache["build_s"]["min"] > cache["disk_load_s"]["max"] > 0  # cold builds, then loads
