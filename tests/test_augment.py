@@ -347,3 +347,19 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
         assert written[f"{mode}_samples_per_s_median"] > 0
     cache = written["replay_cache"]
     assert cache["build_s"]["min"] > cache["disk_load_s"]["max"] > 0  # cold builds, then loads
+
+
+@pytest.mark.slow
+def test_a_search_samples_augmentation_and_its_trials_share_one_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests._helpers import quick_study
+
+    monkeypatch.setenv("AUTOKD_CACHE", str(tmp_path / "cache"))
+    clear_memory_cache()
+    space = ("family: cnn\narchitecture: {depth: 1, widths: {choice: [4, 8]}}\n"
+             "training: {lr: 0.01, epochs: 1, augment: crop, aug_teacher: replay, replay_k: 2}\n")
+    study = quick_study(tmp_path, "aug", space, budget=3, seed=0)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3
+    assert len(list((tmp_path / "cache" / "replay").glob("*.pt"))) == 1  # one cache, 3 trials
+    clear_memory_cache()
