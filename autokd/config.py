@@ -117,6 +117,14 @@ class TrainConfig:
     # trains a candidate part of the way, on the schedule of its full run
     schedule_epochs: int | None = None
     metric: str = "accuracy"  # validation metric that picks the best epoch (autokd.metrics)
+    # training-time augmentation (``autokd.data.augment``: none, crop, crop_flip, rrc_flip) and
+    # where the teacher logits of an augmented batch come from: ``online`` runs the teacher on
+    # it, ``replay`` reads a cache of ``replay_k`` fixed draws per sample (``autokd.replay``),
+    # shared by every run with the same ``replay_seed`` (trials of a search differ in ``seed``)
+    augment: str = "none"
+    aug_teacher: str = "replay"
+    replay_k: int = 8
+    replay_seed: int = 0
 
     def validate(self) -> TrainConfig:
         _check(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be an integer >= 1")
@@ -138,6 +146,12 @@ class TrainConfig:
                                                 and self.schedule_epochs >= self.epochs),
                "schedule_epochs must be an integer >= epochs")
         check_metric(self.metric)
+        _check(isinstance(self.augment, str), f"augment must be a recipe name, got {self.augment!r}")
+        _check(self.aug_teacher in ("online", "replay"),
+               f"unknown aug_teacher {self.aug_teacher!r}; known: online, replay")
+        _check(isinstance(self.replay_k, int) and 1 <= self.replay_k <= 256,
+               f"replay_k must be an integer in 1..256, got {self.replay_k!r}")
+        _check(isinstance(self.replay_seed, int), "replay_seed must be an integer")
         return self
 
 @dataclass

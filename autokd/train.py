@@ -13,6 +13,9 @@ Why it looks like this:
 - A run can stop after some epochs and continue later exactly where it stopped (``TrainState``):
   the LR and temperature schedules span ``cfg.schedule_epochs``, so training to epoch 3 and
   resuming to epoch 9 gives the same student as training straight to epoch 9.
+- With augmentation (``cfg.augment``) each batch is augmented by ``autokd.replay``'s
+  ``BatchAugmenter``, which also hands back the teacher logits of the augmented batch (the
+  teacher run online, or an augmentation-replay cache); the clean-data caches are then unused.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from autokd.distill import DistillLoss, KDConfig, kd_divergence
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
 from autokd.metrics import classification_metrics
+from autokd.replay import BatchAugmenter
 from autokd.train_state import RunHistory, TrainState
 
 __all__ = [
@@ -62,6 +66,10 @@ class TeacherLike(Protocol):
 
     def outputs(self, data: DataSplits, split: str) -> torch.Tensor:
         """Cached logits of every member for a split, shape (M, N, K)."""
+        ...
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every member on a batch, (M, B, K): augmented batches (online, replay)."""
         ...
 
 
@@ -162,6 +170,8 @@ class Trainer:
         self.student = student.to(self.device, memory_format=self._memory_format)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.loss_fn = self._build_loss().to(self.device)
+        # augmentation and the teacher logits of each augmented batch (online or replayed)
+        self.augment = BatchAugmenter(self.cfg, data, teacher, self.kd.uses_teacher, self.device)
         self.stop_requested = False
         self.global_step = 0  # optimiser steps taken (KD terms may read it)
         self.keep_state = False  # fit() leaves ``self.state`` to continue from later
@@ -257,9 +267,10 @@ class Trainer:
         x_val = data.x_val
         if isinstance(x_val, torch.Tensor):
             x_val = to_device(x_val, self.device, self.channels_last)
-        t_train = self._teacher_logits("train") if self.kd.uses_teacher else None
+        clean = self.kd.uses_teacher and not self.augment.active  # clean logits fit clean data
+        t_train = self._teacher_logits("train") if clean else None
         t_train = to_device(t_train, self.device) if t_train is not None else None
-        self._t_feats = self._teacher_features()
+        self._t_feats = None if self.augment.active else self._teacher_features()
         t_val = self._teacher_logits("val")
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         opt, sched = self._optimizer(horizon * steps_per_epoch)
@@ -346,7 +357,11 @@ class Trainer:
         use_amp = self.cfg.amp and self.device.type == "cuda"
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
         params = list(self.student.parameters())  # once: .parameters() walks every module
-        for step, (xb, yb, tb, fb) in enumerate(self._shuffled_batches(t_logits, gen)):
+        self.augment.start_epoch(epoch)
+        for step, (xb, yb, tb, fb, ib) in enumerate(self._shuffled_batches(t_logits, gen)):
+            xb, tb = self.augment(xb, ib, tb)
+            if self.channels_last:  # the per-epoch permutation gives NCHW batches back
+                xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
                 loss = self._batch_loss(xb, yb, tb, fb, progress, self.global_step)
             value = loss.item()  # the one host sync per step; doubles as the NaN check
@@ -368,15 +383,13 @@ class Trainer:
                           gen: torch.Generator) -> Iterator[tuple[Any, ...]]:
         """One shuffled epoch from ``DataSplits.batches`` (in memory: views of the split
         permuted once; streamed: read by loader workers), with the cached teacher logits
-        (M, B, K) and features of each batch picked by its sample indices."""
+        (M, B, K) and features of each batch picked by its sample indices, and the indices."""
         feats = self._t_feats
         for xb, yb, idx in self.data.batches("train", self.cfg.batch_size, shuffle=True,
                                              generator=gen, device=self.device):
             tb = t_logits[:, idx.to(t_logits.device)] if t_logits is not None else None
             fb = [f[idx.to(f.device)] for f in feats] if feats is not None else None
-            if self.channels_last:  # the per-epoch permutation gives NCHW batches back
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, yb, tb, fb
+            yield xb, yb, tb, fb, idx
 
     def _teacher_features(self) -> list[torch.Tensor] | None:
         """Teacher feature maps of the whole train split, cached like its logits.

@@ -333,7 +333,7 @@ def test_cached_teacher_logits_follow_the_batch(tmp_path: Path, rgb: Path, budge
     cached = teacher.outputs(data, "train")  # (M, N, K)
     batches = list(trainer._shuffled_batches(cached, torch.Generator().manual_seed(0)))
     assert len(batches) == -(-data.sizes()["train"] // 8)
-    for xb, _, tb, _ in batches:
+    for xb, _, tb, _, _ in batches:
         assert torch.allclose(tb, teacher.logits(xb), atol=1e-5)
 
 
@@ -390,3 +390,23 @@ def test_decoding_a_folder_shows_progress_on_a_pipe(rgb: Path) -> None:
     with showing(again, tty=False, interval_s=0.0):
         load_data(f"folder:{rgb}")
     assert "decode" not in again.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["replay", "online"])
+def test_augmented_distillation_runs_on_streamed_data(tmp_path: Path, rgb: Path,
+                                                      mode: str) -> None:
+    """The replay cache is built chunk by chunk from the streamed split, so the split is never
+    held whole; online mode runs the teacher on each streamed, augmented batch."""
+    results = []
+    for budget in ("4G", "1K"):
+        data = load_data(f"folder:{rgb}", memory_budget=budget, loader_workers=0)
+        seed_everything(2)
+        net = build_student("cnn", {"depth": 1, "widths": [8]}, data.input_shape,
+                            data.num_classes)
+        teacher = load_teacher(save_checkpoint(net, tmp_path / f"t{budget}.pt"), data=data)
+        student = build_student("cnn", {"depth": 1, "widths": [4]}, data.input_shape,
+                                data.num_classes)
+        cfg = TrainConfig(epochs=2, batch_size=8, augment="crop_flip", aug_teacher=mode)
+        results.append(Trainer(student, data, cfg, KDConfig(), teacher).fit())
+    assert results[0].epochs_run == results[1].epochs_run == 2
+    assert results[0].val["accuracy"] == pytest.approx(results[1].val["accuracy"], abs=1e-6)

@@ -192,6 +192,14 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int = 40) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto uses CUDA with mixed precision when present")
+    g.add_argument("--augment", default="none", metavar="RECIPE",
+                   help="training-time augmentation: none, crop (images and signals), "
+                        "crop_flip, rrc_flip (images)")
+    g.add_argument("--aug-teacher", default="replay", metavar="MODE",
+                   help="teacher logits of augmented batches: replay (a cache of --replay-k "
+                        "draws per sample, built once) or online (the teacher runs per batch)")
+    g.add_argument("--replay-k", type=int, default=8, help="augmentation draws per sample "
+                   "in the replay cache (default 8)")
     add_metric_arg(g)
 
 
@@ -270,7 +278,8 @@ def train_config(args: argparse.Namespace) -> Any:
     resolve_device(args.device)  # --device cuda without CUDA: one line, before any work
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, seed=args.seed, device=args.device,
-                       metric=args.metric).validate()
+                       metric=args.metric, augment=args.augment, aug_teacher=args.aug_teacher,
+                       replay_k=args.replay_k).validate()
 
 
 def resolve_teacher(args: argparse.Namespace, data: Any) -> tuple[Any, str]:

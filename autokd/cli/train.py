@@ -69,6 +69,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 @command("distill")
 def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
+    from autokd.data.augment import get_augment
     from autokd.models import build_student, default_family, parse_student_arg
     from autokd.pipeline import run_distillation
     from autokd.progress import ProgressMeter, epoch_callback
@@ -81,6 +82,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                     else (default_family(data.input_shape), {"depth": 2, "widths": [8, 16]}))
     kd = kd_config(args)
     kd = kd.scratch() if args.scratch else kd
+    get_augment(train_cfg.augment, data.kind)
     build_student(family, spec, data.input_shape, data.num_classes)
     if args.out:
         check_writable(Path(args.out))

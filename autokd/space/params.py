@@ -15,7 +15,8 @@ __all__ = ["DIST_KEYS", "GROUPS", "PARAM_KEYS", "TERM_PREFIX", "TOP_KEYS", "TRAI
 
 GROUPS = ("architecture", "distillation", "training")
 TOP_KEYS = ("family", "description", *GROUPS)
-TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "optimizer", "scheduler")
+TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "epochs", "optimizer", "scheduler", "augment",
+              "aug_teacher", "replay_k")
 DIST_KEYS = ("choice", "int", "float", "fixed")
 PARAM_KEYS = (*DIST_KEYS, "log", "step", "when", "per_stage")
 TERM_PREFIX = "terms."  # a recipe's term weights are parameters named terms.<term>

@@ -7,8 +7,10 @@ import difflib
 import math
 from typing import Any
 
+from autokd.config import TrainConfig
+from autokd.data.augment import get_augment
 from autokd.distill import SHORTHAND, TERMS, KDConfig
-from autokd.errors import SpaceError
+from autokd.errors import ConfigError, SpaceError
 from autokd.models import FAMILIES, get_family
 from autokd.space.params import (
     DIST_KEYS,
@@ -178,6 +180,7 @@ class SpaceParser:
             seen[p.name] = p
         self._check_values(params)
         self._check_arch(params)
+        self._check_train(params)
 
     def _check_arch(self, params: list[Param]) -> None:
         """Every discrete architecture value, and both ends of a range, must be one the family
@@ -198,6 +201,22 @@ class SpaceParser:
                     family.normalise(spec)
                 except Exception as exc:
                     raise self.fail(f"architecture.{p.name}", f"value {v!r}: {exc}") from None
+
+    def _check_train(self, params: list[Param]) -> None:
+        """Every discrete training value must make a valid ``TrainConfig``, and an augmentation
+        must suit some input the family takes (no crops for an MLP on tabular data)."""
+        kinds = get_family(self.family).inputs
+        for p in params:
+            if p.group != "training" or p.kind not in ("fixed", "choice"):
+                continue
+            for v in [p.value] if p.kind == "fixed" else p.choices:
+                try:
+                    TrainConfig(**{p.name: v}).validate()
+                    if p.name == "augment" and not any(
+                            k in get_augment(v).kinds for k in kinds):
+                        get_augment(v, kinds[0])  # raises, naming the kind
+                except ConfigError as exc:
+                    raise self.fail(f"training.{p.name}", f"value {v!r}: {exc}") from None
 
     def _check_values(self, params: list[Param]) -> None:
         """Catch impossible fixed/choice values early by validating the configs they feed."""
