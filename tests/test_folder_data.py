@@ -358,15 +358,15 @@ def test_workers_run_with_sigint_ignored_and_exit(tmp_path: Path, rgb: Path) -> 
 
 # -- end to end --------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("budget", ["4G", "1K"])
-def test_search_report_export_on_a_folder(tmp_path: Path, budget: str,
+@pytest.mark.parametrize(("budget", "space"), [("4G", "cnn"), ("1K", "mbv2"), ("4G", "resnet")])
+def test_search_report_export_on_a_folder(tmp_path: Path, budget: str, space: str,
                                           capsys: pytest.CaptureFixture) -> None:
     root = make_folder(tmp_path / "imgs", per_class=12)
     data = ["--dataset", f"folder:{root}", "--memory-budget", budget, "--loader-workers", "0"]
     teacher = tmp_path / "teacher.pt"
     assert main(["teacher", "train", *data, "--epochs", "2", "--out", str(teacher)]) == 0
     results = tmp_path / "results"
-    assert main(["search", *data, "--teacher", str(teacher), "--space", "cnn", "--budget", "2",
+    assert main(["search", *data, "--teacher", str(teacher), "--space", space, "--budget", "2",
                  "--epochs", "1", "--no-latency", "--results", str(results), "--name", "imgs",
                  "--json"]) == 0
     assert main(["report", str(results / "imgs")]) == 0
