@@ -24,21 +24,26 @@ KEY_COLUMNS = ["trial", "val_accuracy", "test_accuracy", "retention", "flops", "
 
 
 def spec_summary(spec: Any) -> str:
-    """A short architecture label, e.g. ``d2 w8/16 k3 max relu``."""
+    """A short architecture label, e.g. ``d2 w8/16 k3 max relu`` (cnn) or
+    ``s16 d2/1 w16/24 e3/6 k7/3 se-/+ relu/hardswish`` (mbv2): the keys a spec has, in order."""
     if isinstance(spec, str):
         spec = json.loads(spec)
     if not isinstance(spec, dict):
         return ""
-    widths = spec.get("widths", [])
-    widths = "/".join(map(str, widths)) if isinstance(widths, list) else str(widths)  # 8 == [8]*d
-    parts = [f"d{spec.get('depth')}", f"w{widths}" if widths else "", ]
-    for key, prefix in (("kernel", "k"), ("pool", ""), ("activation", "")):
+    parts = []
+    for key, prefix in (("stem", ""), ("stem_width", "s"), ("depth", "d"), ("depths", "d"),
+                        ("widths", "w"), ("expansion", "e"), ("kernel", "k"), ("se", "se"),
+                        ("pool", ""), ("activation", ""), ("head_width", "h")):
         value = spec.get(key)
-        if isinstance(value, list):
-            value = "/".join(map(str, value))
-        if value is not None:
-            parts.append(f"{prefix}{value}")
-    return " ".join(p for p in parts if p)
+        if value is None or (key == "head_width" and not value):
+            continue
+        if key == "se":
+            value = [value] if not isinstance(value, list) else value
+            value = "/".join("+" if v else "-" for v in value)
+        elif isinstance(value, list):
+            value = "/".join(map(str, value))  # 8 == [8]*d
+        parts.append(f"{prefix}{value}")
+    return " ".join(parts)
 
 
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:

@@ -4,9 +4,9 @@ A folder of generated 32x32 RGB PNGs (10 classes) is written to a temp directory
 
 - ``decode``: a cold ``load_data("folder:...")`` into an empty cache (content hash + decode +
   cache write), and a warm one (the cache mapped, its checksum verified), each repeated.
-- ``trial``: the same student (cnn depth 2, widths 8/16) distilled for the same epochs from
-  the same cached teacher logits, with the data in memory, streamed with 0 loader workers and
-  streamed with 2, round-robin. Samples/s counts training samples over the whole ``fit``
+- ``trial``: the same student (``--family``: cnn depth 2, widths 8/16 by default) distilled
+  for the same epochs from the same cached teacher logits, with the data in memory, streamed
+  with 0 loader workers and streamed with 2, round-robin. Samples/s counts training samples over the whole ``fit``
   (validation included). The val accuracy of each mode is recorded: it must be identical.
 
 Timings: min/median/max of ``--repeats`` (>= 5) runs; wall clock and CPU time (this process
@@ -36,7 +36,9 @@ from _common import log, set_threads, write_result
 
 __all__ = ["main"]
 
-STUDENT = {"depth": 2, "widths": [8, 16]}
+STUDENTS = {"cnn": {"depth": 2, "widths": [8, 16]},
+            "mbv2": {"stages": 2, "depths": 1, "widths": [16, 24], "expansion": 3},
+            "resnet": {"stages": 2, "depths": 1, "widths": [8, 16]}}
 TEACHER = {"depth": 2, "widths": [16, 32]}
 MODES = {"memory": ("64G", 0), "stream_w0": ("1K", 0), "stream_w2": ("1K", 2)}
 
@@ -93,19 +95,20 @@ def _decode(source: str, repeats: int, tmp: Path) -> dict[str, Any]:
             "cold_images_per_s": n / statistics.median(cold)}
 
 
-def _trial(data: Any, teacher: Any, epochs: int) -> float:
+def _trial(data: Any, teacher: Any, epochs: int, family: str) -> float:
     from autokd.config import TrainConfig
     from autokd.distill import KDConfig
     from autokd.models import build_student
     from autokd.train import Trainer
 
     torch.manual_seed(1)
-    student = build_student("cnn", STUDENT, data.input_shape, data.num_classes)
+    student = build_student(family, STUDENTS[family], data.input_shape, data.num_classes)
     cfg = TrainConfig(epochs=epochs, batch_size=64, threads=1)
     return Trainer(student, data, cfg, KDConfig(), teacher).fit().val["accuracy"]
 
 
-def _trials(source: str, epochs: int, repeats: int, tmp: Path) -> dict[str, Any]:
+def _trials(source: str, epochs: int, repeats: int, tmp: Path,
+            family: str = "cnn") -> dict[str, Any]:
     from autokd.data import load_data
     from autokd.models import build_student
     from autokd.teachers import load_teacher, save_checkpoint
@@ -124,7 +127,7 @@ def _trials(source: str, epochs: int, repeats: int, tmp: Path) -> dict[str, Any]
     acc: dict[str, float] = {}
     for r in range(repeats):
         for mode, data in splits.items():
-            w, c, acc[mode] = _timed(lambda d=data: _trial(d, teacher, epochs))
+            w, c, acc[mode] = _timed(lambda d=data: _trial(d, teacher, epochs, family))
             wall[mode].append(w)
             cpu[mode].append(c)
         log(f"trial repeat {r + 1}/{repeats}: " +
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--family", default="cnn", choices=sorted(STUDENTS),
+                   help="the trial's student family (results: data_paths[_FAMILY].json)")
     p.add_argument("--quick", action="store_true", help="300 images, 1 epoch: a smoke test")
     args = p.parse_args(argv)
     if args.quick:
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _make_folder(tmp / "images", args.images, args.classes, args.size)
         source = f"folder:{tmp / 'images'}"
         decode = _decode(source, args.repeats, tmp)
-        trial = _trials(source, args.epochs, args.repeats, tmp)
+        trial = _trials(source, args.epochs, args.repeats, tmp, args.family)
     mem = trial["memory"]["samples_per_s"]
     payload = {
         "decode_images_per_s": decode["cold_images_per_s"],
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "stream_w2_vs_memory": trial["stream_w2"]["samples_per_s"] / mem,
         "same_val_accuracy": float(len({t["val_accuracy"] for t in trial.values()}) == 1),
         "config": {"images": args.images, "classes": args.classes, "size": args.size,
-                   "epochs": args.epochs, "repeats": args.repeats, "student": STUDENT,
+                   "epochs": args.epochs, "repeats": args.repeats, "family": args.family,
+                   "student": STUDENTS[args.family],
                    "teacher": TEACHER, "batch_size": 64, "threads": 1,
                    "cpus": os.cpu_count()},
         "decode": decode,
@@ -168,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_before": list(load_before),
         "loadavg_after": list(os.getloadavg()),
     }
-    write_result("data_paths", payload, quick=args.quick)
+    name = "data_paths" if args.family == "cnn" else f"data_paths_{args.family}"
+    write_result(name, payload, quick=args.quick)
     return payload
 
 

@@ -124,3 +124,14 @@ def test_families_quick_scores_every_space_on_one_scale(tmp_path: Path) -> None:
     assert summary["spaces"]["mbv2"]["vs_cnn1d"]["descriptive"]
     again = _run_quick("families.py", tmp_path, "--datasets", "mnist1d")  # resumes: no reruns
     assert again["runs"] == out["runs"]
+
+
+@pytest.mark.slow
+def test_image_folder_search_quick_runs_every_step_in_both_modes(tmp_path: Path) -> None:
+    """The image-folder path end to end (teacher, mbv2 search, report, export) in memory and
+    streamed, through the CLI; both modes must see the same split."""
+    out = _run_quick("image_folder_search.py", tmp_path)
+    assert out["all_ok"] and out["same_split_hash"]
+    for mode in ("memory", "streamed"):
+        step = out["steps"][mode]
+        assert step["summary"]["finished_trials"] == 2 and step["onnx_written"]
