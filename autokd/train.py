@@ -29,16 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
 from autokd.device import resolve_device, to_device, uses_channels_last
-from autokd.distill import DistillLoss, KDConfig, kd_divergence
+from autokd.distill import DistillLoss, KDConfig
 from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
-from autokd.metrics import classification_metrics
+from autokd.evaluation import evaluate
 from autokd.replay import BatchAugmenter
 from autokd.train_state import RunHistory, TrainState
 
@@ -54,7 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-EVAL_BATCH = 1024
 Callback = Callable[["Trainer", int, dict[str, float]], Any]
 
 
@@ -100,40 +98,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             teacher_logits: torch.Tensor | None = None, temperature: float = 1.0,
-             amp: bool = False) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro F1, per-class accuracy, NLL and (given teacher
-    logits (M, N, K)) the KD divergence on one split, all from one set of predictions.
-
-    ``amp``: bf16 autocast, as in training (CUDA only). ``x`` is a tensor or a streamed split.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
-        else nullcontext()
-    with cast:
-        logits = _predict(model, x, device)  # (N, K)
-    model.train(was_training)
-    out: dict[str, Any] = classification_metrics(logits.argmax(1), y, logits.shape[1])
-    out["nll"] = F.cross_entropy(logits, y).item()
-    if teacher_logits is not None:
-        out["kd_loss"] = kd_divergence(logits, teacher_logits, temperature)
-    return out
-
-
-def _predict(model: nn.Module, x: Any, device: torch.device) -> torch.Tensor:
-    """Logits of a tensor, or of a streamed split read by its loader workers, on the CPU."""
-    if isinstance(x, torch.Tensor):
-        chunks = (x[i:i + EVAL_BATCH] for i in range(0, len(x), EVAL_BATCH))
-    else:
-        chunks = x.batches(torch.arange(len(x)), EVAL_BATCH)
-    # logits stay on the device until one copy back: one host sync per split, not per chunk
-    return torch.cat([model(xb.to(device, non_blocking=True)).float() for xb in chunks]).cpu()
 
 
 @torch.no_grad()
