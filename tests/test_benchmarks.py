@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -111,3 +112,47 @@ def test_paired_comparison_is_descriptive_below_six_seeds_and_tested_above() -> 
     many += [_cell("tpe", s, 30.0 + 2 * s) for s in range(7)]
     (entry,) = paired_tests(many, summarise(many))
     assert entry["test"].startswith("wilcoxon") and entry["p_value"] < 0.05
+
+
+# -- the protocol on another space (--space) ---------------------------------------------------
+
+
+def _run_quick_stub(module: str, tmp: Path, space: Path, *extra: str) -> dict[str, Any]:
+    """``benchmarks/<module>.py --quick --space <space>`` with the test-only ``mbv2_stub``
+    family registered first (a fresh process, HOME and TMPDIR in ``tmp``); its JSON."""
+    space.write_text(yaml.safe_dump(_stub_space()))
+    env = {**os.environ, "HOME": str(tmp), "TMPDIR": str(tmp),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    code = (f"import sys; sys.path[:0] = ['benchmarks']; import tests._mbv2_stub; "
+            f"import {module}; {module}.main(sys.argv[1:])")
+    proc = subprocess.run([sys.executable, "-c", code, "--quick", "--space", str(space), *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = json.loads((tmp / "autokd-bench-quick" / f"{module}_{space.stem}.json").read_text())
+    assert json.loads(proc.stdout) == written
+    assert not (tmp / "autokd-bench-quick" / f"{module}.json").exists()  # defaults untouched
+    return written
+
+
+def _stub_space() -> dict[str, Any]:
+    from tests.test_darts_mbv2 import STUB_SPACE
+
+    return STUB_SPACE
+
+
+@pytest.mark.slow
+def test_reference_and_protocol_quick_on_another_space(tmp_path: Path) -> None:
+    space = tmp_path / "mbv2_stub.yaml"
+    ref = _run_quick_stub("darts_reference", tmp_path, space)
+    assert ref["benchmark"] == "darts_reference_mbv2_stub" and ref["complete"]
+    assert ref["setup"]["space"] == str(space)
+    out = _run_quick_stub("darts_vs_multitrial", tmp_path, space, "--methods", "darts", "tpe",
+                          "nni_darts")
+    assert out["benchmark"] == "darts_vs_multitrial_mbv2_stub"
+    assert out["setup"]["space"] == str(space) and "nni_darts" in out["methods_unavailable"]
+    assert {c["method"] for c in out["cells"]} == {"darts", "tpe"}
+    for cell in out["cells"]:
+        assert cell["space"] == str(space) and cell["cpu_s"] > 0
+        if cell["reached"]:
+            assert cell["success"]["flops"] <= cell["max_flops"]
