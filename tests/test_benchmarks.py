@@ -118,16 +118,19 @@ def test_paired_comparison_is_descriptive_below_six_seeds_and_tested_above() -> 
 
 
 def _run_quick_stub(module: str, tmp: Path, space: Path, *extra: str) -> dict[str, Any]:
-    """``benchmarks/<module>.py --quick --space <space>`` with the test-only ``mbv2_stub``
-    family registered first (a fresh process, HOME and TMPDIR in ``tmp``); its JSON."""
-    space.write_text(yaml.safe_dump(_stub_space()))
+    """``benchmarks/<module>.py --quick --space <space>`` with HOME and TMPDIR in ``tmp``; its
+    JSON. A ``sitecustomize`` registers the test-only ``mbv2_stub`` family in the script and
+    in every worker process it spawns."""
+    space.write_text(yaml.safe_dump(_stub_space(), sort_keys=False))
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("import tests._mbv2_stub  # noqa: F401\n")
     env = {**os.environ, "HOME": str(tmp), "TMPDIR": str(tmp),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    code = (f"import sys; sys.path[:0] = ['benchmarks']; import tests._mbv2_stub; "
-            f"import {module}; {module}.main(sys.argv[1:])")
-    proc = subprocess.run([sys.executable, "-c", code, "--quick", "--space", str(space), *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+           "PYTHONPATH": os.pathsep.join([str(site), str(ROOT),
+                                          os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, f"benchmarks/{module}.py", "--quick", "--space",
+                           str(space), *extra], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads((tmp / "autokd-bench-quick" / f"{module}_{space.stem}.json").read_text())
     assert json.loads(proc.stdout) == written

@@ -199,7 +199,7 @@ def test_latency_table_calibrates_one_overhead_group() -> None:
 
 STUB_SPACE = {
     "family": _mbv2_stub.NAME,
-    "architecture": {"stem_width": 8, "stages": 2,
+    "architecture": {"stem_width": 8, "stages": {"int": [1, 2]},
                      "depths": {"int": [1, 2], "per_stage": "stages"},
                      "widths": {"choice": [8, 16], "per_stage": "stages"},
                      "kernel": {"choice": [3, 5], "per_stage": "stages"},
@@ -232,7 +232,7 @@ def _check_trial(outcome: Any, space: SearchSpace) -> None:
 def test_darts_search_on_digits_with_the_stub_space(tmp_path: Path, digits_teacher: Any,
                                                     monkeypatch: Any) -> None:
     path = tmp_path / "mbv2_stub.yaml"
-    path.write_text(yaml.safe_dump(STUB_SPACE))
+    path.write_text(yaml.safe_dump(STUB_SPACE, sort_keys=False))
     _check_trial(_search(tmp_path, str(path)), SearchSpace.from_dict(STUB_SPACE))
 
 
