@@ -182,6 +182,8 @@ def test_invalid_supernets_fail_clearly() -> None:
         build_supernet(_mbv2_stub.NAME, DECISIONS, FIXED, (64,), 10)
     with pytest.raises(ConfigError, match="positive integers"):
         build_supernet(_mbv2_stub.NAME, {"widths_0": [0, 8]}, FIXED, (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="unknown mbv2_stub spec key"):
+        build_supernet(_mbv2_stub.NAME, DECISIONS, {**FIXED, "depth": 2}, (1, 8, 8), 10)
     with pytest.raises(ConfigError, match="no inverted-residual supernet for student family"):
         IRSupernet("cnn", {}, {}, (1, 8, 8), 10)
 

@@ -16,14 +16,9 @@ al. 2019):
 * squeeze-excitation and the activation are fixed per stage (the values the run fixes): relaxing
   them would double the hidden path for little cost signal.
 
-Derivation (``choice``) gives a spec in the agreed ``mbv2`` schema, whose keys are per stage:
-a block is kept when it is not ``skip`` (argmax rule) or when ``P(skip) <= 1/2`` (marginal rule);
-a stage's depth is its number of kept blocks; its kernel and its expansion are each the value
-with the largest probability summed over the stage's kept blocks (marginals over the other
-factor), and its width the argmax (or the upper median) of its width decision. A block-level
-choice is made stage-consistent the same way everywhere (``full_choice``): the first ``depth``
-blocks run the kernel and expansion of the stage's first block, so the cost model, the latency
-table and the built student always agree.
+Derivation (``ir_derive``) gives a spec in the agreed ``mbv2`` schema, whose keys are per stage:
+depth = the stage's kept blocks, kernel and expansion = the values with the largest probability
+summed over them.
 
 Shapes: ``B`` batch, ``C`` channels, ``S`` spatial dims (``H, W`` for images, ``L`` for signals).
 """
@@ -48,7 +43,7 @@ from autokd.models.supernet.ir_blocks import (
     stem_layers,
     stem_stride,
 )
-from autokd.models.supernet.net import _upper_median
+from autokd.models.supernet.ir_derive import SKIP, IRDerivation, candidate_label, parse_label
 from autokd.models.supernet.ops import CostTerm, OpSpec
 from autokd.models.supernet.relax import Relaxation
 from autokd.models.supernet.stage import is_zero, pad_channels
@@ -56,18 +51,7 @@ from autokd.models.supernet.terms import TermTable
 
 __all__ = ["SKIP", "IRForm", "IRSupernet", "MixedInvertedResidual", "candidate_label"]
 
-SKIP = "skip"
 RELAXABLE = ("depths", "widths", "kernel", "expansion")
-_PER_STAGE = ("depths", "widths", "kernel", "expansion", "se", "activation")
-
-
-def candidate_label(kernel: int, expansion: int) -> str:
-    return f"k{kernel}e{expansion}"
-
-
-def _parse_label(label: str) -> tuple[int, int]:
-    kernel, _, expansion = label[1:].partition("e")
-    return int(kernel), int(expansion)
 
 
 @dataclass(frozen=True)
@@ -145,7 +129,7 @@ class MixedInvertedResidual(nn.Module):
         return fn(h, weight, stride=self.stride, padding=k_max // 2, groups=self.hidden)
 
 
-class IRSupernet(TermTable, nn.Module):
+class IRSupernet(IRDerivation, TermTable, nn.Module):
     """Every ``mbv2`` architecture of a space in one network, mixed by architecture parameters.
 
     Args:
@@ -169,7 +153,11 @@ class IRSupernet(TermTable, nn.Module):
         super().__init__()
         self.family, self.form = family, _ir_form(family)
         self.space_decisions = _check_decisions(self.form, family, decisions)
-        self.fixed = {**get_family(family).defaults, **fixed}
+        defaults = get_family(family).defaults
+        unknown = sorted(set(fixed) - set(defaults))
+        if unknown:
+            raise ConfigError(f"unknown {family} spec key(s): {', '.join(unknown)}")
+        self.fixed = {**defaults, **fixed}
         if len(input_shape) not in (2, 3):
             raise ConfigError(f"{family} supernets take (C, H, W) or (C, L) samples, got "
                               f"{tuple(input_shape)}")
@@ -359,7 +347,7 @@ class IRSupernet(TermTable, nn.Module):
         label = choice[f"block_{i}_{j}"]
         if label == SKIP:
             return []
-        kernel, expansion = _parse_label(label)
+        kernel, expansion = parse_label(label)
         c_out = self.width(choice, i)
         c_in = self.width(choice, i - 1) if j == 0 else c_out
         params = (("expansion", expansion), ("se", bool(self.stage_value("se", i))))
@@ -375,130 +363,6 @@ class IRSupernet(TermTable, nn.Module):
 
     def _model_op(self, choice: dict[str, Any]) -> list[OpSpec]:
         return [OpSpec("model", self.dim, self.input_shape, out=0)]
-
-    # -- derivation ---------------------------------------------------------------------------
-    def full_choice(self, choice: dict[str, Any]) -> dict[str, Any]:
-        """Completed and made stage-consistent: the first ``depth`` blocks of each stage run
-        the kernel and expansion of the block that governs it (its first, or stage 0's first
-        for a decision shared by all stages), the others are skipped."""
-        full = super().full_choice(choice)
-        counts = [sum(full[f"block_{i}_{j}"] != SKIP for j in range(len(self.strides[i])))
-                  for i in range(self.n_stages)]
-        depths = self._depths(counts)
-        for i in range(self.n_stages):
-            k = _parse_label(full[f"block_{self._leader('kernel', i)}_0"])[0]
-            e = _parse_label(full[f"block_{self._leader('expansion', i)}_0"])[1]
-            for j in range(len(self.strides[i])):
-                full[f"block_{i}_{j}"] = candidate_label(k, e) if j < depths[i] else SKIP
-        return full
-
-    def _leader(self, key: str, stage: int) -> int:
-        """The first stage that shares ``key``'s decision with ``stage``."""
-        name = self.decision_name(key, stage)
-        if name is None or name != key:
-            return stage
-        return 0
-
-    def _depths(self, counts: list[int]) -> list[int]:
-        """Per stage, the kept-block count (averaged over stages sharing one depth decision),
-        snapped down to an allowed depth."""
-        out = []
-        for i in range(self.n_stages):
-            name = self.decision_name("depths", i)
-            group = [s for s in range(self.n_stages) if self.decision_name("depths", s) == name] \
-                if name == "depths" else [i]
-            mean = sum(counts[s] for s in group) / len(group)
-            allowed = sorted(int(d) for d in self.options("depths", i))
-            target = int(mean + 0.5)
-            out.append(max([d for d in allowed if d <= target], default=allowed[0]))
-        return out
-
-    def argmax_choice(self) -> dict[str, Any]:
-        """The most probable option of every decision (first on ties)."""
-        return {name: self.decisions[name][int(alpha.detach().argmax())]
-                for name, alpha in self.alphas.items()}
-
-    def choice(self, rule: str = "argmax") -> dict[str, Any]:
-        """The derived, stage-consistent choice by ``rule``: ``argmax`` or ``marginal``."""
-        if rule not in ("argmax", "marginal"):
-            raise ConfigError(f"unknown derivation rule {rule!r}; known: argmax, marginal")
-        probs = {n: p.detach().cpu() for n, p in self.probabilities().items()}
-        kept = [[j for j in range(len(self.strides[i])) if self._kept(probs, i, j, rule)]
-                for i in range(self.n_stages)]
-        choice: dict[str, Any] = {}
-        for i in range(self.n_stages):
-            name = self.decision_name("widths", i)
-            if name is not None:
-                opts = self.decisions[name]
-                choice[name] = opts[int(probs[name].argmax())] if rule == "argmax" \
-                    else _upper_median(opts, probs[name])
-        depths = self._depths([len(k) for k in kept])
-        for i in range(self.n_stages):
-            k = self._summed_argmax(probs, kept, "kernel", i)
-            e = self._summed_argmax(probs, kept, "expansion", i)
-            for j in range(len(self.strides[i])):
-                choice[f"block_{i}_{j}"] = candidate_label(k, e) if j < depths[i] else SKIP
-        return choice
-
-    def _kept(self, probs: dict[str, Tensor], i: int, j: int, rule: str) -> bool:
-        opts, p = self.decisions[f"block_{i}_{j}"], probs[f"block_{i}_{j}"]
-        if opts[-1] != SKIP:
-            return True
-        return int(p.argmax()) != len(opts) - 1 if rule == "argmax" else float(p[-1]) <= 0.5
-
-    def _summed_argmax(self, probs: dict[str, Tensor], kept: list[list[int]], key: str,
-                       stage: int) -> int:
-        """The ``key`` value with the largest probability summed over the kept blocks of every
-        stage sharing ``stage``'s decision (marginal over the other factor)."""
-        name = self.decision_name(key, stage)
-        group = [s for s in range(self.n_stages) if self.decision_name(key, s) == name] \
-            if name == key else [stage]
-        values = self.kernels[stage] if key == "kernel" else self.expansions[stage]
-        axis = 1 if key == "kernel" else 0  # candidates are (kernel, expansion), row-major
-        score = torch.zeros(len(values), dtype=torch.float64)
-        for s in group:
-            n = len(self.kernels[s]) * len(self.expansions[s])
-            for j in kept[s]:
-                grid = probs[f"block_{s}_{j}"][:n].view(len(self.kernels[s]), -1).double()
-                score += grid.sum(axis)
-        return int(values[int(score.argmax())])
-
-    def spec_for(self, choice: dict[str, Any]) -> dict[str, Any]:
-        """The student spec (agreed ``mbv2`` schema) of a block-level choice."""
-        full = self.full_choice(choice)
-        spec = dict(self.fixed)
-        spec["stages"] = self.n_stages
-        for key in ("se", "activation"):
-            spec[key] = [self.stage_value(key, i) for i in range(self.n_stages)]
-        spec["depths"], spec["widths"], spec["kernel"], spec["expansion"] = [], [], [], []
-        for i in range(self.n_stages):
-            labels = [full[f"block_{i}_{j}"] for j in range(len(self.strides[i]))]
-            kernel, expansion = _parse_label(labels[0])
-            spec["depths"].append(sum(label != SKIP for label in labels))
-            spec["widths"].append(self.width(full, i))
-            spec["kernel"].append(kernel)
-            spec["expansion"].append(expansion)
-        return spec
-
-    def active(self, choice: dict[str, Any]) -> dict[str, Any]:
-        """The space's parameter values (``{param_name: value}``) of a block-level choice.
-
-        Per-stage values that were not relaxed (``se_i``, ``activation_i``) are included too, so
-        pinning them reproduces the supernet's fixed values.
-        """
-        spec, out = self.spec_for(choice), {}
-        for i in range(self.n_stages):
-            for key in _PER_STAGE:
-                name = self.decision_name(key, i)
-                if name is not None:
-                    out[name] = spec[key][i]
-                elif key in ("se", "activation"):
-                    out[f"{key}_{i}"] = spec[key][i]
-        return out
-
-    def export(self, rule: str = "argmax") -> dict[str, Any]:
-        """``{param_name: choice}`` as the samplers produce it (NNI-style)."""
-        return self.active(self.choice(rule))
 
 
 def _shrink(side: tuple[int, ...], stride: int) -> tuple[int, ...]:
