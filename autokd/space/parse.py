@@ -182,7 +182,10 @@ class SpaceParser:
     def _check_arch(self, params: list[Param]) -> None:
         """Every discrete architecture value, and both ends of a range, must be one the family
         can build (``depth: {int: [1, 100000]}`` would otherwise sample 100000 widths)."""
-        normalise = get_family(self.family).normalise
+        family = get_family(self.family)
+        # the stage counts (``depth`` for cnn, ``stages`` for mbv2) are pinned to 1 so that a
+        # one-entry per-stage value is a complete spec
+        counts = {q.per_stage for q in params if q.per_stage} | ({"depth"} & set(family.defaults))
         for p in params:
             if p.group != "architecture":
                 continue
@@ -190,10 +193,9 @@ class SpaceParser:
                       if p.kind in ("int", "float") else list(p.choices))
             for v in values:
                 spec = {p.name: [v] if p.per_stage else v}
-                if p.name != "depth":
-                    spec["depth"] = 1
+                spec.update({c: 1 for c in counts if c != p.name})
                 try:
-                    normalise(spec)
+                    family.normalise(spec)
                 except Exception as exc:
                     raise self.fail(f"architecture.{p.name}", f"value {v!r}: {exc}") from None
 
