@@ -227,7 +227,7 @@ def _check_trial(outcome: Any, space: SearchSpace) -> None:
     assert a["strategy"] == "darts" and a.get("fail_reason") is None, a.get("fail_reason")
     assert space.from_params(trial.params).spec == a["spec"]
     assert a["predicted_flops"] == a["flops"] and a["predicted_params"] == a["params"]
-    assert {n for n in a["darts_alpha"] if n.startswith("block_")} and a["accuracy"] > 0.1
+    assert {n for n in a["darts_alpha"] if n.startswith("block_")} and a["val_accuracy"] > 0.1
 
 
 @pytest.mark.slow
