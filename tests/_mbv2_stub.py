@@ -51,6 +51,7 @@ class StubMBV2(nn.Module):
                  num_classes: int) -> None:
         super().__init__()
         self.spec = s = normalise(spec)
+        self.input_shape, self.num_classes = tuple(input_shape), num_classes
         dim = len(input_shape) - 1
         stride = stem_stride(tuple(input_shape))
         self.stem = stem_layers(dim, input_shape[0], s["stem_width"], stride, s["activation"][0])
