@@ -244,3 +244,24 @@ def test_darts_search_on_digits_with_the_mbv2_space(tmp_path: Path, digits_teach
     from autokd.space import load_space
 
     _check_trial(_search(tmp_path, "mbv2"), load_space("mbv2"))
+
+
+def test_decisions_shared_by_all_stages_derive_one_value() -> None:
+    shared = {"depths": [1, 2, 3], "widths": [8, 16], "kernel": [3, 5], "expansion": [1, 6]}
+    net = build_supernet(_mbv2_stub.NAME, shared, FIXED, (1, 8, 8), 10, seed=3)
+    rng, cost = random.Random(0), CostModel(net)
+    for _ in range(4):
+        choice = {n: rng.choice(opts) for n, opts in net.decisions.items()}
+        spec, pins = net.spec_for(choice), net.active(choice)
+        for key in shared:
+            assert len(set(spec[key])) == 1 and pins[key] == spec[key][0]
+        model = build_student(_mbv2_stub.NAME, spec, (1, 8, 8), 10)
+        assert cost.of_choice(choice)["flops"] == count_flops(model, (1, 8, 8))
+    with torch.no_grad():  # stage 0 wants two blocks of k5, stage 1 three of k3: more weight
+        _set(net, "block_0_1", {"k5e6": 0.9})
+        _set(net, "block_0_2", {"skip": 0.9})
+        for j in range(3):
+            _set(net, f"block_1_{j}", {"k3e6": 0.9})
+    spec = net.spec_for(net.choice())
+    assert spec["kernel"] == [3, 3] and spec["expansion"] == [6, 6]
+    assert spec["depths"] == [3, 3]  # (2 + 3) / 2 kept blocks, rounded half up
