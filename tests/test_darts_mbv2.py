@@ -230,7 +230,6 @@ def _check_trial(outcome: Any, space: SearchSpace) -> None:
     assert {n for n in a["darts_alpha"] if n.startswith("block_")} and a["val_accuracy"] > 0.1
 
 
-@pytest.mark.slow
 def test_darts_search_on_digits_with_the_stub_space(tmp_path: Path, digits_teacher: Any,
                                                     monkeypatch: Any) -> None:
     path = tmp_path / "mbv2_stub.yaml"
