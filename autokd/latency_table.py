@@ -251,7 +251,10 @@ def _calibrate(net: Supernet, table: LatencyTable, measure: MeasureFn,
         spec = net.spec_for(choice)
         models.append(build_student(net.family, spec, net.input_shape, net.num_classes))
         parts = sum(table.latency(op) for op in net.ops_for(choice) if op.kind != "model")
-        rows.append({"spec": spec, "depth": spec["depth"], "parts_ms": parts})
+        # the overhead group is the ``model`` op's ``out``: the depth of a stack, 0 for a
+        # supernet with one group (the inverted-residual one)
+        group = next((op.out for op in net.ops_for(choice) if op.kind == "model"), 0)
+        rows.append({"spec": spec, "depth": group, "parts_ms": parts})
     for _ in range(settings.passes):
         for row, model in zip(rows, models):
             ms = measure(model, net.input_shape)

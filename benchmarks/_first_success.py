@@ -45,6 +45,7 @@ __all__ = [
     "THRESHOLD_RULE",
     "Rule",
     "Stopwatch",
+    "results_name",
     "run_to_success",
     "scratch_dir",
     "search_config",
@@ -183,10 +184,18 @@ def _compact(r: dict[str, Any]) -> list[Any]:
 def search_config(dataset: str, teacher: str, seed: int, name: str, root: str,
                   strategy: str = "optuna", sampler: str = "tpe", budget: int = 100_000,
                   max_flops: float | None = None, epochs: int = EPOCHS,
-                  options: dict[str, Any] | None = None) -> SearchConfig:
-    """One search on the shared cached teacher, CPU, the dataset's bundled space."""
-    return SearchConfig(data=DataConfig(dataset), teacher=[teacher], budget=budget,
+                  options: dict[str, Any] | None = None,
+                  space: str | None = None) -> SearchConfig:
+    """One search on the shared cached teacher, CPU, ``space`` (None: the dataset's bundled
+    space)."""
+    return SearchConfig(data=DataConfig(dataset), space=space, teacher=[teacher], budget=budget,
                         strategy=strategy, sampler=sampler, settings=settings_for(max_flops, epochs),
                         name=name, results=root, seed=seed, device="cpu",
                         strategy_options=options or {})
+
+
+def results_name(benchmark: str, space: str | None) -> str:
+    """``benchmark`` for the datasets' bundled spaces, ``benchmark_<space>`` for another one
+    (``darts_vs_multitrial_mbv2``): its thresholds and cells never mix with the default's."""
+    return benchmark if space is None else f"{benchmark}_{Path(space).stem}"
 

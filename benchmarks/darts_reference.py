@@ -12,11 +12,13 @@ under the target, and the threshold is ``THRESHOLD_FACTOR`` (0.98) x that best (
 It writes ``results/benchmarks/darts_reference.json`` after every run and resumes: a rerun
 skips the (dataset, target, sampler, seed) runs already there with the same trials and epochs.
 ``--cpu-minutes`` stops it from starting new runs once this invocation's runs used that much
-CPU; rerun to continue.
+CPU; rerun to continue. ``--space mbv2`` (or a YAML file) searches that space instead of each
+dataset's bundled one and writes ``darts_reference_mbv2.json``, the thresholds
+``darts_vs_multitrial.py --space mbv2`` uses.
 
 Usage: ``python benchmarks/darts_reference.py [--datasets digits mnist1d]
 [--targets 0.01 0.03 0.1] [--samplers tpe random] [--seeds 1000 1001] [--trials 60]
-[--epochs 10] [--jobs 2] [--cpu-minutes 30] [--quick]``.
+[--epochs 10] [--jobs 2] [--cpu-minutes 30] [--space mbv2] [--quick]``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from _first_success import (
     TARGETS,
     THRESHOLD_FACTOR,
     THRESHOLD_RULE,
+    results_name,
     scratch_dir,
     search_config,
     trial_row,
@@ -66,6 +69,7 @@ class RefRun:
     trials: int
     epochs: int
     teacher: str
+    space: str | None = None  # None: the dataset's bundled space
 
     @property
     def key(self) -> str:
@@ -83,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=2, help="parallel searches (one thread each)")
     ap.add_argument("--cpu-minutes", type=float, default=None,
                     help="start no new search once this invocation used this much CPU")
+    ap.add_argument("--space", default=None,
+                    help="search this space (name or YAML) instead of each dataset's bundled "
+                         "one; results go to a separate file")
     ap.add_argument("--quick", action="store_true", help="smoke test: digits, 1 tiny search")
     args = ap.parse_args(argv)
     if any(not 0 < t <= 1 for t in args.targets) or args.trials < 1 or args.epochs < 1:
@@ -101,7 +108,8 @@ def run_one(run: RefRun) -> dict[str, Any]:
     set_threads(1)
     with scratch_dir("autokd-ref-") as root:
         cfg = search_config(run.dataset, run.teacher, run.seed, "ref", root, sampler=run.sampler,
-                            budget=run.trials, max_flops=run.max_flops, epochs=run.epochs)
+                            budget=run.trials, max_flops=run.max_flops, epochs=run.epochs,
+                            space=run.space)
         t0, c0 = time.perf_counter(), time.process_time()
         study = run_search(cfg).study
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -156,8 +164,8 @@ def _profiles(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict[
     return paths, profiles
 
 
-def _previous(quick: bool) -> list[dict[str, Any]]:
-    path = (QUICK_OUT_DIR if quick else OUT_DIR) / f"{NAME}.json"
+def _previous(quick: bool, space: str | None = None) -> list[dict[str, Any]]:
+    path = (QUICK_OUT_DIR if quick else OUT_DIR) / f"{results_name(NAME, space)}.json"
     if quick or not path.exists():
         return []
     return list(json.loads(path.read_text()).get("runs", []))
@@ -165,7 +173,8 @@ def _previous(quick: bool) -> list[dict[str, Any]]:
 
 def _plan(args: argparse.Namespace, teachers: dict[str, str],
           profiles: dict[str, dict[str, Any]]) -> list[RefRun]:
-    return [RefRun(d, t, t * profiles[d]["flops"], s, seed, args.trials, args.epochs, teachers[d])
+    return [RefRun(d, t, t * profiles[d]["flops"], s, seed, args.trials, args.epochs, teachers[d],
+                   args.space)
             for seed in args.seeds for d in args.datasets for t in args.targets
             for s in args.samplers]
 
@@ -174,14 +183,15 @@ def _payload(args: argparse.Namespace, runs: list[dict[str, Any]], plan: list[Re
              profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
     done = {r["key"] for r in runs}
     return {
-        "benchmark": NAME,
+        "benchmark": results_name(NAME, args.space),
         "quick": args.quick,
         "rule": THRESHOLD_RULE,
         "threshold_factor": THRESHOLD_FACTOR,
         "how": ("union, per dataset, of multi-trial searches (Optuna strategy, objective "
                 "validation accuracy, --max-flops = target x teacher FLOPs, Pareto early "
                 "stopping on, no latency, 1 torch thread) on the cached default teacher"),
-        "setup": {"datasets": args.datasets, "targets": args.targets, "samplers": args.samplers,
+        "setup": {"space": args.space or "each dataset's bundled space",
+                  "datasets": args.datasets, "targets": args.targets, "samplers": args.samplers,
                   "seeds": args.seeds, "trials": args.trials, "epochs": args.epochs,
                   "jobs": args.jobs, "cpu_count": os.cpu_count(), "teachers": profiles},
         "complete": all(p.key in done for p in plan),
@@ -215,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     set_threads(1)
     teachers, profiles = _profiles(args)
-    runs = _previous(args.quick)
+    runs = _previous(args.quick, args.space)
     plan = _plan(args, teachers, profiles)
     todo = [p for p in plan if p.key not in {r["key"] for r in runs}]
     log(f"reference: {len(plan) - len(todo)} of {len(plan)} searches already done")
@@ -224,18 +234,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs.append(result)
         log(f"[{len(runs)}/{len(plan)}] {result['key']}: {result['cpu_s']:.0f} CPU s, "
             f"{len(result['students'])} students")
-        _write(_payload(args, runs, plan, profiles), args.quick)
+        _write(_payload(args, runs, plan, profiles), args.quick, args.space)
 
     budget = args.cpu_minutes * 60 if args.cpu_minutes is not None else None
     _execute(todo, args.jobs, budget, on_done)
     payload = _payload(args, runs, plan, profiles)
-    write_result(NAME, payload, quick=args.quick)
+    write_result(results_name(NAME, args.space), payload, quick=args.quick)
     return payload
 
 
-def _write(payload: dict[str, Any], quick: bool) -> None:
+def _write(payload: dict[str, Any], quick: bool, space: str | None = None) -> None:
     """The file only (the final ``write_result`` also prints it): a crash keeps every run."""
-    out = (QUICK_OUT_DIR if quick else OUT_DIR) / f"{NAME}.json"
+    out = (QUICK_OUT_DIR if quick else OUT_DIR) / f"{results_name(NAME, space)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")

@@ -24,9 +24,15 @@ starting new cells once this invocation's cells used that much CPU. The headline
 MNIST-1D over the best multi-trial method's (censored runs at their cap; see
 ``_ttfs_summary.py``).
 
+``--space mbv2`` (or a YAML file) runs the same protocol on another space: every method
+searches it, the thresholds come from ``darts_reference.py --space mbv2``
+(``darts_reference_mbv2.json``) and the cells go to ``darts_vs_multitrial_mbv2.json``, so the
+bundled spaces' results stay as they are. ``nni_darts`` expresses the stack spaces only and is
+recorded "not available" for another space.
+
 Usage: ``python benchmarks/darts_vs_multitrial.py [--datasets mnist1d digits]
 [--targets 0.03 0.01 0.1] [--methods darts tpe random asha nni_darts] [--seeds 0 1 2 3 4]
-[--cap-cpu 300] [--cpu-minutes 40] [--jobs 2] [--threshold X] [--quick]``.
+[--cap-cpu 300] [--cpu-minutes 40] [--jobs 2] [--space mbv2] [--threshold X] [--quick]``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from _first_success import (
     TARGETS,
     THRESHOLD_RULE,
     Rule,
+    results_name,
     run_to_success,
     scratch_dir,
     search_config,
@@ -66,7 +73,11 @@ from autokd.pipeline import teacher_profile
 __all__ = ["METHODS", "Cell", "main", "run_cell"]
 
 NAME = "darts_vs_multitrial"
-REFERENCE = OUT_DIR / "darts_reference.json"
+
+
+def reference_path(space: str | None) -> Path:
+    """The reference search whose thresholds this space's cells are judged by."""
+    return OUT_DIR / f"{results_name('darts_reference', space)}.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +94,7 @@ class Cell:
     epochs: int
     darts_epochs: int
     teacher: str
+    space: str | None = None  # None: the dataset's bundled space
 
     @property
     def key(self) -> str:
@@ -102,7 +114,7 @@ def _autokd(strategy: str, sampler: str = "tpe", darts: bool = False) -> Callabl
         with scratch_dir("autokd-ttfs-") as root:
             cfg = search_config(cell.dataset, cell.teacher, cell.seed, cell.method, root,
                                 strategy=strategy, sampler=sampler, max_flops=cell.max_flops,
-                                epochs=cell.epochs, options=options)
+                                epochs=cell.epochs, options=options, space=cell.space)
             return run_to_success(cfg, cell.rule, cell.cap_cpu_s)
 
     return run
@@ -182,6 +194,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=2, help="parallel runs (one thread each)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="override the reference thresholds (smoke tests, what-ifs)")
+    ap.add_argument("--space", default=None,
+                    help="search this space (name or YAML) instead of each dataset's bundled "
+                         "one; results go to a separate file")
     ap.add_argument("--quick", action="store_true", help="smoke test: digits, tiny budgets")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.methods) - set(METHODS))
@@ -203,19 +218,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- protocol
 
 
-def _reference_thresholds(datasets: list[str], targets: list[float]) -> dict[str, Any]:
+def _reference_thresholds(datasets: list[str], targets: list[float],
+                          space: str | None = None) -> dict[str, Any]:
     """``{"dataset|target": {threshold, where it came from}}`` from the reference search."""
-    if not REFERENCE.exists():
-        raise ConfigError(f"{REFERENCE} is missing; run benchmarks/darts_reference.py first "
-                          "(or give --threshold)")
-    ref = json.loads(REFERENCE.read_text())
+    reference = reference_path(space)
+    flag = "" if space is None else f" --space {space}"
+    if not reference.exists():
+        raise ConfigError(f"{reference} is missing; run benchmarks/darts_reference.py{flag} "
+                          "first (or give --threshold)")
+    ref = json.loads(reference.read_text())
     out = {}
     for d in datasets:
         for t in targets:
             entry = ref["thresholds"].get(d, {}).get(f"{t:g}", {})
             if "threshold" not in entry:
                 raise ConfigError(f"the reference has no threshold for {d} at {t:g}; run "
-                                  "benchmarks/darts_reference.py for it")
+                                  f"benchmarks/darts_reference.py{flag} for it")
             out[f"{d}|{t:g}"] = {"threshold": entry["threshold"],
                                  "best_val_accuracy": entry["best_val_accuracy"],
                                  "best_from": entry["best_from"],
@@ -236,9 +254,10 @@ def _protocol(args: argparse.Namespace, previous: dict[str, Any],
     if args.threshold is not None:  # --quick only
         frozen = {k: {"threshold": args.threshold, "source": "--threshold"} for k in needed}
     elif any(k not in frozen for k in needed):
-        fresh = _reference_thresholds(args.datasets, args.targets)
+        fresh = _reference_thresholds(args.datasets, args.targets, args.space)
         frozen.update({k: v for k, v in fresh.items() if k not in frozen})
-    return {"rule": THRESHOLD_RULE, "reference": str(REFERENCE), "frozen": frozen,
+    return {"rule": THRESHOLD_RULE, "reference": str(reference_path(args.space)),
+            "space": args.space or "the dataset's bundled space", "frozen": frozen,
             "teachers": {**before.get("teachers", {}), **profiles},
             "thresholds": {k: v["threshold"] for k, v in frozen.items()},
             "max_flops": {**before.get("max_flops", {}),
@@ -269,7 +288,8 @@ def _plan(args: argparse.Namespace, protocol: dict[str, Any],
         for d in args.datasets:
             key = f"{d}|{t:g}"
             cells += [Cell(d, t, m, s, protocol["max_flops"][key], protocol["thresholds"][key],
-                           args.cap_cpu, args.epochs, args.darts_epochs, teachers[d])
+                           args.cap_cpu, args.epochs, args.darts_epochs, teachers[d],
+                           args.space)
                       for s in args.seeds for m in args.methods]
     return cells
 
@@ -277,18 +297,18 @@ def _plan(args: argparse.Namespace, protocol: dict[str, Any],
 # --------------------------------------------------------------------------- driver
 
 
-def _out_path(quick: bool) -> Path:
-    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{NAME}.json"
+def _out_path(quick: bool, space: str | None = None) -> Path:
+    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{results_name(NAME, space)}.json"
 
 
-def _previous(quick: bool) -> dict[str, Any]:
-    path = _out_path(quick)
+def _previous(quick: bool, space: str | None = None) -> dict[str, Any]:
+    path = _out_path(quick, space)
     return {} if quick or not path.exists() else json.loads(path.read_text())
 
 
 def _invocation(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("datasets", "targets", "methods", "seeds", "cap_cpu", "cpu_minutes", "epochs",
-            "darts_epochs", "jobs")
+            "darts_epochs", "jobs", "space")
     return {**{k: getattr(args, k) for k in keys}, "load_average_at_start": os.getloadavg()}
 
 
@@ -306,12 +326,13 @@ def _payload(args: argparse.Namespace, cells: list[dict[str, Any]], plan: list[C
     done = {c["key"] for c in cells}
     every = [m for m in METHODS if m not in unavailable]
     return {
-        "benchmark": NAME,
+        "benchmark": results_name(NAME, args.space),
         "quick": args.quick,
         "darts_time_to_success_ratio": head["ratio"],
         "headline": head,
         "protocol": protocol,
         "setup": {"threads": 1, "latency": False, "cpu_count": os.cpu_count(),
+                  "space": args.space or "each dataset's bundled space",
                   "students": f"{args.epochs} epochs, the space's midpoint recipe for DARTS",
                   "teacher": "the cached default teacher (autokd.teachers.default_teacher)",
                   "load_average_at_write": os.getloadavg()},
@@ -355,9 +376,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     set_threads(1)
     unavailable = {m: why for m in args.methods if (why := METHODS[m][0]()) is not None}
+    if args.space is not None and "nni_darts" in args.methods:
+        unavailable["nni_darts"] = "the NNI DARTS port expresses the bundled stack spaces only"
     args.methods = [m for m in args.methods if m not in unavailable]
     teachers, profiles = _profiles(args)
-    previous = _previous(args.quick)
+    previous = _previous(args.quick, args.space)
     protocol = _protocol(args, previous, profiles)
     plan = _plan(args, protocol, teachers)
     # every earlier cell is kept (other datasets, targets, methods too), judged by its frozen
@@ -376,18 +399,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         state = "reached" if result["reached"] else result["status"]
         log(f"[{len(ran)}/{len(todo)}] {result['key']}: {state} after "
             f"{result['cpu_s']:.0f} CPU s ({result['trials']} runs/trials)")
-        _write(_payload(args, cells, plan, protocol, history, unavailable), args.quick)
+        _write(_payload(args, cells, plan, protocol, history, unavailable), args.quick,
+               args.space)
 
     budget = args.cpu_minutes * 60 if args.cpu_minutes is not None else None
     _execute(todo, args.jobs, budget, on_done, fresh=not args.quick)
     payload = _payload(args, cells, plan, protocol, history, unavailable)
-    write_result(NAME, payload, quick=args.quick)
+    write_result(results_name(NAME, args.space), payload, quick=args.quick)
     return payload
 
 
-def _write(payload: dict[str, Any], quick: bool) -> None:
+def _write(payload: dict[str, Any], quick: bool, space: str | None = None) -> None:
     """The file only, after every run (the final ``write_result`` also prints it)."""
-    out = _out_path(quick)
+    out = _out_path(quick, space)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")

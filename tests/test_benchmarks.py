@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -135,3 +136,50 @@ def test_image_folder_search_quick_runs_every_step_in_both_modes(tmp_path: Path)
     for mode in ("memory", "streamed"):
         step = out["steps"][mode]
         assert step["summary"]["finished_trials"] == 2 and step["onnx_written"]
+
+
+# -- the protocol on another space (--space) ---------------------------------------------------
+
+
+def _run_quick_stub(module: str, tmp: Path, space: Path, *extra: str) -> dict[str, Any]:
+    """``benchmarks/<module>.py --quick --space <space>`` with HOME and TMPDIR in ``tmp``; its
+    JSON. A ``sitecustomize`` registers the test-only ``mbv2_stub`` family in the script and
+    in every worker process it spawns."""
+    space.write_text(yaml.safe_dump(_stub_space(), sort_keys=False))
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("import tests._mbv2_stub  # noqa: F401\n")
+    env = {**os.environ, "HOME": str(tmp), "TMPDIR": str(tmp),
+           "PYTHONPATH": os.pathsep.join([str(site), str(ROOT),
+                                          os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, f"benchmarks/{module}.py", "--quick", "--space",
+                           str(space), *extra], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = json.loads((tmp / "autokd-bench-quick" / f"{module}_{space.stem}.json").read_text())
+    assert json.loads(proc.stdout) == written
+    assert not (tmp / "autokd-bench-quick" / f"{module}.json").exists()  # defaults untouched
+    return written
+
+
+def _stub_space() -> dict[str, Any]:
+    from tests.test_darts_mbv2 import STUB_SPACE
+
+    return STUB_SPACE
+
+
+@pytest.mark.slow
+def test_reference_and_protocol_quick_on_another_space(tmp_path: Path) -> None:
+    space = tmp_path / "mbv2_stub.yaml"
+    ref = _run_quick_stub("darts_reference", tmp_path, space)
+    assert ref["benchmark"] == "darts_reference_mbv2_stub" and ref["complete"]
+    assert ref["setup"]["space"] == str(space)
+    out = _run_quick_stub("darts_vs_multitrial", tmp_path, space, "--methods", "darts", "tpe",
+                          "nni_darts")
+    assert out["benchmark"] == "darts_vs_multitrial_mbv2_stub"
+    assert out["setup"]["space"] == str(space) and "nni_darts" in out["methods_unavailable"]
+    assert {c["method"] for c in out["cells"]} == {"darts", "tpe"}
+    for cell in out["cells"]:
+        assert cell["space"] == str(space) and cell["cpu_s"] > 0
+        if cell["reached"]:
+            assert cell["success"]["flops"] <= cell["max_flops"]

@@ -23,6 +23,7 @@ from autokd.errors import ConfigError
 from autokd.models import blocks
 from autokd.models._family import Family, TeacherRecipe, register_family
 from autokd.models._spec import resolve_spec
+from autokd.models.supernet import IRForm
 
 __all__ = [
     "FAMILY",
@@ -210,4 +211,5 @@ FAMILY = register_family(Family(
     teacher=TeacherRecipe({"stem_width": 32, "stages": 3, "depths": [2, 3, 3],
                            "widths": [32, 64, 96], "expansion": 6, "kernel": 3,
                            "head_width": 256, "dropout": 0.1}, epochs=30, lr=3e-3),
+    supernet=IRForm(),  # FBNet/ProxylessNAS-style relaxation (autokd.models.supernet.ir)
 ))

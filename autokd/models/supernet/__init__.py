@@ -3,7 +3,8 @@
 ``ops`` names the exported layers costs are made of, ``relax`` turns architecture parameters into
 mixing weights, ``stage`` holds the mixed operations and ``net`` the supernet of stack families
 (``StackForm``, which ``cnn``, ``cnn1d`` and ``mlp`` name in their ``Family`` record) with its
-cost description in ``terms``.
+cost description in ``terms``; ``ir`` is the inverted-residual supernet of ``mbv2``
+(``IRForm``), whose candidate layers ``ir_blocks`` builds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from autokd.errors import ConfigError
 from autokd.models._family import FAMILIES, get_family
+from autokd.models.supernet.ir import IRForm, IRSupernet
 from autokd.models.supernet.net import StackForm, Supernet
 from autokd.models.supernet.ops import (
     OP_KINDS,
@@ -30,6 +32,8 @@ __all__ = [
     "OP_KINDS",
     "RELAXATIONS",
     "CostTerm",
+    "IRForm",
+    "IRSupernet",
     "MixedStage",
     "OpKind",
     "OpSpec",

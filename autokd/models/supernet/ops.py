@@ -39,6 +39,13 @@ class OpSpec:
     bn: bool = False
     activation: str = ""
     pool: str = "none"
+    # kind-specific settings as sorted ``(name, value)`` pairs (an inverted-residual block's
+    # expansion and squeeze-excitation), so a family's op kinds need no new fields here
+    params: tuple[tuple[str, object], ...] = ()
+
+    def param(self, name: str, default: object = None) -> object:
+        """One kind-specific setting (``default`` when absent)."""
+        return dict(self.params).get(name, default)
 
     def key(self) -> str:
         """What latency depends on, as a stable string (the latency table's key)."""

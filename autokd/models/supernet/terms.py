@@ -17,12 +17,54 @@ from typing import Any
 from autokd.errors import ConfigError
 from autokd.models.supernet.ops import CostTerm, OpSpec, op_output_shape
 
-__all__ = ["PER_STAGE", "StackCostTerms", "option_index"]
+__all__ = ["PER_STAGE", "StackCostTerms", "TermTable", "option_index"]
 
 PER_STAGE = ("widths", "kernel")
 
 
-class StackCostTerms:
+class TermTable:
+    """Mixin of a supernet with ``decisions`` and ``cost_terms()``: one-hot lookups of its terms.
+
+    Why a mixin: every supernet form (stack, inverted residual) describes its cost the same way,
+    and the cost model and latency table only need these four methods.
+    """
+
+    decisions: dict[str, list[Any]]
+
+    def cost_terms(self) -> list[CostTerm]:
+        raise NotImplementedError
+
+    def _term(self, names: Sequence[str | None],
+              ops: Callable[[dict[str, Any]], list[OpSpec]]) -> CostTerm:
+        names = tuple(dict.fromkeys(n for n in names if n is not None))
+        entries = []
+        for idx in itertools.product(*(range(len(self.decisions[n])) for n in names)):
+            choice = {n: self.decisions[n][j] for n, j in zip(names, idx)}
+            found = ops(choice)
+            if found:
+                entries.append((tuple(idx), tuple(found)))
+        return CostTerm(names, tuple(entries))
+
+    def full_choice(self, choice: dict[str, Any]) -> dict[str, Any]:
+        """An active choice completed with the first option of every missing decision."""
+        return {name: choice.get(name, opts[0]) for name, opts in self.decisions.items()}
+
+    def ops_for(self, choice: dict[str, Any]) -> list[OpSpec]:
+        """Every exported layer group of one architecture (the one-hot case of the terms)."""
+        full = self.full_choice(choice)
+        out: list[OpSpec] = []
+        for term in self.cost_terms_cached():
+            idx = tuple(option_index(self.decisions[n], full[n]) for n in term.decisions)
+            out += [op for key, ops in term.entries if key == idx for op in ops]
+        return out
+
+    def cost_terms_cached(self) -> list[CostTerm]:
+        if not hasattr(self, "_terms"):
+            self._terms = self.cost_terms()
+        return self._terms
+
+
+class StackCostTerms(TermTable):
     """Mixin of ``Supernet``: the cost description of a stack of stages."""
 
     def cost_terms(self) -> list[CostTerm]:
@@ -40,17 +82,6 @@ class StackCostTerms:
             terms.append(self._term(names, functools.partial(self._head_op, d)))
         terms.append(self._term([self.decision_name("depth")], self._model_op))
         return terms
-
-    def _term(self, names: Sequence[str | None],
-              ops: Callable[[dict[str, Any]], list[OpSpec]]) -> CostTerm:
-        names = tuple(dict.fromkeys(n for n in names if n is not None))
-        entries = []
-        for idx in itertools.product(*(range(len(self.decisions[n])) for n in names)):
-            choice = {n: self.decisions[n][j] for n, j in zip(names, idx)}
-            found = ops(choice)
-            if found:
-                entries.append((tuple(idx), tuple(found)))
-        return CostTerm(names, tuple(entries))
 
     def _stage_decisions(self, i: int, part: str) -> list[str | None]:
         names = [self.decision_name("depth"), self.decision_name("widths", i)]
@@ -145,24 +176,6 @@ class StackCostTerms:
     def _model_op(self, choice: dict[str, Any]) -> list[OpSpec]:
         depth = int(self.value(choice, "depth"))
         return [OpSpec("model", self.dim, self.input_shape, out=depth)]
-
-    def full_choice(self, choice: dict[str, Any]) -> dict[str, Any]:
-        """An active choice completed with the first option of every missing decision."""
-        return {name: choice.get(name, opts[0]) for name, opts in self.decisions.items()}
-
-    def ops_for(self, choice: dict[str, Any]) -> list[OpSpec]:
-        """Every exported layer group of one architecture (the one-hot case of the terms)."""
-        full = self.full_choice(choice)
-        out: list[OpSpec] = []
-        for term in self.cost_terms_cached():
-            idx = tuple(option_index(self.decisions[n], full[n]) for n in term.decisions)
-            out += [op for key, ops in term.entries if key == idx for op in ops]
-        return out
-
-    def cost_terms_cached(self) -> list[CostTerm]:
-        if not hasattr(self, "_terms"):
-            self._terms = self.cost_terms()
-        return self._terms
 
 
 def option_index(options: list[Any], value: Any) -> int:
