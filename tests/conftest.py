@@ -59,3 +59,26 @@ def digits_teacher(digits):
 
     teacher, _ = default_teacher(digits)
     return teacher
+
+
+@pytest.fixture(scope="module")
+def wine():
+    from autokd.data import load_data
+
+    return load_data("wine")
+
+
+@pytest.fixture(scope="module")
+def wine_teacher(wine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MLP teacher checkpoint trained for a few epochs (accuracy is not what is tested)."""
+    import torch
+
+    from autokd import train
+    from autokd.models import build_student
+    from autokd.teachers import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_student("mlp", {"depth": 2, "widths": 32}, wine.input_shape, wine.num_classes)
+    result = train.distill(model, wine, None, train.KDConfig(soft_loss="none", alpha=0.0),
+                           train.TrainConfig(epochs=5, lr=1e-2))
+    return save_checkpoint(result.model, tmp_path_factory.mktemp("wine") / "wine-teacher.pt")

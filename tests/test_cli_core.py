@@ -14,26 +14,11 @@ import torch
 
 from autokd import train
 from autokd.cli import main
-from autokd.data import DataSplits, load_data
+from autokd.data import DataSplits
 from autokd.models import build_student
 from autokd.teachers import load_checkpoint, load_teacher, save_checkpoint
 
 FAST = ["--epochs", "3", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def wine() -> DataSplits:
-    return load_data("wine")
-
-
-@pytest.fixture(scope="module")
-def wine_teacher(wine: DataSplits, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small MLP teacher trained for a few epochs (accuracy is not what is tested)."""
-    torch.manual_seed(0)
-    model = build_student("mlp", {"depth": 2, "widths": 32}, wine.input_shape, wine.num_classes)
-    result = train.distill(model, wine, None, train.KDConfig(soft_loss="none", alpha=0.0),
-                           train.TrainConfig(epochs=5, lr=1e-2))
-    return save_checkpoint(result.model, tmp_path_factory.mktemp("cli") / "wine-teacher.pt")
 
 
 def _run_json(capsys: pytest.CaptureFixture, argv: list[str]) -> dict:

@@ -14,32 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from autokd import train
 from autokd.cli import main
-from autokd.data import DataSplits, load_data
-from autokd.models import build_student
 from autokd.progress import ProgressMeter, epoch_callback, format_eta, showing
-from autokd.teachers import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^distill \(mlp\): (\d+)/3 epochs \(\d+%\) epoch \d+ val_acc [\d.]+ "
                   r"loss [\d.e+-]+ \| eta \d+m\d\ds$")
-
-
-@pytest.fixture(scope="module")
-def wine() -> DataSplits:
-    return load_data("wine")
-
-
-@pytest.fixture(scope="module")
-def wine_teacher(wine: DataSplits, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_student("mlp", {"depth": 1, "widths": 16}, wine.input_shape, wine.num_classes)
-    result = train.distill(model, wine, None, train.KDConfig(soft_loss="none", alpha=0.0),
-                           train.TrainConfig(epochs=2, lr=1e-2))
-    return save_checkpoint(result.model, tmp_path_factory.mktemp("progress") / "teacher.pt")
 
 
 def test_plain_lines_carry_count_metrics_and_eta() -> None:

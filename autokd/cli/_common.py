@@ -18,6 +18,7 @@ from typing import Any
 
 from autokd.data import dataset_help
 from autokd.errors import ConfigError
+from autokd.progress import format_eta
 from autokd.record import TrialRecord
 from autokd.registry import Registry
 
@@ -31,7 +32,6 @@ __all__ = [
     "check_writable",
     "command",
     "data_config",
-    "duration",
     "fmt",
     "fraction",
     "kd_config",
@@ -331,19 +331,11 @@ def progress_line(p: Any) -> None:
         after = f", continues {rec.resumed_from}" if rec.resumed_from is not None else ""
         what = f"rung {rec.rung} ({rec.epochs_total} epochs{after}) {what}"
     budget = p.budget.trials if p.budget.trials is not None else f"{p.budget.seconds:g}s"
-    eta = f"eta {duration(p.eta)}" if p.eta is not None else ""
+    eta = f"eta {format_eta(p.eta)}" if p.eta is not None else ""
     best = " ".join(f"{k}={fmt(v)}" for k, v in p.best.items())
     hv = f" hv {p.hypervolume:.4f}" if getattr(p, "hypervolume", None) is not None else ""
     print(f"[{p.done}/{budget}] trial {t.number} {state}: {what} | elapsed "
-          f"{duration(p.elapsed)} {eta} | front {p.front_size}{hv} best {best}", flush=True)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+          f"{format_eta(p.elapsed)} {eta} | front {p.front_size}{hv} best {best}", flush=True)
 
 
 def print_front(name: str, rows: list[dict[str, Any]], teacher: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from torch import nn
 
@@ -29,6 +29,8 @@ __all__ = [
     "get_family",
     "input_kind",
     "register_family",
+    "relaxed_options",
+    "supernet_form",
 ]
 
 # input kind -> rank of one sample (tokens are (L,) integer ids)
@@ -135,3 +137,28 @@ def family_for(kind: str) -> Family:
             return family
     raise ConfigError(f"no student family is the default for {kind} data; pick one with "
                       f"--space or --student (known: {', '.join(FAMILIES.names())})")
+
+
+FormT = TypeVar("FormT")
+
+
+def supernet_form(family: str, kind: type[FormT], what: str = "supernet") -> FormT:
+    """``family``'s supernet form when it is a ``kind``; else one line naming the families
+    whose form is (each supernet class builds only its own kind of relaxation)."""
+    form = get_family(family).supernet if family in FAMILIES else None
+    if not isinstance(form, kind):
+        known = [n for n in FAMILIES.names() if isinstance(FAMILIES.get(n).supernet, kind)]
+        raise ConfigError(f"no {what} for student family {family!r}; known: "
+                          f"{', '.join(known) or 'none'}")
+    return form
+
+
+def relaxed_options(form: SupernetForm, family: str, name: str, key: str,
+                    options: list[Any]) -> list[Any]:
+    """The options of decision ``name`` (spec key ``key``), checked relaxable and non-empty."""
+    if key not in form.relaxable:
+        raise ConfigError(f"{family} supernet cannot relax {name!r}; relaxable: "
+                          f"{', '.join(form.relaxable)}")
+    if not options:
+        raise ConfigError(f"decision {name!r} has no options")
+    return list(options)

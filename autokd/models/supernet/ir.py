@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from autokd.errors import ConfigError
 from autokd.models import blocks
-from autokd.models._family import FAMILIES, get_family
+from autokd.models._family import get_family, relaxed_options, supernet_form
 from autokd.models.supernet.ir_blocks import (
     SqueezeExcite,
     block_stride,
@@ -151,7 +151,7 @@ class IRSupernet(IRDerivation, TermTable, nn.Module):
                  input_shape: tuple[int, ...], num_classes: int,
                  relaxation: Relaxation | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.family, self.form = family, _ir_form(family)
+        self.family, self.form = family, supernet_form(family, IRForm, "inverted-residual supernet")
         self.space_decisions = _check_decisions(self.form, family, decisions)
         defaults = get_family(family).defaults
         unknown = sorted(set(fixed) - set(defaults))
@@ -376,25 +376,11 @@ def _positive(family: str, key: str, value: Any) -> int:
     return value
 
 
-def _ir_form(family: str) -> IRForm:
-    form = get_family(family).supernet if family in FAMILIES else None
-    if not isinstance(form, IRForm):
-        known = [n for n in FAMILIES if isinstance(FAMILIES.get(n).supernet, IRForm)]
-        raise ConfigError(f"no inverted-residual supernet for student family {family!r}; "
-                          f"known: {', '.join(known) or 'none'}")
-    return form
-
-
 def _check_decisions(form: IRForm, family: str,
                      decisions: dict[str, list[Any]]) -> dict[str, list[Any]]:
     out = {}
     for name, options in decisions.items():
         base, _, idx = name.rpartition("_")
         key = base if idx.isdigit() else name
-        if key not in form.relaxable:
-            raise ConfigError(f"{family} supernet cannot relax {name!r}; relaxable: "
-                              f"{', '.join(form.relaxable)}")
-        if not options:
-            raise ConfigError(f"decision {name!r} has no options")
-        out[name] = list(options)
+        out[name] = relaxed_options(form, family, name, key, options)
     return out

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from autokd.errors import ConfigError
 from autokd.models import blocks
-from autokd.models._family import FAMILIES, get_family
+from autokd.models._family import get_family, relaxed_options, supernet_form
 from autokd.models.supernet.relax import Relaxation
 from autokd.models.supernet.stage import MixedStage, fit_spatial, is_zero, pad_channels
 from autokd.models.supernet.terms import PER_STAGE, StackCostTerms
@@ -76,7 +76,7 @@ class Supernet(StackCostTerms, nn.Module):
                  input_shape: tuple[int, ...], num_classes: int,
                  relaxation: Relaxation | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.family, self.form = family, _stack_form(family)
+        self.family, self.form = family, supernet_form(family, StackForm)
         self.dim = self.form.dim
         self.decisions = _check_decisions(self.form, family, decisions)
         self.fixed = _check_fixed(family, fixed)
@@ -318,26 +318,13 @@ def _upper_median(options: list[Any], p: Tensor) -> Any:
     return options[order[-1]]
 
 
-def _stack_form(family: str) -> StackForm:
-    form = get_family(family).supernet if family in FAMILIES else None
-    if not isinstance(form, StackForm):
-        known = [n for n in FAMILIES if isinstance(FAMILIES.get(n).supernet, StackForm)]
-        raise ConfigError(f"no supernet for student family {family!r}; known: "
-                          f"{', '.join(known)}")
-    return form
-
-
 def _check_decisions(form: StackForm, family: str,
                      decisions: dict[str, list[Any]]) -> dict[str, list[Any]]:
     out = {}
     for name, options in decisions.items():
         base, _, idx = name.rpartition("_")
         key = base if base in PER_STAGE and idx.isdigit() else name
-        if key not in form.relaxable:
-            raise ConfigError(f"{family} supernet cannot relax {name!r}; relaxable: "
-                              f"{', '.join(form.relaxable)}")
-        if not options:
-            raise ConfigError(f"decision {name!r} has no options")
+        relaxed_options(form, family, name, key, options)
         if key == "pool" and any(p not in form.pools for p in options):
             raise ConfigError(f"pool options must be in {', '.join(form.pools)}, got {options}")
         for act in options if key == "activation" else []:
