@@ -91,10 +91,25 @@ def prepare(cfg: SearchConfig) -> tuple[DataSplits, SearchSpace, StudyPaths]:
     data = load_data(cfg.data)
     space = load_space(cfg.space or default_space_name(data))
     build_student(space.family, {}, data.input_shape, data.num_classes)
+    _check_augment(space, data.kind)
     name = cfg.name or f"{_slug(cfg.data.source)}-{space.name}"
     paths = study_paths(name, cfg.results)
     check_results_dir(paths.root)
     return data, space, paths
+
+
+def _check_augment(space: SearchSpace, kind: str) -> None:
+    """Every augmentation the space can sample must suit this data (a crop for an MLP on a
+    CSV), checked once here rather than failing every trial."""
+    from autokd.data.augment import get_augment
+
+    for p in space.group("training"):
+        if p.name == "augment":
+            for value in [p.value] if p.kind == "fixed" else p.choices:
+                try:
+                    get_augment(value, kind)
+                except ConfigError as exc:
+                    raise ConfigError(f"{space.source}: training.augment: {exc}") from None
 
 
 def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -365,3 +366,21 @@ def test_a_search_samples_augmentation_and_its_trials_share_one_cache(
     assert len(done) == 3
     assert len(list((tmp_path / "cache" / "replay").glob("*.pt"))) == 1  # one cache, 3 trials
     clear_memory_cache()
+
+
+def test_search_refuses_an_augmentation_the_data_cannot_take(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """mbv2 takes images and signals, so its space may hold crop_flip; on signals that is one
+    line and exit 2 before any teacher or trial, not a failure of every trial."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "sig.npz"
+    np.savez(data, X=rng.normal(size=(60, 1, 16)).astype(np.float32),
+             y=np.repeat(np.arange(3), 20))
+    space = tmp_path / "s.yaml"
+    space.write_text("family: mbv2\narchitecture: {stages: 1, depths: 1, widths: 8}\n"
+                     "training: {augment: {choice: [none, crop_flip]}, epochs: 1}\n")
+    code = main(["search", "--dataset", f"npz:{data}", "--space", str(space),
+                 "--budget", "1", "--results", str(tmp_path / "r"), "--no-latency"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "training.augment" in err and "not meaningful for 1-D" in err
