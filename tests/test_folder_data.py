@@ -345,15 +345,21 @@ def test_workers_run_with_sigint_ignored_and_exit(tmp_path: Path, rgb: Path) -> 
         from autokd.data import load_data
         data = load_data("folder:{rgb}", memory_budget="1K", loader_workers=2)
         n = sum(len(y) for _, y, _ in data.batches("train", 4, shuffle=True))
+        kept = sorted(p.pid for p in multiprocessing.active_children())
+        n += sum(len(y) for _, y, _ in data.batches("train", 4, shuffle=True))
+        again = sorted(p.pid for p in multiprocessing.active_children())
         for _ in data.batches("val", 2):
-            break  # an abandoned iteration must stop its workers too
-        print(n, len(multiprocessing.active_children()))
+            break  # an abandoned iteration must stop its workers
+        data.x_train.close()
+        print(n, len(kept), int(kept == again), len(multiprocessing.active_children()))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()}, check=False)
     assert out.returncode == 0, out.stderr
     n_train = load_data(f"folder:{rgb}").sizes()["train"]
-    assert out.stdout.split() == [str(n_train), "0"]
+    # the train split's two workers persist across epochs (the same processes serve the second
+    # pass), an abandoned iteration stops its own, and close() ends the rest
+    assert out.stdout.split() == [str(2 * n_train), "2", "1", "0"]
 
 
 # -- end to end --------------------------------------------------------------------------------
