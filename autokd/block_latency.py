@@ -104,14 +104,19 @@ def student_units(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
 
 def predict_latency(table: LatencyTable, model: nn.Module,
                     input_shape: tuple[int, ...]) -> float:
-    """Milliseconds the table predicts for ``model``: its units plus the fitted overhead."""
-    total = table.overhead.get(OVERHEAD_KEY, 0.0)
+    """Milliseconds the table predicts for ``model``: its units plus the fitted overhead.
+
+    The overhead is often negative (units timed alone each pay a call's fixed cost that a
+    whole model pays once), so on a small model it could drive the sum below zero; a model is
+    never faster than its slowest unit, which bounds the prediction from below.
+    """
+    units = []
     for unit in student_units(model, input_shape):
         if unit.key not in table.entries:
             raise ConfigError(f"latency table {table.path or ''} has no entry for {unit.key}; "
                               "rebuild it with `autokd latency-table ... --force`")
-        total += table.entries[unit.key]
-    return total
+        units.append(table.entries[unit.key])
+    return max(sum(units) + table.overhead.get(OVERHEAD_KEY, 0.0), max(units, default=0.0))
 
 
 def block_table_path(family: str, space: str, input_shape: tuple[int, ...], num_classes: int,

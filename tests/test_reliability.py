@@ -205,8 +205,8 @@ def _quick_default_teacher(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None
     monkeypatch.setattr(teachers, "_OUTPUT_CACHE", {})
     real = teachers.default_teacher_spec
 
-    def quick(data: Any) -> tuple[str, dict[str, Any], TrainConfig]:
-        family, spec, cfg = real(data)
+    def quick(data: Any, family: str | None = None) -> tuple[str, dict[str, Any], TrainConfig]:
+        family, spec, cfg = real(data, family)
         cfg.epochs = 2
         return family, spec, cfg
 
