@@ -147,7 +147,8 @@ def _timed_cache(teacher: Any, data: DataSplits, aug: Any, k: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="mnist5k" if "mnist5k" in SOURCES else "digits")
+    p.add_argument("--dataset", default=None,
+                   help="default mnist5k when installed, else digits; --quick: digits")
     p.add_argument("--recipe", default="crop")
     p.add_argument("--seeds", type=int, default=6)
     p.add_argument("--epochs", type=int, default=30)
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.timing_epochs, args.repeats = 2, 2, 1, 2
+    if args.dataset is None:
+        args.dataset = "digits" if args.quick or "mnist5k" not in SOURCES else "mnist5k"
     set_threads(1)
     data = load_data(args.dataset)
     get_augment(args.recipe, data.kind)  # a recipe that does not fit fails before any work

@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--teacher-epochs", type=int, default=8)
     p.add_argument("--budget", type=int, default=8)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--quick", action="store_true", help="200 images, 2 trials: a smoke test")
+    p.add_argument("--quick", action="store_true", help="100 16x16 images, 2 trials: a smoke test")
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.teacher_epochs, args.budget, args.epochs = 200, 1, 2, 1
+        args.images, args.size, args.teacher_epochs, args.budget, args.epochs = 100, 16, 1, 2, 1
     load_before = os.getloadavg()
     steps: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="autokd-folder-search-") as name:
