@@ -45,7 +45,7 @@ from autokd.models.supernet.ir_blocks import (
 )
 from autokd.models.supernet.ir_derive import SKIP, IRDerivation, candidate_label, parse_label
 from autokd.models.supernet.ops import CostTerm, OpSpec
-from autokd.models.supernet.relax import Relaxation
+from autokd.models.supernet.relax import ArchParameters, Relaxation
 from autokd.models.supernet.stage import is_zero, pad_channels
 from autokd.models.supernet.terms import TermTable
 
@@ -129,7 +129,7 @@ class MixedInvertedResidual(nn.Module):
         return fn(h, weight, stride=self.stride, padding=k_max // 2, groups=self.hidden)
 
 
-class IRSupernet(IRDerivation, TermTable, nn.Module):
+class IRSupernet(ArchParameters, IRDerivation, TermTable, nn.Module):
     """Every ``mbv2`` architecture of a space in one network, mixed by architecture parameters.
 
     Args:
@@ -267,18 +267,6 @@ class IRSupernet(IRDerivation, TermTable, nn.Module):
         self.pool = blocks.global_pool(self.dim)
         self.dropout = nn.Dropout(float(self.fixed["dropout"]))
         self.classifier = nn.Linear(head_width or c_last, self.num_classes)
-
-    # -- parameters ---------------------------------------------------------------------------
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def probabilities(self) -> dict[str, Tensor]:
-        """``softmax(alpha)`` per decision (differentiable; what the expected cost uses)."""
-        return {name: alpha.softmax(-1) for name, alpha in self.alphas.items()}
 
     # -- forward ------------------------------------------------------------------------------
     def _width_weights(self, weights: dict[str, Tensor], stage: int,

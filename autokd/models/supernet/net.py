@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from autokd.errors import ConfigError
 from autokd.models import blocks
 from autokd.models._family import get_family, relaxed_options, supernet_form
-from autokd.models.supernet.relax import Relaxation
+from autokd.models.supernet.relax import ArchParameters, Relaxation
 from autokd.models.supernet.stage import MixedStage, fit_spatial, is_zero, pad_channels
 from autokd.models.supernet.terms import PER_STAGE, StackCostTerms
 
@@ -57,7 +57,7 @@ class StackForm:
         return Supernet(family, decisions, fixed, input_shape, num_classes, relaxation, seed)
 
 
-class Supernet(StackCostTerms, nn.Module):
+class Supernet(ArchParameters, StackCostTerms, nn.Module):
     """All architectures of a space in one network, mixed by architecture parameters.
 
     Args:
@@ -167,18 +167,6 @@ class Supernet(StackCostTerms, nn.Module):
             if size >= 2 and pool != "none":
                 size = (size + 1) // 2
         return size >= 2
-
-    # -- parameters ---------------------------------------------------------------------------
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def probabilities(self) -> dict[str, Tensor]:
-        """``softmax(alpha)`` per decision (differentiable; what the expected cost uses)."""
-        return {name: alpha.softmax(-1) for name, alpha in self.alphas.items()}
 
     # -- forward ------------------------------------------------------------------------------
     def _weights(self) -> dict[str, Tensor]:

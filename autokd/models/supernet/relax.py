@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from autokd.errors import ConfigError
 
-__all__ = ["RELAXATIONS", "Relaxation"]
+__all__ = ["RELAXATIONS", "ArchParameters", "Relaxation"]
 
 RELAXATIONS = ("softmax", "gumbel")
 
@@ -40,3 +40,22 @@ class Relaxation:
             return soft
         hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
         return hard - soft.detach() + soft  # straight-through: exact 0/1 forward
+
+
+class ArchParameters:
+    """The split every supernet needs: architecture weights (``self.alphas``, one tensor per
+    decision) apart from the operation weights, since DARTS steps the two with different
+    optimisers on different data."""
+
+    alphas: nn.ParameterDict
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]  # type: ignore[attr-defined]
+
+    def probabilities(self) -> dict[str, Tensor]:
+        """``softmax(alpha)`` per decision (differentiable; what the expected cost uses)."""
+        return {name: alpha.softmax(-1) for name, alpha in self.alphas.items()}
