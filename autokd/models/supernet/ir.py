@@ -168,13 +168,7 @@ class IRSupernet(ArchParameters, IRDerivation, TermTable, nn.Module):
         self.depths = [0]  # one overhead group for the latency table (``model`` op out=0)
         self._plan()
         self.decisions = self._supernet_decisions()
-        gen = torch.Generator().manual_seed(seed)
-        self.alphas = nn.ParameterDict(
-            {name: nn.Parameter(1e-3 * torch.randn(len(opts), generator=gen))
-             for name, opts in self.decisions.items()})
-        with torch.random.fork_rng(devices=[]):  # same seed, same weights; global RNG untouched
-            torch.manual_seed(seed)
-            self._build_layers()
+        self._init_weights(seed)
 
     # -- the space ----------------------------------------------------------------------------
     def decision_name(self, key: str, stage: int) -> str | None:

@@ -84,13 +84,7 @@ class Supernet(ArchParameters, StackCostTerms, nn.Module):
         self.relaxation = relaxation or Relaxation()
         self.depths = sorted(self.options("depth"))
         self.max_depth = self.depths[-1]
-        gen = torch.Generator().manual_seed(seed)
-        self.alphas = nn.ParameterDict(
-            {name: nn.Parameter(1e-3 * torch.randn(len(opts), generator=gen))
-             for name, opts in self.decisions.items()})
-        with torch.random.fork_rng(devices=[]):  # same seed, same weights; global RNG untouched
-            torch.manual_seed(seed)
-            self._build_layers()
+        self._init_weights(seed)
 
     # -- decisions ----------------------------------------------------------------------------
     def decision_name(self, key: str, stage: int | None = None) -> str | None:

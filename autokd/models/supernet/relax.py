@@ -48,6 +48,18 @@ class ArchParameters:
     optimisers on different data."""
 
     alphas: nn.ParameterDict
+    decisions: dict[str, list]
+
+    def _init_weights(self, seed: int) -> None:
+        """Near-uniform alphas from ``seed``, then the operation weights (``_build_layers``)
+        under the same seed: same seed, same supernet, and the global RNG left untouched."""
+        gen = torch.Generator().manual_seed(seed)
+        self.alphas = nn.ParameterDict(
+            {name: nn.Parameter(1e-3 * torch.randn(len(opts), generator=gen))
+             for name, opts in self.decisions.items()})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self._build_layers()  # type: ignore[attr-defined]
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.alphas.values())
