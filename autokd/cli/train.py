@@ -144,8 +144,10 @@ def _parser_teacher(sub: Any) -> None:
     p.add_argument("action", choices=("train",), help="what to do (train)")
     add_data_args(p)
     p.add_argument("--out", required=True, help="checkpoint path to write")
-    p.add_argument("--family", help="student family whose teacher recipe to train (cnn, cnn1d, "
-                                    "mlp, mbv2, resnet; default: by data kind)")
+    from autokd.models import FAMILIES
+
+    p.add_argument("--family", help=f"student family whose teacher recipe to train "
+                                    f"({', '.join(FAMILIES.names())}; default: by data kind)")
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the family's recipe)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

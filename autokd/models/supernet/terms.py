@@ -30,9 +30,8 @@ class TermTable:
     """
 
     decisions: dict[str, list[Any]]
-
-    def cost_terms(self) -> list[CostTerm]:
-        raise NotImplementedError
+    #: every part of the derived network as a term; each supernet form defines it
+    cost_terms: Callable[[], list[CostTerm]]
 
     def _term(self, names: Sequence[str | None],
               ops: Callable[[dict[str, Any]], list[OpSpec]]) -> CostTerm:
