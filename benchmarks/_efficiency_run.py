@@ -252,4 +252,7 @@ def _run_sweep(cell: Cell, tracker: Tracker) -> None:
             study.tell(trial, objective.evaluate(trial, cand))
         except Exception:  # noqa: BLE001  (recorded by the Objective; the sweep goes on)
             study.tell(trial, state=TrialState.FAIL)
-        tracker.trial_done(study.trials[trial.number])
+        try:
+            tracker.trial_done(study.trials[trial.number])
+        except StopSearch:  # the cell's CPU cap: a finished sweep, as for a search
+            return

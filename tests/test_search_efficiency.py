@@ -134,3 +134,18 @@ def test_horizon_waits_for_every_random_cell_then_takes_their_median() -> None:
     assert state["horizons"]["d"]["cpu_s"] == 14.0  # the median CPU at the 2nd counted trial
     fix_horizon(state | {"cells": {}}, "d", [], 2)  # frozen: a later call changes nothing
     assert state["horizons"]["d"]["cpu_s"] == 14.0
+
+
+@pytest.mark.slow
+def test_sweep_that_reaches_its_cpu_cap_is_a_finished_cell() -> None:
+    """The CPU cap ends a sweep the way it ends a search: the trials so far are the result."""
+    from _common import teacher_for
+    from _efficiency_run import Cell, run_cell
+
+    from autokd.config import DataConfig
+    from autokd.data import load_data
+
+    _, path = teacher_for(load_data(DataConfig(source="digits")), quick=True)
+    out = run_cell(Cell("digits", "sweep", 0, 1, str(path), 6, cpu_limit=1e-6))
+    assert "error" not in out, out.get("error")
+    assert len(out["events"]) == 1 and out["stopped"].startswith("cpu >=")
