@@ -16,18 +16,41 @@ import torch
 
 from autokd.errors import DataError
 
-__all__ = ["KINDS", "NDIM", "SPLITS", "DataSplits", "RawData"]
+__all__ = ["KINDS", "NDIM", "SPLITS", "DataSplits", "RawData", "TokenInfo"]
 
-KINDS = ("image", "signal", "tabular")
+KINDS = ("image", "signal", "tabular", "tokens")
 SPLITS = ("train", "val", "test")
 #: Rank of the feature array of each kind: ``(N, F)``, ``(N, C, L)``, ``(N, C, H, W)``.
-NDIM = {"tabular": 2, "signal": 3, "image": 4}
+NDIM = {"tabular": 2, "signal": 3, "image": 4, "tokens": 2}
 
 #: ``(X, y, kind, meta)`` as a source returns it, before any check. ``meta`` may hold
 #: ``class_names``, ``scale`` (multiplied into X before normalising), ``identity`` (dict for the
 #: split hash), ``predefined`` ({split: indices}), ``feature_names``, ``encoding`` and
 #: ``generated``.
 RawData = tuple[np.ndarray, np.ndarray, str, dict]
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What a model needs to read token-id data (``kind == "tokens"``, ``x`` int64 ``(N, L)``).
+
+    Why a record on the data: a token student's embedding size and padding come from the
+    tokenizer, which only the data knows; builders read it from here (and keep it in their
+    spec, so a saved student rebuilds without the data).
+
+    Attributes:
+        vocab_size: Number of token ids (embedding rows).
+        pad_id: The id that fills sequences to ``max_length``; ``x != pad_id`` is the mask.
+        max_length: ``L``, every sequence's length after padding or truncation.
+        tokenizer: A short description (``wordpiece:4000`` or the tokenizer file's sha256).
+        cls_id: The id the tokenizer puts first (``[CLS]``), None when it adds none.
+    """
+
+    vocab_size: int
+    pad_id: int
+    max_length: int
+    tokenizer: str
+    cls_id: int | None = None
 
 
 @dataclass
@@ -53,6 +76,7 @@ class DataSplits:
     class_names: list[str]
     normalizer: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    tokens: TokenInfo | None = None  # set for kind "tokens" only
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(x, y)`` of one split; a typo raises instead of silently using train."""
