@@ -7,6 +7,7 @@ one instead of on each other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,7 +140,7 @@ class DataSplits:
             "sizes": self.sizes(),
             "split_hash": self.split_hash,
         } | ({"skipped_files": self.meta["skipped_files"]} if "skipped_files" in self.meta
-             else {})
+             else {}) | ({"tokens": dataclasses.asdict(self.tokens)} if self.tokens else {})
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Invert ``apply_normalizer``: raw (encoded) features ``(x * std + mean) / scale``.
