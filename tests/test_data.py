@@ -443,8 +443,8 @@ def test_unknown_dataset_message_lists_names_then_file_forms():
     with pytest.raises(DataError) as info:
         load_data("xyz")
     assert str(info.value) == (
-        "unknown dataset 'xyz'; known: breast_cancer, digits, mnist1d, mnist5k, wine, npz:PATH, "
-        "csv:PATH, text:PATH, folder:DIR"
+        "unknown dataset 'xyz'; known: breast_cancer, digits, mnist1d, mnist5k, text_topics, "
+        "wine, npz:PATH, csv:PATH, text:PATH, folder:DIR"
     )
 
 

@@ -93,7 +93,7 @@ def test_csv_loads_as_token_ids(news: Path) -> None:
     assert tokens.max_length == 16 and tokens.tokenizer == "wordpiece:4000"
     assert int(data.x_train.max()) < tokens.vocab_size
     assert (data.x_train[:, 0] == tokens.cls_id).all()
-    assert data.normalizer == {}
+    assert data.normalizer == {} and data.denormalize(data.x_test) is data.x_test
     assert data.describe()["tokens"]["vocab_size"] == tokens.vocab_size
 
 
@@ -397,3 +397,20 @@ def test_loading_text_logs_a_summary(news: Path, caplog: pytest.LogCaptureFixtur
     assert re.search(r"tokenized 90 texts: vocabulary \d+, wordpiece:4000, max_length 16",
                      caplog.text)
     assert re.search(r"loaded text:.*\(tokens\): sizes \{'train': 58", caplog.text)
+
+
+def test_the_generated_topics_task_is_deterministic_and_learnable() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    a, b = load_data("text_topics", num_samples=240), load_data("text_topics", num_samples=240)
+    assert a.split_hash == b.split_hash and a.meta["generated"] and a.num_classes == 4
+    assert load_data("text_topics", num_samples=240, seed=1).split_hash != a.split_hash
+    vocab = a.tokens.vocab_size
+
+    def bag(x: torch.Tensor) -> np.ndarray:  # word counts: the class is in the words
+        return np.stack([np.bincount(row, minlength=vocab) for row in x.numpy()])
+
+    model = LogisticRegression(max_iter=1000).fit(bag(a.x_train), a.y_train.numpy())
+    assert model.score(bag(a.x_test), a.y_test.numpy()) > 0.9
+    with pytest.raises(DataError, match="num_samples must be an integer >= 12"):
+        load_data("text_topics", num_samples=5)

@@ -146,7 +146,10 @@ class DataSplits:
         """Invert ``apply_normalizer``: raw (encoded) features ``(x * std + mean) / scale``.
 
         Why: a scikit-learn teacher was fit by its user on raw features, so it must see them.
+        Token ids are never normalised, so they are their own raw form.
         """
+        if self.kind == "tokens":
+            return x
         mean = torch.as_tensor(self.normalizer["mean"], dtype=torch.float64)
         std = torch.as_tensor(self.normalizer["std"], dtype=torch.float64)
         scale = float(self.normalizer.get("scale", 1.0))
