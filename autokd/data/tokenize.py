@@ -98,14 +98,15 @@ def tokenize_texts(texts: np.ndarray, train: np.ndarray, cfg: DataConfig) -> Tok
     tok.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token,
                        length=cfg.max_length)
     ids = np.asarray([e.ids for e in tok.encode_batch(texts.tolist())], dtype=np.int64)
-    vocab = tok.get_vocab_size(with_added_tokens=True)
+    vocab = max(tok.get_vocab(with_added_tokens=True).values()) + 1  # ids may have gaps
     described = (f"{cfg.tokenizer_kind}:{cfg.vocab_size}" if not cfg.tokenizer
                  else f"sha256:{digest}")
     info = TokenInfo(vocab_size=vocab, pad_id=pad_id, max_length=cfg.max_length,
                      tokenizer=described, cls_id=cls_id)
     identity |= {"tokenizer": digest, "max_length": cfg.max_length}
-    logger.info("tokenized %d texts: vocabulary %d, %s, max_length %d (%.1f%% cut)",
-                len(ids), vocab, described, cfg.max_length, 100.0 * _cut_share(ids, pad_id))
+    logger.info("tokenized %d texts: vocabulary %d, %s, max_length %d (%.1f%% fill it; "
+                "longer ones are cut)", len(ids), vocab, described, cfg.max_length,
+                100.0 * _full_share(ids, pad_id))
     return Tokenized(ids, info, serialised, identity)
 
 
@@ -118,8 +119,8 @@ def train_tokenizer(texts: Sequence[str], kind: str = "wordpiece", vocab_size: i
     if kind == "wordpiece":
         model, decoder = _wordpiece(texts, vocab_size, normalizer, pre_tokenizer, tk)
     elif kind == "bpe":
-        trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                         show_progress=False)
+        trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size,
+                                         special_tokens=list(SPECIAL_TOKENS), show_progress=False)
         model, decoder = _trained_model(tk.models.BPE(unk_token="[UNK]"), trainer, texts,
                                         normalizer, pre_tokenizer, tk), None
     else:
@@ -228,8 +229,8 @@ def _first_special_id(tok: Any) -> int | None:
     return int(enc.ids[0]) if enc.ids and enc.special_tokens_mask[0] else None
 
 
-def _cut_share(ids: np.ndarray, pad_id: int) -> float:
-    """Share of samples that fill every position (some of them were cut)."""
+def _full_share(ids: np.ndarray, pad_id: int) -> float:
+    """Share of samples that fill every position (those longer than that were cut)."""
     return float((ids[:, -1] != pad_id).mean()) if len(ids) else 0.0
 
 
