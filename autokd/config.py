@@ -51,12 +51,18 @@ class DataConfig:
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.2
-    target: str | None = None  # csv target column
+    target: str | None = None  # label column: csv (required), text (None means "label")
     num_samples: int | None = None  # generated sources (mnist1d)
     # image folders (folder:DIR): decode options, part of the dataset's identity
     image_size: int | None = None  # shorter side resized to this, then centre-cropped square
     channels: str = "auto"  # auto | 1 | 3
     skip_bad_files: bool = False  # skip (and record) unreadable images instead of failing
+    # text files (text:PATH): the column read and how it becomes token ids (part of the identity)
+    text_column: str = "text"
+    vocab_size: int = 4000  # of a tokenizer trained on the train split
+    max_length: int = 64  # tokens per sample after truncation or padding
+    tokenizer: str | None = None  # tokenizer.json, or a directory holding one; None: train one
+    tokenizer_kind: str = "wordpiece"  # wordpiece | bpe, for a trained tokenizer
     # how data is held: not part of its identity (in memory and streamed hash the same)
     memory_budget: str | int | None = None  # bytes, "512M", "4G"; None: 25 % of physical RAM
     loader_workers: int | None = None  # streaming DataLoader workers; None: min(4, cpus - 1)
@@ -72,12 +78,27 @@ class DataConfig:
         _check(str(self.channels) in ("auto", "1", "3"),
                f"unknown channels {self.channels!r}; known: auto, 1, 3")
         self.channels = str(self.channels)
+        self._validate_text()
         _check(self.loader_workers is None or (isinstance(self.loader_workers, int)
                                                and self.loader_workers >= 0),
                f"loader_workers must be an integer >= 0, got {self.loader_workers!r}")
         if self.memory_budget is not None:
             parse_bytes(self.memory_budget, "memory_budget")
         return self
+
+    def _validate_text(self) -> None:
+        _check(isinstance(self.text_column, str) and bool(self.text_column.strip()),
+               f"text_column must be a column name, got {self.text_column!r}")
+        for name, low, high in (("vocab_size", 32, 1_000_000), ("max_length", 2, 8192)):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+                   f"{name} must be an integer in {low}..{high}, got {value!r}")
+        _check(self.tokenizer is None or (isinstance(self.tokenizer, str)
+                                          and bool(self.tokenizer.strip())),
+               f"tokenizer must be a path to a tokenizer.json or its directory, "
+               f"got {self.tokenizer!r}")
+        _check(self.tokenizer_kind in ("wordpiece", "bpe"),
+               f"unknown tokenizer_kind {self.tokenizer_kind!r}; known: bpe, wordpiece")
 
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}

@@ -443,14 +443,14 @@ def test_unknown_dataset_message_lists_names_then_file_forms():
     with pytest.raises(DataError) as info:
         load_data("xyz")
     assert str(info.value) == (
-        "unknown dataset 'xyz'; known: breast_cancer, digits, mnist1d, mnist5k, wine, npz:PATH, "
-        "csv:PATH, folder:DIR"
+        "unknown dataset 'xyz'; known: breast_cancer, digits, mnist1d, mnist5k, text_topics, "
+        "wine, npz:PATH, csv:PATH, text:PATH, folder:DIR"
     )
 
 
 def test_dataset_help_is_built_from_the_registries():
     text = dataset_help()
-    assert text.startswith("digits (default), ") and text.endswith("npz:PATH, csv:PATH or folder:DIR")
+    assert text.startswith("digits (default), ") and text.endswith("npz:PATH, csv:PATH, text:PATH or folder:DIR")
     assert all(name in text for name in dataset_names())
 
 
@@ -466,7 +466,7 @@ def test_a_registered_file_format_is_loaded_listed_and_suggested(tmp_path):
     try:
         splits = load_data(f"blob:{tmp_path / 'd.blob'}")
         assert seen == [str(tmp_path / "d.blob")] and splits.num_classes == 3
-        assert dataset_help().endswith("csv:PATH, folder:DIR or blob:FILE")
+        assert dataset_help().endswith("text:PATH, folder:DIR or blob:FILE")
         with pytest.raises(DataError, match=re.escape("did you mean 'blob:x.BLOB'")):
             load_data("x.BLOB")
         with pytest.raises(DataError, match=re.escape("e.g. 'blob:data/mydata.blob'")):

@@ -21,7 +21,8 @@ LAYERS: dict[str, int] = {
     "autokd": 0, "autokd.__main__": 7, "autokd._api": 0, "autokd._io": 0, "autokd.errors": 0,
     "autokd.config": 0, "autokd.metrics": 0, "autokd.registry": 0, "autokd.pareto": 0,
     "autokd.device": 0, "autokd.progress": 0,
-    "autokd.data": 1, "autokd.models": 1, "autokd.distill": 1,
+    "autokd.data": 1, "autokd.data.text": 1, "autokd.data.tokenize": 1,
+    "autokd.models": 1, "autokd.distill": 1,
     "autokd.train": 2, "autokd.train_state": 2, "autokd.evaluation": 2, "autokd.replay": 2,
     "autokd.cost": 2,
     "autokd.latency_table": 2, "autokd.block_latency": 2,
@@ -126,6 +127,19 @@ def test_optuna_only_from_the_study_layer_up() -> None:
     wrong = [m for m, path in MODULES.items() if _layer(m) < OPTUNA_FROM_LAYER
              and any(n == "optuna" or n.startswith("optuna.") for n in _imports(m, path))]
     assert not wrong, f"import optuna below layer {OPTUNA_FROM_LAYER}: {wrong}"
+
+
+def test_optional_extras_are_imported_lazily() -> None:
+    """``tokenizers`` / ``transformers`` (extras text, hf) only inside functions, so that
+    autokd works without them and says which extra to install when one is needed."""
+    lazy = ("tokenizers", "transformers")
+    wrong = [m for m, path in MODULES.items()
+             for node in ast.parse(path.read_text()).body
+             if isinstance(node, (ast.Import, ast.ImportFrom))
+             for name in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                          else [node.module or ""])
+             if name.split(".")[0] in lazy]
+    assert not wrong, f"import these lazily, inside the functions that need them: {wrong}"
 
 
 def test_import_autokd_is_cheap_and_the_api_is_lazy() -> None:

@@ -118,7 +118,8 @@ def fraction(text: str) -> float:
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits", help=dataset_help())
-    g.add_argument("--target", help="target column for csv:PATH datasets")
+    g.add_argument("--target", help="label column of csv:PATH (required) and text:PATH "
+                                    "(default label) datasets")
     g.add_argument("--val-fraction", type=fraction, default=0.15,
                    help="share of samples held out for validation/selection (default 0.15)")
     g.add_argument("--test-fraction", type=fraction, default=0.2,
@@ -135,6 +136,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip-bad-files", action="store_true",
                    help="folder:DIR images: leave unreadable files out (counted in the run "
                         "record) instead of stopping")
+    g.add_argument("--text-column", default="text", metavar="NAME",
+                   help="text:PATH: the column (csv) or key (JSON lines) holding the text "
+                        "(default text)")
+    g.add_argument("--vocab-size", type=int, default=4000, metavar="N",
+                   help="text:PATH: vocabulary of the tokenizer trained on the train split "
+                        "(default 4000)")
+    g.add_argument("--max-length", type=int, default=64, metavar="N",
+                   help="text:PATH: tokens per sample; longer texts are cut, shorter padded "
+                        "(default 64)")
+    g.add_argument("--tokenizer", metavar="PATH",
+                   help="text:PATH: a tokenizer.json, or a directory holding one (as "
+                        "save_pretrained writes), used instead of training one")
+    g.add_argument("--tokenizer-kind", default="wordpiece", choices=("wordpiece", "bpe"),
+                   help="text:PATH: the kind of tokenizer trained (default wordpiece)")
     g.add_argument("--memory-budget", metavar="BYTES",
                    help="data whose float32 tensors exceed this (e.g. 512M, 4G) is streamed "
                         "from disk (default 25%% of physical memory)")
@@ -218,6 +233,9 @@ def data_config(args: argparse.Namespace) -> Any:
                       test_fraction=args.test_fraction, target=args.target,
                       num_samples=args.num_samples, image_size=args.image_size,
                       channels=args.channels, skip_bad_files=args.skip_bad_files,
+                      text_column=args.text_column, vocab_size=args.vocab_size,
+                      max_length=args.max_length, tokenizer=args.tokenizer,
+                      tokenizer_kind=args.tokenizer_kind,
                       memory_budget=args.memory_budget,
                       loader_workers=args.loader_workers).validate()
 

@@ -16,6 +16,9 @@ Sources (``DataConfig.source``):
   columns one-hot encoded.
 * ``folder:DIR``: images in one sub-folder per class (optionally inside ``train|val|test``),
   decoded once into a uint8 cache on disk; data larger than ``memory_budget`` is streamed.
+* ``text:PATH`` (CSV/TSV, JSON Lines or a JSON list) with ``DataConfig.text_column`` and
+  ``target``: kind ``tokens``, int64 ids ``(N, max_length)`` from a tokenizer trained on the
+  train split only (or ``DataConfig.tokenizer``); ``DataSplits.tokens`` describes them.
 
 Choices worth knowing:
 
@@ -32,9 +35,9 @@ Choices worth knowing:
 
 Layout, one idea per module: ``schema`` (kinds, split names, :class:`DataSplits`), ``sources``
 (the ``SOURCES`` and ``FILE_FORMATS`` registries and the lookup), ``builtin``, ``npz`` and
-``csv`` and ``folder`` (the sources themselves), ``image_cache`` (decoded images on disk),
-``validate``, ``splits``, ``normalize``, ``load``, ``batches`` and ``stream`` (the memory budget
-and streamed splits). A new dataset or file format is one module that registers itself in ``SOURCES`` or
+``csv``, ``folder`` and ``text`` (the sources themselves), ``image_cache`` (decoded images on disk),
+``validate``, ``splits``, ``normalize``, ``tokenize`` (texts to ids), ``load``, ``batches`` and
+``stream`` (the memory budget and streamed splits). A new dataset or file format is one module that registers itself in ``SOURCES`` or
 ``FILE_FORMATS``, plus its name in the registering import below. Modules of this package import
 only each other's submodules, never this ``__init__``.
 """
@@ -42,11 +45,11 @@ only each other's submodules, never this ``__init__``.
 from __future__ import annotations
 
 # Importing these registers their datasets and file formats; a new source adds its name here.
-from autokd.data import builtin, csv, folder, npz  # noqa: F401
+from autokd.data import builtin, csv, folder, npz, text  # noqa: F401
 from autokd.data.batches import iterate_batches, make_loader
 from autokd.data.load import load_data
 from autokd.data.normalize import apply_normalizer
-from autokd.data.schema import KINDS, SPLITS, DataSplits
+from autokd.data.schema import KINDS, SPLITS, DataSplits, TokenInfo
 from autokd.data.sources import FILE_FORMATS, SOURCES, FileFormat, dataset_help, dataset_names
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "SPLITS",
     "DataSplits",
     "FileFormat",
+    "TokenInfo",
     "apply_normalizer",
     "dataset_help",
     "dataset_names",

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autokd.data.schema import KINDS
 from autokd.errors import ConfigError
 from autokd.registry import Registry
 
@@ -45,7 +46,7 @@ class Augment:
     """The identity; the base of every recipe (``draw`` -> rows, ``apply`` rows -> batch)."""
 
     name: str = "none"
-    kinds: tuple[str, ...] = ("image", "signal", "tabular")
+    kinds: tuple[str, ...] = KINDS
 
     @property
     def active(self) -> bool:
@@ -168,6 +169,9 @@ def get_augment(name: str, kind: str | None = None) -> Augment:
     aug = AUGMENTS.get(name)
     if kind is None or kind in aug.kinds:
         return aug
+    if kind == "tokens":
+        raise ConfigError(f"augment {name!r} crops, flips or resizes, which token ids do not "
+                          "support; use augment: none for text data")
     if kind == "signal":
         raise ConfigError(f"augment {name!r} flips or resizes, which is not meaningful for 1-D "
                           "signals; use augment: crop (a random shift) or none")

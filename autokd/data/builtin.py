@@ -1,4 +1,4 @@
-"""Datasets that need no file: scikit-learn's bundled ones and locally generated MNIST-1D.
+"""Datasets that need no file: scikit-learn's bundled ones, generated MNIST-1D and text topics.
 
 Why no network: every built-in source must load offline and identically on every machine, so
 scikit-learn's bundled copies are used, and MNIST-1D is generated, never downloaded.
@@ -127,3 +127,40 @@ def _generate_mnist1d(make_dataset: Callable[[Any], dict], args: Any) -> dict:
         "generated %d mnist1d samples in %.2f s", args.num_samples, time.perf_counter() - start
     )
     return data
+
+
+_TOPICS = {
+    "sport": "goal match team coach score league player season win referee",
+    "food": "pizza salad chef taste spicy bread recipe dinner soup cheese",
+    "tech": "laptop code chip software robot server app battery screen data",
+    "travel": "flight hotel beach train ticket passport island museum trip map",
+}
+_FILLER = "the a was really today my and very new old with this that we it is so just about our"
+
+
+@SOURCES.register("text_topics")
+def _load_text_topics(cfg: DataConfig) -> RawData:
+    """Generated short texts in four topics (kind ``tokens``): a text task with no file.
+
+    Each sentence mixes filler words with two words of its topic and, one time in three, a
+    distracting word of another topic, so the class depends on which topic's words dominate.
+    Why: text models need a task that loads offline and identically on every machine, for
+    tests and benchmarks (``num_samples``, default 1200; ``seed`` is the data seed).
+    """
+    n = 1200 if cfg.num_samples is None else cfg.num_samples
+    if not isinstance(n, int) or n < 12:
+        raise DataError(f"text_topics num_samples must be an integer >= 12, got {n!r}")
+    rng = np.random.default_rng(cfg.seed)
+    names = sorted(_TOPICS)
+    words = {t: _TOPICS[t].split() for t in names}
+    texts, labels = np.empty(n, dtype=object), np.arange(n) % len(names)
+    for i, label in enumerate(labels):
+        topic = names[label]
+        picked = [*rng.choice(_FILLER.split(), rng.integers(3, 10)), *rng.choice(words[topic], 2)]
+        if rng.random() < 1 / 3:
+            other = names[(label + rng.integers(1, len(names))) % len(names)]
+            picked.append(rng.choice(words[other]))
+        texts[i] = " ".join(str(w) for w in rng.permutation(picked)).capitalize() + "."
+    identity = {"source": "text_topics", "num_samples": n, "seed": int(cfg.seed)}
+    meta = {"class_names": names, "identity": identity, "generated": True}
+    return texts, labels, "tokens", meta

@@ -20,7 +20,7 @@ from autokd.data.schema import RawData
 from autokd.data.sources import FILE_FORMATS, FileFormat, check_file
 from autokd.errors import DataError
 
-__all__: list[str] = []  # nothing to import: the format is reached through FILE_FORMATS
+__all__ = ["column_labels"]  # the format itself is reached through FILE_FORMATS
 
 # One logger name for the whole data layer, so log lines and filters read ``autokd.data``.
 logger = logging.getLogger("autokd.data")
@@ -30,7 +30,7 @@ def _load_csv(path: str, cfg: DataConfig) -> RawData:
     """Read the table, split off the target, encode the rest; the encoding travels in meta."""
     frame = _read_csv(path)
     target = _csv_target(frame, cfg.target, path)
-    y = _csv_labels(frame[target], target, path)
+    y = column_labels(frame[target], target, path)
     x, encoding = _csv_features(frame.drop(columns=[target]), path)
     meta = {
         "identity": {"format": "csv", "target": target},
@@ -69,7 +69,8 @@ def _csv_target(frame: Any, target: str | None, path: str) -> str:
     return target
 
 
-def _csv_labels(column: Any, target: str, path: str) -> np.ndarray:
+def column_labels(column: Any, target: str, path: str) -> np.ndarray:
+    """A label column as bool, int, float or str values (``encode_labels`` makes classes)."""
     import pandas.api.types as ptypes
 
     missing = int(column.isna().sum())

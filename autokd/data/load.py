@@ -1,4 +1,4 @@
-"""``load_data``: one source, validated, split, normalised on train and hashed.
+"""``load_data``: one source, validated, split, normalised (or tokenized) on train and hashed.
 
 Why one entry point: every later stage (teacher, training, cost, report) must see the same
 tensors for the same configuration and be able to tell whether two runs used the same split,
@@ -15,7 +15,7 @@ import torch
 
 from autokd.config import DataConfig, from_dict, to_dict
 from autokd.data.normalize import apply_normalizer, fit_normalizer
-from autokd.data.schema import SPLITS, DataSplits
+from autokd.data.schema import SPLITS, DataSplits, TokenInfo
 from autokd.data.sources import file_forms, read_source
 from autokd.data.splits import split_hash, split_indices
 from autokd.data.stream import (
@@ -37,6 +37,9 @@ logger = logging.getLogger("autokd.data")
 def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
     """Load a source, split it, normalise it on train only and hash the split.
 
+    Text (kind ``tokens``) arrives as raw strings and is tokenized after the split, with a
+    tokenizer fitted on the train texts only; token ids are never normalised.
+
     Args:
         cfg: a ``DataConfig``, or a source string (shorthand for ``DataConfig(source=...)``).
         **overrides: ``DataConfig`` fields replacing those of ``cfg`` (``seed=1``, ...).
@@ -47,20 +50,19 @@ def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
     """
     cfg = _resolve_config(cfg, overrides)
     x, y, kind, meta = read_source(cfg)
-    x = check_features(x, kind, cfg.source)
+    texts = kind == "tokens" and np.asarray(x).ndim == 1  # raw strings, tokenized below
+    x = np.asarray(x) if texts else check_features(x, kind, cfg.source)
     y, class_names = encode_labels(y, cfg.source, meta.get("class_names"))
     if len(x) != len(y):
         raise DataError(f"{cfg.source}: X has {len(x)} samples but y has {len(y)}")
     parts = split_indices(y, class_names, cfg, meta.get("predefined"))
-    scale = float(meta.get("scale", 1.0))
-    if "memmap_path" in meta:  # a decoded image cache: never copy it whole as floats
-        normalizer = fit_uint8_normalizer(x, parts["train"], scale)
-    else:
-        normalizer = fit_normalizer(x[parts["train"]], kind, scale)
-    if "encoding" in meta:
-        normalizer["encoding"] = meta["encoding"]
+    tokens: TokenInfo | None = None
+    if texts:
+        x, tokens = _tokenize(x, parts, cfg, meta)
+    normalizer = {} if kind == "tokens" else _fit_normalizer(x, kind, parts, meta)
     digest = split_hash(meta, x, y, class_names, cfg, parts)
     splits = _assemble(cfg, kind, x, y, parts, class_names, normalizer, digest, meta)
+    splits.tokens = tokens
     logger.info(
         "loaded %s (%s): sizes %s, %d classes, split %s",
         splits.name,
@@ -70,6 +72,29 @@ def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
         digest,
     )
     return splits
+
+
+def _fit_normalizer(x: np.ndarray, kind: str, parts: dict[str, np.ndarray],
+                    meta: dict) -> dict[str, Any]:
+    scale = float(meta.get("scale", 1.0))
+    if "memmap_path" in meta:  # a decoded image cache: never copy it whole as floats
+        normalizer = fit_uint8_normalizer(x, parts["train"], scale)
+    else:
+        normalizer = fit_normalizer(x[parts["train"]], kind, scale)
+    if "encoding" in meta:
+        normalizer["encoding"] = meta["encoding"]
+    return normalizer
+
+
+def _tokenize(texts: np.ndarray, parts: dict[str, np.ndarray], cfg: DataConfig,
+              meta: dict) -> tuple[np.ndarray, TokenInfo]:
+    """Token ids from a tokenizer fitted on the train texts; the split hash covers it."""
+    from autokd.data.tokenize import tokenize_texts
+
+    out = tokenize_texts(texts, parts["train"], cfg)
+    meta["identity"] = {**meta.get("identity", {"source": cfg.source}), **out.identity}
+    meta["tokenizer_json"] = out.tokenizer_json
+    return out.ids, out.info
 
 
 def _resolve_config(cfg: DataConfig | str, overrides: dict[str, Any]) -> DataConfig:
@@ -102,13 +127,18 @@ def _assemble(
     tensors: dict[str, Any] = {}
     if "memmap_path" in meta:
         tensors = _mapped_features(cfg, x, parts, normalizer, meta)
+    elif kind == "tokens":  # ids, never normalised
+        tensors = {f"x_{name}": torch.from_numpy(np.ascontiguousarray(x[parts[name]],
+                                                                      dtype=np.int64))
+                   for name in SPLITS}
     else:
         xn = apply_normalizer(x, normalizer)
         for name in SPLITS:
             tensors[f"x_{name}"] = torch.from_numpy(np.ascontiguousarray(xn[parts[name]]))
     for name in SPLITS:
         tensors[f"y_{name}"] = torch.from_numpy(y[parts[name]])
-    fields = ("identity", "feature_names", "generated", "skipped_files", "streaming")
+    fields = ("identity", "feature_names", "generated", "skipped_files", "streaming",
+              "tokenizer_json")
     keep = {k: meta[k] for k in fields if k in meta}
     keep["predefined_splits"] = sorted(meta.get("predefined") or ())
     return DataSplits(

@@ -7,6 +7,7 @@ one instead of on each other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,13 +140,16 @@ class DataSplits:
             "sizes": self.sizes(),
             "split_hash": self.split_hash,
         } | ({"skipped_files": self.meta["skipped_files"]} if "skipped_files" in self.meta
-             else {})
+             else {}) | ({"tokens": dataclasses.asdict(self.tokens)} if self.tokens else {})
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Invert ``apply_normalizer``: raw (encoded) features ``(x * std + mean) / scale``.
 
         Why: a scikit-learn teacher was fit by its user on raw features, so it must see them.
+        Token ids are never normalised, so they are their own raw form.
         """
+        if self.kind == "tokens":
+            return x
         mean = torch.as_tensor(self.normalizer["mean"], dtype=torch.float64)
         std = torch.as_tensor(self.normalizer["std"], dtype=torch.float64)
         scale = float(self.normalizer.get("scale", 1.0))
