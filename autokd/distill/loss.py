@@ -98,7 +98,7 @@ class DistillLoss(nn.Module):
         self.tap_groups: set[str] = {g for t in self.terms.values() for g in t.tap_groups()}
         self._n_taps = {g: (len((ctx.student_tap_shapes or {}).get(g, ())),
                             len((ctx.teacher_tap_shapes or {}).get(g, ())))
-                        for g in self.tap_groups}
+                        for g in sorted(self.tap_groups)}
 
     def forward(
         self,
