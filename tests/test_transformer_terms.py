@@ -215,8 +215,8 @@ def test_terms_read_taps_through_the_batch_and_the_recipe() -> None:
     att = torch.rand(4, 1, 2, 2).softmax(-1)
     taps = {"hidden": [h], "attention": [att], "values": [h]}
     logits = torch.randn(4, 2)
-    total, parts = loss(logits, T([0, 1, 0, 1]), logits, progress=0.0, student_taps=taps,
-                        teacher_taps=taps, mask=torch.ones(4, 2, dtype=torch.bool))
+    _, parts = loss(logits, T([0, 1, 0, 1]), logits, progress=0.0, student_taps=taps,
+                    teacher_taps=taps, mask=torch.ones(4, 2, dtype=torch.bool))
     assert parts["hidden_cos"] == pytest.approx(0.0, abs=1e-6)  # identical states
     assert parts["minilm"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ConfigError, match="'attention' taps"):
