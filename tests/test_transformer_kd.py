@@ -17,7 +17,7 @@ from autokd.config import TrainConfig
 from autokd.data import DataSplits, load_data
 from autokd.distill import KDConfig
 from autokd.distill.hooks import TapHooks, taps_enabled
-from autokd.errors import ConfigError
+from autokd.errors import ConfigError, SpaceError
 from autokd.models import build_student
 from autokd.teachers import Teacher, load_teacher, save_checkpoint
 from autokd.train import Trainer
@@ -171,3 +171,24 @@ def test_cli_terms_reach_the_transformer_terms(tmp_path: Path, capsys) -> None:
                  "--epochs", "1", "--device", "cpu"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "'hidden' taps" in err[0], err
+
+
+def test_a_space_searches_transformer_term_weights() -> None:
+    import optuna
+
+    from autokd.space import SearchSpace
+
+    space = SearchSpace.from_dict({
+        "family": "mlp", "architecture": {"depth": 1},
+        "distillation": {"hint_mapping": {"choice": ["uniform", "learned"]},
+                         "terms": {"kl": 0.9, "ce": 0.1, "hidden_cos": {"choice": [0.0, 1.0]},
+                                   "minilm": {"float": [0.0, 2.0]}}},
+    })
+    cand = space.sample(optuna.trial.FixedTrial({"hint_mapping": "learned",
+                                                 "terms.hidden_cos": 1.0, "terms.minilm": 0.0}))
+    assert cand.kd.weights() == {"kl": 0.9, "ce": 0.1, "hidden_cos": 1.0}
+    assert cand.kd.tap_groups() == {"hidden"}
+    assert "hidden_cos=1.0:learned" in cand.kd.summary()
+    with pytest.raises(SpaceError, match="did you mean 'minilm'"):
+        SearchSpace.from_dict({"family": "mlp", "architecture": {"depth": 1},
+                               "distillation": {"terms": {"minlm": 1.0}}})
