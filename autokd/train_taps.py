@@ -97,10 +97,12 @@ class TapPlan:
         for who, have in (("teacher", self.teacher_groups), ("student", self.student_groups)):
             missing = sorted(self.groups - set(have))
             if missing:
+                hint = ("; a teacher's taps come from an autokd checkpoint or module:function"
+                        if who == "teacher" else "")
                 raise ConfigError(
                     f"this KD recipe reads the {who}'s {', '.join(map(repr, missing))} taps, and "
-                    f"the {who} has none (its tap groups: {', '.join(sorted(have)) or 'none'}); "
-                    f"feature taps come from an autokd checkpoint or module:function")
+                    f"the {who} has none (its tap groups: {', '.join(sorted(have)) or 'none'})"
+                    f"{hint}")
 
     def __bool__(self) -> bool:
         return bool(self.groups)

@@ -192,3 +192,11 @@ def test_a_space_searches_transformer_term_weights() -> None:
     with pytest.raises(SpaceError, match="did you mean 'minilm'"):
         SearchSpace.from_dict({"family": "mlp", "architecture": {"depth": 1},
                                "distillation": {"terms": {"minlm": 1.0}}})
+
+
+def test_a_student_without_the_group_is_a_clear_error(data: DataSplits,
+                                                      toy_teacher: Teacher) -> None:
+    student = _student()
+    del student.tap_groups["attention"]
+    with pytest.raises(ConfigError, match=r"student's 'attention' taps.*tap groups: embedding"):
+        Trainer(student, data, CFG, KDConfig(terms={"minilm": 1.0}), toy_teacher)
