@@ -31,11 +31,12 @@ from autokd._io import atomic_write, cache_dir
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
 from autokd.distill import KDConfig
-from autokd.distill.hooks import FeatureHooks
+from autokd.distill.hooks import model_tap_groups
 from autokd.errors import TeacherError
 from autokd.models import build_student, family_for, get_family, input_kind
 from autokd.progress import ProgressMeter, epoch_callback
 from autokd.train import TrainResult, distill, evaluate, seed_everything
+from autokd.train_taps import split_taps
 
 __all__ = [
     "Teacher",
@@ -139,37 +140,37 @@ class Teacher:
             _OUTPUT_CACHE[key] = self._load_or_compute(data, split)
         return _OUTPUT_CACHE[key]
 
+    @property
+    def tap_groups(self) -> dict[str, list[str]]:
+        """The first member's tap groups (``model_tap_groups``: ``features`` by default)."""
+        return model_tap_groups(self.module, self.feature_taps)
+
     def feature_outputs(self, data: DataSplits, split: str) -> list[torch.Tensor] | None:
-        """The first member's feature-tap outputs for a split, computed once (memory only).
+        """The first member's feature-tap outputs for a split (``tap_outputs`` of ``features``)."""
+        out = self.tap_outputs(data, split, {"features"})
+        return None if out is None else out["features"]
 
-        Returns None when the teacher has no taps or the maps would exceed
-        ``AUTOKD_FEATURE_CACHE_MB`` (default 1024): the trainer then runs the teacher per batch.
+    def tap_outputs(self, data: DataSplits, split: str,
+                    groups: set[str]) -> dict[str, list[torch.Tensor]] | None:
+        """The first member's tap-group outputs for a split, computed once (memory only).
+
+        Each group is cached on its own, so recipes reading different groups share them.
+        Returns None when the teacher lacks a group or the missing groups' maps would exceed
+        ``AUTOKD_FEATURE_CACHE_MB`` (default 1024; attention maps are ``H·L²`` per layer and
+        sample): the trainer then runs the teacher per batch.
         """
-        module, taps = self.module, self.feature_taps
-        if module is None or not taps:
+        module, available = self.module, self.tap_groups
+        if module is None or not groups or not set(groups) <= set(available):
             return None
-        key = (self.hash, data.split_hash, f"features:{split}")
-        if key not in _FEATURE_CACHE:
-            x = data.split(split)[0]
-            with FeatureHooks(module, taps) as hooks, torch.no_grad():
-                module.eval()
-                device = next(iter(module.parameters()), torch.empty(0)).device
-                module(x[:1].to(device))
-                per_sample = sum(f[0].numel() * f.element_size() for f in hooks.features)
-                limit = float(os.environ.get("AUTOKD_FEATURE_CACHE_MB", 1024)) * 2**20
-                if per_sample * len(x) > limit:
-                    return None
-                _FEATURE_CACHE[key] = self._features(module, hooks, x, device)
-        return _FEATURE_CACHE[key]
-
-    @staticmethod
-    def _features(module: nn.Module, hooks: FeatureHooks, x: torch.Tensor,
-                  device: torch.device, batch: int = 512) -> list[torch.Tensor]:
-        chunks: list[list[torch.Tensor]] = []
-        for i in range(0, len(x), batch):
-            module(x[i:i + batch].to(device))
-            chunks.append([f.detach().cpu() for f in hooks.features])
-        return [torch.cat(parts) for parts in zip(*chunks)]  # one (N, ...) tensor per tap
+        keys = {g: (self.hash, data.split_hash, f"{g}:{split}") for g in sorted(groups)}
+        todo = {g: available[g] for g, k in keys.items() if k not in _FEATURE_CACHE}
+        if todo:
+            limit = float(os.environ.get("AUTOKD_FEATURE_CACHE_MB", "1024")) * 2**20
+            taps = split_taps(module, todo, data.split(split)[0], limit)
+            if taps is None:
+                return None
+            _FEATURE_CACHE.update({keys[g]: tensors for g, tensors in taps.items()})
+        return {g: _FEATURE_CACHE[k] for g, k in keys.items()}
 
     def _load_or_compute(self, data: DataSplits, split: str) -> torch.Tensor:
         path = cache_dir() / "outputs" / f"{self.hash}-{data.split_hash}-{split}.pt"

@@ -4,6 +4,10 @@ Why it looks like this:
 - Teacher outputs are computed once per (teacher, split) and indexed per batch: running the
   teacher every batch made KD 3.5x slower here. Teacher features for hint/relation/attention
   losses are cached the same way when they fit in memory; otherwise the teacher runs per batch.
+  Which intermediate activations are hooked is the union of the tap groups the recipe's terms
+  read (``KDConfig.tap_groups``): ``features`` for CNN/MLP terms, ``hidden``/``attention``/
+  ``values``/``embedding`` for transformer terms. Models that compute a group only on demand
+  (attention probabilities) get ``enable_taps`` while training epochs run.
 - Each epoch permutes the in-memory data once and takes batches as views (no DataLoader
   per-sample overhead, no per-batch gathering).
 - The student kept is the best epoch by the validation metric (``cfg.metric``: accuracy,
@@ -35,11 +39,11 @@ from autokd.config import TrainConfig
 from autokd.data import DataSplits
 from autokd.device import resolve_device, to_device, uses_channels_last
 from autokd.distill import DistillLoss, KDConfig
-from autokd.distill.hooks import FeatureHooks
 from autokd.errors import ConfigError, TrainingError
 from autokd.evaluation import evaluate
 from autokd.replay import BatchAugmenter
 from autokd.train_state import RunHistory, TrainState
+from autokd.train_taps import TapPlan, Taps
 
 __all__ = [
     "TeacherLike",
@@ -57,7 +61,8 @@ Callback = Callable[["Trainer", int, dict[str, float]], Any]
 
 
 class TeacherLike(Protocol):
-    """What the trainer needs from a teacher (see ``autokd.teachers.Teacher``)."""
+    """What the trainer needs from a teacher (see ``autokd.teachers.Teacher``; its optional
+    ``tap_groups`` and ``tap_outputs(data, split, groups)`` are used when present)."""
 
     module: nn.Module | None
     feature_taps: list[str]
@@ -133,6 +138,7 @@ class Trainer:
         self.channels_last = uses_channels_last(self.device, data.x_train)
         self.student = student.to(self.device, memory_format=self._memory_format)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
+        self.taps = TapPlan(self.kd, self.student, teacher, data)  # hooked activations
         self.loss_fn = self._build_loss().to(self.device)
         # augmentation and the teacher logits of each augmented batch (online or replayed)
         self.augment = BatchAugmenter(self.cfg, data, teacher, self.kd.uses_teacher, self.device)
@@ -158,31 +164,13 @@ class Trainer:
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.preserve_format
 
-    def _uses_features(self) -> bool:
-        return self.teacher is not None and self.kd.needs_features
-
     def _build_loss(self) -> DistillLoss:
-        if not self._uses_features():
+        if not self.taps:
             return DistillLoss(self.kd, self.data.num_classes)
-        if self.teacher.module is None or not self.teacher.feature_taps:
-            raise ConfigError("feature, relation and attention losses need a teacher that is an "
-                              "nn.Module with feature taps (an autokd checkpoint or module:function)")
-        if not getattr(self.student, "feature_taps", None):
-            raise ConfigError("this student has no feature taps for hint/relation/attention losses")
         self.teacher.module.to(self.device)  # run on the fly next to the student (CUDA too)
-        s_shapes = self._tap_shapes(self.student, self.student.feature_taps)
-        t_shapes = self._tap_shapes(self.teacher.module, self.teacher.feature_taps)
-        return DistillLoss(self.kd, self.data.num_classes, s_shapes, t_shapes)
-
-    def _tap_shapes(self, model: nn.Module, taps: list[str]) -> list[tuple[int, ...]]:
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        with FeatureHooks(model, taps) as hooks, torch.no_grad():
-            model(self.data.head("train", 2).to(device))
-            shapes = [tuple(f.shape[1:]) for f in hooks.features]
-        model.train(was_training)
-        return shapes
+        s_shapes, t_shapes = self.taps.shapes()
+        return DistillLoss(self.kd, self.data.num_classes, student_tap_shapes=s_shapes,
+                           teacher_tap_shapes=t_shapes)
 
     def _teacher_logits(self, split: str) -> torch.Tensor | None:
         """Cached teacher logits; given a teacher, evaluation reports the KD loss even for a
@@ -234,7 +222,7 @@ class Trainer:
         clean = self.kd.uses_teacher and not self.augment.active  # clean logits fit clean data
         t_train = self._teacher_logits("train") if clean else None
         t_train = to_device(t_train, self.device) if t_train is not None else None
-        self._t_feats = None if self.augment.active else self._teacher_features()
+        self._t_taps = None if self.augment.active else self.taps.cached_teacher(self.device)
         t_val = self._teacher_logits("val")
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         opt, sched = self._optimizer(horizon * steps_per_epoch)
@@ -244,7 +232,8 @@ class Trainer:
         start, seen = time.perf_counter(), 0
         for epoch in range(track.epoch + 1, cfg.epochs + 1):
             progress = (epoch - 1) / max(1, horizon)
-            train_loss = self._epoch(t_train, gen, opt, sched, progress, epoch)
+            with self.taps.enabled():
+                train_loss = self._epoch(t_train, gen, opt, sched, progress, epoch)
             seen += n_train
             full = evaluate(self.student, x_val, data.y_val, t_val, self.kd.temperature,
                             self.cfg.amp)
@@ -347,43 +336,24 @@ class Trainer:
                           gen: torch.Generator) -> Iterator[tuple[Any, ...]]:
         """One shuffled epoch from ``DataSplits.batches`` (in memory: views of the split
         permuted once; streamed: read by loader workers), with the cached teacher logits
-        (M, B, K) and features of each batch picked by its sample indices, and the indices."""
-        feats = self._t_feats
+        (M, B, K) and teacher taps of each batch picked by its sample indices, and the indices."""
+        taps = self._t_taps
         for xb, yb, idx in self.data.batches("train", self.cfg.batch_size, shuffle=True,
                                              generator=gen, device=self.device):
             tb = t_logits[:, idx.to(t_logits.device)] if t_logits is not None else None
-            fb = [f[idx.to(f.device)] for f in feats] if feats is not None else None
+            fb = None if taps is None else \
+                {g: [t[idx.to(t.device)] for t in ts] for g, ts in taps.items()}
             yield xb, yb, tb, fb, idx
 
-    def _teacher_features(self) -> list[torch.Tensor] | None:
-        """Teacher feature maps of the whole train split, cached like its logits.
-
-        Without augmentation a teacher's features are a fixed function of each sample, so
-        computing them once replaces a teacher forward per batch (3.5x slower KD here). Too
-        large a cache (see ``Teacher.feature_outputs``) falls back to running the teacher.
-        """
-        if not self._uses_features() or not hasattr(self.teacher, "feature_outputs"):
-            return None
-        feats = self.teacher.feature_outputs(self.data, "train")
-        return [to_device(f, self.device) for f in feats] if feats is not None else None
-
     def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, t_batch: torch.Tensor | None,
-                    t_feats: list[torch.Tensor] | None, progress: float,
-                    step: int) -> torch.Tensor:
+                    t_taps: Taps | None, progress: float, step: int) -> torch.Tensor:
         """The recipe's loss on one batch; ``t_batch`` is (M, B, K) cached teacher logits and
-        ``t_feats`` the cached teacher features of the batch (None: run the teacher)."""
-        if not self._uses_features():
+        ``t_taps`` the cached teacher taps of the batch (None: run the teacher)."""
+        if not self.taps:
             return self.loss_fn.total(self.student(xb), yb, t_batch, progress=progress, step=step)
-        if t_feats is None:
-            teacher = self.teacher.module
-            with FeatureHooks(teacher, self.teacher.feature_taps) as t_hooks, torch.no_grad():
-                teacher(xb)
-                t_feats = list(t_hooks.features)
-        with FeatureHooks(self.student, self.student.feature_taps) as s_hooks:
-            logits = self.student(xb)
-            s_feats = list(s_hooks.features)
-        return self.loss_fn.total(logits, yb, t_batch, progress=progress, step=step,
-                                  student_features=s_feats, teacher_features=t_feats)
+        run = self.taps.run(xb, t_taps)
+        return self.loss_fn.total(run.pop("logits"), yb, t_batch, progress=progress, step=step,
+                                  **run)
 
     def _finish(self, track: RunHistory, seconds: float, seen: int) -> TrainResult:
         if track.best_state is not None:

@@ -17,14 +17,18 @@ from autokd.distill import (
     TERMS,
     AttentionLoss,
     DistillLoss,
+    EmbeddingMSELoss,
     FitNetLoss,
     GramLoss,
     HardCELoss,
+    HiddenCosineLoss,
     KDConfig,
     KLDivergenceLoss,
     LogitCosineLoss,
     LogitMSELoss,
+    MiniLMLoss,
     RKDLoss,
+    TinyBERTAttentionLoss,
     importance_weights,
     kd_divergence,
     teacher_soft_targets,
@@ -48,6 +52,7 @@ def _smoke_inputs(name: str) -> tuple[torch.nn.Module, Callable[[Tensor], tuple]
     """(module, args built from a student tensor, student tensor size) for a registered loss."""
     zt = torch.randn(B, K)
     feat_t = [torch.randn(B, 6, 4, 4)]
+    att_s, att_t = torch.randn(B, 2, 5, 5).softmax(-1), torch.randn(B, 2, 5, 5).softmax(-1)
     cases = {
         "kl": (KLDivergenceLoss(), lambda s: (s, zt.softmax(-1), 2.0), (B, K)),
         "mse": (LogitMSELoss(), lambda s: (s, zt), (B, K)),
@@ -57,6 +62,15 @@ def _smoke_inputs(name: str) -> tuple[torch.nn.Module, Callable[[Tensor], tuple]
         "rkd": (RKDLoss(), lambda s: (s, torch.randn(B, 9)), (B, 7)),
         "gram": (GramLoss(), lambda s: (s, torch.randn(B, 9)), (B, 7)),
         "attention": (AttentionLoss(), lambda s: ([s], feat_t), (B, 3, 8, 8)),
+        # transformer terms: hidden (B, L, D), attention (B, H, L, L), values (B, L, D)
+        "hidden_cos": (HiddenCosineLoss([(5, 3)], [(5, 6)]),
+                       lambda s: ([s], [torch.randn(B, 5, 6)], None), (B, 5, 3)),
+        "tinybert_attn": (TinyBERTAttentionLoss(1, 2, "top_down"),
+                          lambda s: ([s.softmax(-1)], [att_t, att_t], None), (B, 2, 5, 5)),
+        "embed_mse": (EmbeddingMSELoss(3, 6), lambda s: (s, torch.randn(B, 5, 6), None),
+                      (B, 5, 3)),
+        "minilm": (MiniLMLoss(2), lambda s: (att_s, att_t, s, torch.randn(B, 5, 6), None),
+                   (B, 5, 4)),
     }
     return cases[name]
 
@@ -75,7 +89,8 @@ def test_every_registered_loss_runs_and_backpropagates(name: str) -> None:
 
 
 def test_registry_names_and_unknown_lookup() -> None:
-    expected = {"kl", "mse", "cosine", "ce", "fitnet", "rkd", "gram", "attention"}
+    expected = {"kl", "mse", "cosine", "ce", "fitnet", "rkd", "gram", "attention", "hidden_cos",
+                "tinybert_attn", "embed_mse", "minilm"}
     assert set(TERMS.names()) == expected
     with pytest.raises(ConfigError, match="did you mean 'rkd'"):
         TERMS.get("rdk")

@@ -8,7 +8,12 @@ imported below; recipes, the CLI, YAML spaces, DARTS and the reports find it in 
 
 from __future__ import annotations
 
-from autokd.distill import feature, relation, response  # noqa: F401  (register the terms)
+from autokd.distill import (  # noqa: F401  (register the terms)
+    feature,
+    relation,
+    response,
+    transformer,
+)
 from autokd.distill._term import (
     KINDS,
     TERMS,
@@ -26,6 +31,12 @@ from autokd.distill.recipe import SHORTHAND, KDConfig, hint_mappings, recipe_sum
 from autokd.distill.relation import GramLoss, RKDLoss
 from autokd.distill.response import HardCELoss, KLDivergenceLoss, LogitCosineLoss, LogitMSELoss
 from autokd.distill.schedules import SCHEDULES, temperature_at
+from autokd.distill.transformer import (
+    EmbeddingMSELoss,
+    HiddenCosineLoss,
+    MiniLMLoss,
+    TinyBERTAttentionLoss,
+)
 from autokd.distill.weighting import (
     IMPORTANCE,
     TEACHER_WEIGHTINGS,
@@ -43,19 +54,23 @@ __all__ = [
     "AttentionLoss",
     "Batch",
     "DistillLoss",
+    "EmbeddingMSELoss",
     "FeatureHooks",
     "FitNetLoss",
     "GramLoss",
     "HardCELoss",
+    "HiddenCosineLoss",
     "KDConfig",
     "KLDivergenceLoss",
     "LearnedHintLoss",
     "LearnedMapping",
     "LogitCosineLoss",
     "LogitMSELoss",
+    "MiniLMLoss",
     "RKDLoss",
     "Term",
     "TermContext",
+    "TinyBERTAttentionLoss",
     "attention_map",
     "hint_mappings",
     "importance_weights",

@@ -11,7 +11,11 @@ mean are applied by the recipe), or a scalar for relational terms that compare s
 other. Class attributes declare what it needs, so nothing computes a teacher feature, a soft
 target or a projection that no term of the recipe uses.
 
-Shapes: ``B`` batch, ``K`` classes, ``M`` teachers.
+Intermediate activations arrive as *tap groups* (``needs_taps``): ``features`` (the channels-
+first feature taps every family has), and for transformers ``embedding``, ``hidden``,
+``attention`` and ``values``. The trainer hooks exactly the groups the recipe's terms name.
+
+Shapes: ``B`` batch, ``K`` classes, ``M`` teachers, ``L`` sequence length.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from autokd.distill.weighting import combine_teacher_logits, teacher_soft_target
 from autokd.errors import ConfigError
 from autokd.registry import Registry
 
-__all__ = ["KINDS", "TERMS", "Batch", "Recipe", "Shape", "Term", "TermContext", "names_of_kind",
-           "register_term"]
+__all__ = ["KINDS", "TERMS", "Batch", "Recipe", "Shape", "Taps", "Term", "TermContext",
+           "names_of_kind", "register_term"]
 
 Shape = tuple[int, ...]
+Taps = dict[str, list[Tensor]]  # tap group -> one tensor per tapped module, in path order
+FEATURES = "features"  # the group of the existing channels-first feature taps
 # what a term is for; the CLI groups choices by it (--loss takes "soft", --relation "relation")
 KINDS = ("soft", "hard", "feature", "relation")
 
@@ -62,8 +68,12 @@ class Batch:
         progress: Fraction of training done, in ``[0, 1]``.
         step: Optimiser steps taken before this batch (terms that warm up read it).
         weighting: How an ensemble's teachers are combined (``mean`` | ``confidence``).
-        student_features: Student taps in the order of the student's ``feature_taps``.
+        student_features: Student taps in the order of the student's ``feature_taps`` (the
+            ``features`` group of ``student_taps``; either given fills the other).
         teacher_features: Teacher taps in the order of the teacher's ``feature_taps``.
+        student_taps: Student tap groups, ``group -> [tensor per path]``.
+        teacher_taps: Teacher tap groups, same layout (cached or live, no graph).
+        mask: ``(B, L)`` bool, True at real tokens (token data); None when all are valid.
     """
 
     logits: Tensor
@@ -75,7 +85,28 @@ class Batch:
     weighting: str = "mean"
     student_features: Sequence[Tensor] | None = None
     teacher_features: Sequence[Tensor] | None = None
+    student_taps: Taps | None = None
+    teacher_taps: Taps | None = None
+    mask: Tensor | None = None
     _cache: dict[Any, Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        """Keep ``*_features`` and the ``features`` group of ``*_taps`` the same thing."""
+        for who in ("student", "teacher"):
+            feats, taps = getattr(self, f"{who}_features"), getattr(self, f"{who}_taps")
+            if feats is None and taps is not None and FEATURES in taps:
+                setattr(self, f"{who}_features", taps[FEATURES])
+            elif feats is not None and taps is None:
+                setattr(self, f"{who}_taps", {FEATURES: list(feats)})
+
+    def taps(self, group: str) -> tuple[list[Tensor], list[Tensor]]:
+        """``(student tensors, teacher tensors)`` of one tap group, or a clear error."""
+        for who, taps in (("student", self.student_taps), ("teacher", self.teacher_taps)):
+            if taps is None or group not in taps:
+                raise ConfigError(f"this KD term needs the {who}'s {group!r} taps, and the "
+                                  "batch has none")
+        assert self.student_taps is not None and self.teacher_taps is not None
+        return self.student_taps[group], self.teacher_taps[group]
 
     def soft_targets(self, T: float | None = None) -> Tensor:
         """Teacher probabilities at ``T`` (default: this step's), ``(B, K)``, computed once."""
@@ -99,12 +130,38 @@ class Batch:
 
 @dataclass(frozen=True)
 class TermContext:
-    """What a term may need to build itself: the recipe, classes and feature shapes."""
+    """What a term may need to build itself: the recipe, classes and tap shapes.
+
+    ``student_shapes``/``teacher_shapes`` are the ``features`` group of
+    ``student_tap_shapes``/``teacher_tap_shapes`` (either given fills the other).
+    Shapes are per sample (batch dim dropped), one per tapped module, in path order.
+    """
 
     kd: Recipe
     num_classes: int
     student_shapes: list[Shape] | None = None
     teacher_shapes: list[Shape] | None = None
+    student_tap_shapes: dict[str, list[Shape]] | None = None
+    teacher_tap_shapes: dict[str, list[Shape]] | None = None
+
+    def __post_init__(self) -> None:
+        for who in ("student", "teacher"):
+            flat, groups = getattr(self, f"{who}_shapes"), getattr(self, f"{who}_tap_shapes")
+            if flat is None and groups is not None and groups.get(FEATURES):
+                object.__setattr__(self, f"{who}_shapes", list(groups[FEATURES]))
+            merged = dict(groups or {})
+            if flat is not None:
+                merged.setdefault(FEATURES, list(flat))
+            object.__setattr__(self, f"{who}_tap_shapes", merged)
+
+    def tap_shapes(self, name: str, group: str) -> tuple[list[Shape], list[Shape]]:
+        """Both shape lists of one tap group, or a clear error naming the term and the group."""
+        for who in ("student", "teacher"):
+            shapes = (getattr(self, f"{who}_tap_shapes") or {}).get(group)
+            if not shapes:
+                raise ConfigError(f"KD term {name!r} needs the {who}'s {group!r} taps, and "
+                                  f"the {who} has none (a model exposes them in tap_groups)")
+        return self.student_tap_shapes[group], self.teacher_tap_shapes[group]  # type: ignore[index]
 
     def shapes(self, name: str) -> tuple[list[Shape], list[Shape]]:
         """Both tap-shape lists, or a clear error naming the term that needs them."""
@@ -126,14 +183,24 @@ class Term(nn.Module, abc.ABC):
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "soft"
     needs_teacher: ClassVar[bool] = True  # reads teacher logits
-    needs_features: ClassVar[bool] = False  # reads student and teacher feature taps
+    needs_features: ClassVar[bool] = False  # reads the "features" tap group
+    needs_taps: ClassVar[tuple[str, ...]] = ()  # tap groups it reads (besides "features")
     importance_weighted: ClassVar[bool] = False  # per-sample importance weights apply
+
+    @classmethod
+    def tap_groups(cls) -> tuple[str, ...]:
+        """Every tap group this term reads: ``needs_taps``, plus ``features`` when
+        ``needs_features`` (the older spelling of ``needs_taps=("features",)``)."""
+        extra = (FEATURES,) if cls.needs_features else ()
+        return tuple(dict.fromkeys((*cls.needs_taps, *extra)))
 
     @classmethod
     def create(cls, ctx: TermContext) -> Term:
         """Build the term for one recipe (feature terms size their projections here)."""
         if cls.needs_features:
             ctx.shapes(cls.name)  # fail at construction, not at the first batch
+        for group in cls.needs_taps:
+            ctx.tap_shapes(cls.name, group)
         return cls()
 
     @classmethod

@@ -4,22 +4,32 @@ Why hooks: feature-level KD (FitNet hints, attention transfer, relational losses
 model's inner activations, and hooks get them without editing any model's ``forward``. Paths
 are the dotted names of ``model.named_modules()`` (e.g. ``"features.3"``), so a search space or
 a user's teacher only has to name layers, never change code.
+
+Tap groups: a model may expose ``tap_groups`` (group name -> module paths, e.g. a transformer's
+``hidden``, ``attention``, ``values``) and ``enable_taps(groups)`` (turn on what those groups
+compute, e.g. materialised attention probabilities). A model without ``tap_groups`` has one
+group, ``features`` = its ``feature_taps``. ``TapHooks`` hooks several groups at once and
+``taps_enabled`` switches a model's groups on for a block and back off after it.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from autokd.errors import ConfigError
 
-__all__ = ["FeatureHooks"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["FeatureHooks", "TapHooks", "model_tap_groups", "taps_enabled"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +132,75 @@ class FeatureHooks:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def model_tap_groups(model: nn.Module | None,
+                     feature_taps: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """A model's tap groups: its ``tap_groups``, else ``{"features": feature_taps}``.
+
+    ``feature_taps`` defaults to the model's own attribute; a group with no paths is left out,
+    so "has group g" is ``g in model_tap_groups(m)``.
+    """
+    if model is None:
+        return {}
+    groups = getattr(model, "tap_groups", None)
+    if groups:
+        return {str(g): list(p) for g, p in dict(groups).items() if p}
+    taps = list(feature_taps if feature_taps is not None else getattr(model, "feature_taps", []))
+    return {"features": taps} if taps else {}
+
+
+@contextmanager
+def taps_enabled(model: nn.Module | None, groups: Collection[str]) -> Iterator[None]:
+    """Within the block ``model.enable_taps(groups)`` holds (when the model has it); after it,
+    even on an error, ``enable_taps(set())`` puts the model back on its fast path."""
+    enable = getattr(model, "enable_taps", None)
+    if enable is None or not groups:
+        yield
+        return
+    enable(set(groups))
+    try:
+        yield
+    finally:
+        enable(set())
+
+
+class TapHooks:
+    """``FeatureHooks`` for several tap groups at once; ``taps`` is ``group -> [tensors]``.
+
+    One hook per path (a path in two groups is hooked twice), removed on leaving a ``with``
+    block like ``FeatureHooks``.
+
+    Raises:
+        ConfigError: If a group is not among ``groups`` (naming the group and ``who``), or a
+            path names no module.
+    """
+
+    def __init__(self, model: nn.Module, groups: dict[str, list[str]], wanted: Collection[str],
+                 who: str = "model") -> None:
+        missing = sorted(set(wanted) - set(groups))
+        if missing:
+            have = ", ".join(sorted(groups)) or "none"
+            raise ConfigError(f"the {who} has no {', '.join(map(repr, missing))} taps that this "
+                              f"KD recipe needs (its tap groups: {have})")
+        self.groups = {g: list(groups[g]) for g in sorted(wanted)}
+        self._hooks = FeatureHooks(model, [p for paths in self.groups.values() for p in paths])
+
+    @property
+    def taps(self) -> dict[str, list[Tensor]]:
+        """Captured outputs per group, in path order."""
+        flat, out, start = self._hooks.features, {}, 0
+        for group, paths in self.groups.items():
+            out[group] = flat[start:start + len(paths)]
+            start += len(paths)
+        return out
+
+    def remove(self) -> None:
+        self._hooks.remove()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.remove()

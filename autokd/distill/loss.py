@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autokd.distill._term import TERMS, Batch, Shape, Term, TermContext
+from autokd.distill._term import FEATURES, TERMS, Batch, Shape, Taps, Term, TermContext
 from autokd.distill.recipe import KDConfig
 from autokd.distill.response import HardCELoss, KLDivergenceLoss
 from autokd.distill.schedules import temperature_at
@@ -39,6 +40,17 @@ def _check_shapes(name: str, shapes: Sequence[Sequence[int]] | None) -> list[Sha
     return out
 
 
+def _group_shapes(who: str, flat: Sequence[Sequence[int]] | None,
+                  groups: dict[str, Sequence[Sequence[int]]] | None,
+                  ) -> dict[str, list[Shape]] | None:
+    """Every tap group's checked shapes; the flat feature shapes are the ``features`` group."""
+    out = {g: _check_shapes(f"{who} {g!r}", s) or [] for g, s in (groups or {}).items()}
+    features = _check_shapes(who, flat)
+    if features is not None:
+        out[FEATURES] = features
+    return out if (groups is not None or features is not None) else None
+
+
 class DistillLoss(nn.Module):
     """The KD objective of one ``KDConfig``: its terms, built once, summed with their weights.
 
@@ -50,6 +62,9 @@ class DistillLoss(nn.Module):
         num_classes: ``K``.
         student_feature_shapes: One shape per student tap (no batch dim), input to output.
         teacher_feature_shapes: One shape per teacher tap, input to output.
+        student_tap_shapes: Shapes of every tap group, ``group -> [shape per path]``
+            (``features`` may come from here instead of ``student_feature_shapes``).
+        teacher_tap_shapes: The teacher's, same layout.
 
     Raises:
         ConfigError: If the recipe needs features and shapes are missing or cannot be paired.
@@ -61,21 +76,29 @@ class DistillLoss(nn.Module):
         num_classes: int,
         student_feature_shapes: Sequence[Sequence[int]] | None = None,
         teacher_feature_shapes: Sequence[Sequence[int]] | None = None,
+        *,
+        student_tap_shapes: dict[str, Sequence[Sequence[int]]] | None = None,
+        teacher_tap_shapes: dict[str, Sequence[Sequence[int]]] | None = None,
     ) -> None:
         super().__init__()
         self.kd = kd.validate()
         if num_classes < 2:
             raise ConfigError(f"distillation needs at least 2 classes, got {num_classes}")
         self.num_classes = num_classes
-        ctx = TermContext(kd, num_classes, _check_shapes("student", student_feature_shapes),
-                          _check_shapes("teacher", teacher_feature_shapes))
+        s_groups = _group_shapes("student", student_feature_shapes, student_tap_shapes)
+        t_groups = _group_shapes("teacher", teacher_feature_shapes, teacher_tap_shapes)
+        ctx = TermContext(kd, num_classes, student_tap_shapes=s_groups,
+                          teacher_tap_shapes=t_groups)
         self.weights = kd.weights()
         self.terms = nn.ModuleDict({n: TERMS.get(n).create(ctx) for n in self.weights})
         # the plain cross entropy that carries a batch without teacher logits
         hard = self.terms["ce"] if "ce" in self.terms else HardCELoss(kd.label_smoothing)
         self.hard: Term = hard
-        self._n_taps = (len(ctx.student_shapes or ()), len(ctx.teacher_shapes or ()))
-        self._features = any(t.needs_features for t in self.terms.values())
+        #: the tap groups the terms read: the trainer hooks and enables exactly these
+        self.tap_groups: set[str] = {g for t in self.terms.values() for g in t.tap_groups()}
+        self._n_taps = {g: (len((ctx.student_tap_shapes or {}).get(g, ())),
+                            len((ctx.teacher_tap_shapes or {}).get(g, ())))
+                        for g in sorted(self.tap_groups)}
 
     def forward(
         self,
@@ -87,6 +110,9 @@ class DistillLoss(nn.Module):
         step: int = 0,
         student_features: Sequence[Tensor] | None = None,
         teacher_features: Sequence[Tensor] | None = None,
+        student_taps: Taps | None = None,
+        teacher_taps: Taps | None = None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """The loss of one batch and its parts.
 
@@ -98,12 +124,17 @@ class DistillLoss(nn.Module):
             step: Optimiser steps taken before this batch.
             student_features: Student taps in the order of ``student_feature_shapes``.
             teacher_features: Teacher taps in the order of ``teacher_feature_shapes``.
+            student_taps: Student tap groups (``features`` may come from here instead).
+            teacher_taps: Teacher tap groups.
+            mask: ``(B, L)`` bool of real tokens, or None (all positions valid).
 
         Returns:
             The scalar total, and detached floats per active term plus ``"total"``.
         """
-        parts, weights = self._parts(student_logits, targets, teacher_logits, progress, step,
-                                     student_features, teacher_features)
+        batch = self._batch(student_logits, targets, teacher_logits, progress, step,
+                            student_features=student_features, teacher_features=teacher_features,
+                            student_taps=student_taps, teacher_taps=teacher_taps, mask=mask)
+        parts, weights = self._parts(batch)
         total = _combine(parts, weights)
         values = {name: float(value.detach()) for name, value in parts.items()}
         values["total"] = float(total.detach())
@@ -119,20 +150,20 @@ class DistillLoss(nn.Module):
         step: int = 0,
         student_features: Sequence[Tensor] | None = None,
         teacher_features: Sequence[Tensor] | None = None,
+        student_taps: Taps | None = None,
+        teacher_taps: Taps | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """``forward`` without the per-part floats (each is a host sync): the training step."""
-        parts, weights = self._parts(student_logits, targets, teacher_logits, progress, step,
-                                     student_features, teacher_features)
+        batch = self._batch(student_logits, targets, teacher_logits, progress, step,
+                            student_features=student_features, teacher_features=teacher_features,
+                            student_taps=student_taps, teacher_taps=teacher_taps, mask=mask)
+        parts, weights = self._parts(batch)
         return _combine(parts, weights)
 
     # -- the parts ---------------------------------------------------------------------------
-    def _parts(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor | None,
-               progress: float, step: int, student_features: Sequence[Tensor] | None,
-               teacher_features: Sequence[Tensor] | None,
-               ) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def _parts(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Each term's batch value, and the weights to sum them with."""
-        batch = self._batch(logits, targets, teacher_logits, progress, step,
-                            student_features, teacher_features)
         weights = self._importance(batch)  # (B,) or None
         if batch.teacher_logits is None:  # no teacher: plain training on the labels
             return {"ce": _weighted_mean(self.hard(batch), weights)}, _HARD_ONLY
@@ -143,8 +174,8 @@ class DistillLoss(nn.Module):
         return parts, self.weights
 
     def _batch(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor | None,
-               progress: float, step: int, student_features: Sequence[Tensor] | None,
-               teacher_features: Sequence[Tensor] | None) -> Batch:
+               progress: float, step: int, **taps: Any) -> Batch:
+        """The checked batch record; ``taps`` are ``Batch``'s feature, tap and mask fields."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ConfigError(f"student logits must be (B, {self.num_classes}), got "
                               f"{tuple(logits.shape)}")
@@ -152,18 +183,25 @@ class DistillLoss(nn.Module):
         if teachers is not None and teachers.shape[1:] != logits.shape:
             raise ConfigError(f"teacher logits {tuple(teachers.shape)} do not match student "
                               f"logits {tuple(logits.shape)}")
-        if self._features and teachers is not None:
-            self._check_features(student_features, teacher_features)
-        return Batch(logits, targets, teachers, temperature_at(self.kd, progress), progress, step,
-                     self.kd.teacher_weighting, student_features, teacher_features)
+        batch = Batch(logits, targets, teachers, temperature_at(self.kd, progress), progress,
+                      step, self.kd.teacher_weighting, **taps)
+        if self.tap_groups and teachers is not None:
+            self._check_taps(batch.student_taps, batch.teacher_taps)
+        mask = batch.mask
+        if mask is not None and (mask.dim() != 2 or mask.shape[0] != len(logits)):
+            raise ConfigError(f"the token mask must be (B, L) with B={len(logits)}, got "
+                              f"{tuple(mask.shape)}")
+        return batch
 
-    def _check_features(self, student: Sequence[Tensor] | None,
-                        teacher: Sequence[Tensor] | None) -> None:
-        n_s, n_t = self._n_taps
-        if student is None or teacher is None or (len(student), len(teacher)) != (n_s, n_t):
-            got = tuple(None if f is None else len(f) for f in (student, teacher))
-            raise ConfigError(
-                f"this KD recipe needs {n_s} student and {n_t} teacher features, got {got}")
+    def _check_taps(self, student: Taps | None, teacher: Taps | None) -> None:
+        """Each group the terms read has as many tensors as shapes were given (else one line)."""
+        for group, (n_s, n_t) in self._n_taps.items():
+            got = tuple(None if t is None or group not in t else len(t[group])
+                        for t in (student, teacher))
+            if got != (n_s, n_t):
+                noun = "features" if group == FEATURES else f"{group!r} taps"
+                raise ConfigError(f"this KD recipe needs {n_s} student and {n_t} teacher "
+                                  f"{noun}, got {got}")
 
     def _importance(self, batch: Batch) -> Tensor | None:
         """Per-sample weights ``(B,)``, or None for equal weights (saves ops every batch)."""

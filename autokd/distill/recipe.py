@@ -120,14 +120,19 @@ class KDConfig:
     def uses_teacher(self) -> bool:
         return any(TERMS.get(n).needs_teacher for n in self.weights())
 
+    def tap_groups(self) -> set[str]:
+        """The tap groups its active terms read (``features``, ``hidden``, ``attention`` ...):
+        the trainer hooks, enables and caches exactly these on student and teacher."""
+        return {g for n in self.weights() for g in TERMS.get(n).tap_groups()}
+
     @property
     def needs_features(self) -> bool:
-        """Feature-level terms need the teacher's intermediate activations."""
-        return any(TERMS.get(n).needs_features for n in self.weights())
+        """Feature-level terms need intermediate activations (any tap group)."""
+        return bool(self.tap_groups())
 
     def without_features(self) -> KDConfig:
-        """The recipe minus its feature terms (a supernet's taps change shape with alpha)."""
-        keep = {n: w for n, w in self.weights().items() if not TERMS.get(n).needs_features}
+        """The recipe minus every term that reads taps (a supernet's taps change with alpha)."""
+        keep = {n: w for n, w in self.weights().items() if not TERMS.get(n).tap_groups()}
         return dataclasses.replace(self, terms=keep or {"ce": 1.0})
 
     def scratch(self) -> KDConfig:
