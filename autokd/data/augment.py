@@ -45,7 +45,7 @@ class Augment:
     """The identity; the base of every recipe (``draw`` -> rows, ``apply`` rows -> batch)."""
 
     name: str = "none"
-    kinds: tuple[str, ...] = ("image", "signal", "tabular")
+    kinds: tuple[str, ...] = ("image", "signal", "tabular", "tokens")
 
     @property
     def active(self) -> bool:
