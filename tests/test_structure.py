@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "autokd.config": 0, "autokd.metrics": 0, "autokd.registry": 0, "autokd.pareto": 0,
     "autokd.device": 0, "autokd.progress": 0,
     "autokd.data": 1, "autokd.models": 1, "autokd.distill": 1,
+    "autokd.models.transformer": 1, "autokd.distill.init": 1,
     "autokd.train": 2, "autokd.train_state": 2, "autokd.evaluation": 2, "autokd.replay": 2,
     "autokd.cost": 2,
     "autokd.latency_table": 2, "autokd.block_latency": 2,
