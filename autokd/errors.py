@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ExportError",
+    "InitError",
     "SpaceError",
     "StudyError",
     "TeacherError",
@@ -27,6 +28,12 @@ class AutokdError(Exception):
 
 class ConfigError(AutokdError):
     """An option or configuration value is out of range or malformed."""
+
+
+class InitError(ConfigError):
+    """A student cannot be initialised from its teacher's layers (``init: teacher``): another
+    family, or a different width, head count, MLP width, vocabulary or patch size. A search
+    records such a candidate infeasible before training, as it does a violated constraint."""
 
 
 class DataError(AutokdError):

@@ -28,9 +28,9 @@ from autokd.config import (
 )
 from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
-from autokd.errors import ConfigError, TrainingError
+from autokd.errors import ConfigError, InitError, TrainingError
 from autokd.pareto import FrontScale, as_losses, non_dominated
-from autokd.pipeline import RunResult, build_seeded, compare, run_distillation
+from autokd.pipeline import RunResult, build_seeded, compare, init_student, run_distillation
 from autokd.record import TrialLog, TrialRecord, feasible, recorded
 from autokd.space import Candidate, SearchSpace
 from autokd.study import StudyPaths
@@ -189,6 +189,10 @@ class Objective:
                    pre_train_seconds=time.perf_counter() - t0)
         if any(v > 0 for v in violations):
             return self._infeasible(log, costs, violations)
+        try:
+            init_student(model, cand.kd, self.teacher)
+        except InitError as exc:  # e.g. init: teacher with another width: nothing to train
+            return self._infeasible(log, costs, violations, reason=str(exc))
         log.flush()  # the candidate and its costs are kept even if training dies
         reporter = self._reporter(trial, log, costs, cfg.epochs)
         callbacks = {"on_epoch_end": [reporter]}
@@ -257,11 +261,14 @@ class Objective:
             out.append(0.0 if limit is None or value is None else (float(value) - limit) / limit)
         return out
 
-    def _infeasible(self, log: TrialLog, costs: dict[str, Any], viol: list[float]) -> Any:
-        """Skip training: the sampler learns the region is infeasible from the constraints."""
-        names = [m for m, v in zip(CONSTRAINTS.values(), viol) if v > 0]
-        log.flush(infeasible=True, **self._spent(),
-                  infeasible_reason=f"violates max {', '.join(names)} before training")
+    def _infeasible(self, log: TrialLog, costs: dict[str, Any], viol: list[float],
+                    reason: str | None = None) -> Any:
+        """Skip training: the sampler learns the region is infeasible from the constraints
+        (or, for ``reason`` such as a failed teacher initialisation, from the worst values)."""
+        if reason is None:
+            names = [m for m, v in zip(CONSTRAINTS.values(), viol) if v > 0]
+            reason = f"violates max {', '.join(names)} before training"
+        log.flush(infeasible=True, **self._spent(), infeasible_reason=reason)
         worst = {"val_accuracy": 0.0, f"val_{self.settings.metric}": 0.0, "val_kd_loss": 1e9,
                  "score": 1e9}
         return self._values({**costs, **worst}, infeasible=True)

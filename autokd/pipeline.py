@@ -17,8 +17,9 @@ from autokd.config import CostConfig, TrainConfig
 from autokd.cost import CostReport, measure_cost
 from autokd.data import DataSplits
 from autokd.distill import KDConfig
+from autokd.errors import InitError
 from autokd.metrics import classification_metrics
-from autokd.models import build_student
+from autokd.models import build_student, get_family
 from autokd.teachers import Teacher
 from autokd.train import Callback, Trainer, TrainResult, seed_everything
 from autokd.train_state import TrainState
@@ -27,6 +28,7 @@ __all__ = [
     "RunResult",
     "build_seeded",
     "compare",
+    "init_student",
     "run_distillation",
     "teacher_profile",
     "teacher_scores",
@@ -124,7 +126,29 @@ def _member_cost(module: nn.Module | None, data: DataSplits, cfg: CostConfig) ->
 def build_seeded(family: str, spec: dict[str, Any], data: DataSplits, seed: int) -> nn.Module:
     """Build a student with a seeded initialisation (the same seed gives the same weights)."""
     seed_everything(seed)
-    return build_student(family, spec, data.input_shape, data.num_classes)
+    return build_student(family, spec, data.input_shape, data.num_classes, tokens=data.tokens)
+
+
+def init_student(model: nn.Module, kd: KDConfig, teacher: Teacher | None) -> None:
+    """Copy the teacher's layers into ``model`` when the recipe says ``init: teacher``.
+
+    The teacher's network is its first member's (as for feature terms); the layers are picked
+    by ``kd.hint_mapping`` (``autokd.distill.init``).
+
+    Raises:
+        InitError: No teacher network, a family without ``teacher_init``, or shapes that do
+            not match (a search records the candidate infeasible before training).
+    """
+    if kd.init != "teacher":
+        return
+    family = get_family(model.family)
+    if family.teacher_init is None:
+        raise InitError(f"family {family.name} cannot be initialised from a teacher")
+    module = teacher.module if teacher is not None else None
+    if module is None:
+        raise InitError("init: teacher needs a teacher that is a network (an autokd checkpoint "
+                        "or module:function)")
+    family.teacher_init(model, module, kd.hint_mapping)
 
 
 def run_distillation(data: DataSplits, teacher: Teacher | None, family: str, spec: dict[str, Any],
@@ -137,8 +161,12 @@ def run_distillation(data: DataSplits, teacher: Teacher | None, family: str, spe
     ``cost`` may be measured before training (a search checks constraints first); weights do
     not change a model's FLOPs, size or latency, so it is not measured twice. ``resume``
     continues a stopped run; ``keep_state`` leaves the end state in ``result.train.state``.
+    A student built here starts as ``kd.init`` says; a ``model`` passed in is trained as it
+    is (its caller initialised it: a search checks ``init_student`` before training).
     """
-    model = model if model is not None else build_seeded(family, spec, data, train_cfg.seed)
+    if model is None:
+        model = build_seeded(family, spec, data, train_cfg.seed)
+        init_student(model, kd, teacher)
     trainer = Trainer(model, data, train_cfg, kd, teacher)
     trainer.keep_state = keep_state
     if resume is not None:

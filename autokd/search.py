@@ -58,7 +58,7 @@ class SearchOutcome:
 
 def default_space_name(data: DataSplits) -> str:
     """The bundled space of the default family for this kind of data."""
-    return family_for(input_kind(data.input_shape)).space_name
+    return family_for(input_kind(data.input_shape, data.tokens)).space_name
 
 
 def _slug(text: str) -> str:
@@ -90,7 +90,7 @@ def prepare(cfg: SearchConfig) -> tuple[DataSplits, SearchSpace, StudyPaths]:
     family cannot take this data or the folder cannot be written."""
     data = load_data(cfg.data)
     space = load_space(cfg.space or default_space_name(data))
-    build_student(space.family, {}, data.input_shape, data.num_classes)
+    build_student(space.family, {}, data.input_shape, data.num_classes, tokens=data.tokens)
     _check_augment(space, data.kind)
     name = cfg.name or f"{_slug(cfg.data.source)}-{space.name}"
     paths = study_paths(name, cfg.results)

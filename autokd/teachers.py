@@ -241,7 +241,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[nn.Module, d
     payload = _torch_load(Path(path), trust)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise TeacherError(f"{path} is not an autokd checkpoint")
-    try:
+    try:  # a token student's spec holds its vocab_size, so it rebuilds for token ids
         model = build_student(payload["family"], payload["spec"], tuple(payload["input_shape"]),
                               payload["num_classes"])
         model.load_state_dict(payload["state_dict"])
@@ -390,8 +390,9 @@ def default_teacher_spec(data: DataSplits,
     Naming a family (``mbv2``, ``resnet``...) trains that family's wider, deeper recipe, so a
     search over that family distils from a teacher of the same shape of network.
     """
-    record = family_for(input_kind(data.input_shape)) if family is None else get_family(family)
-    record.check_input(tuple(data.input_shape))
+    kind = input_kind(data.input_shape, data.tokens)
+    record = family_for(kind) if family is None else get_family(family)
+    record.check_input(tuple(data.input_shape), kind)
     recipe = record.teacher
     if recipe is None:
         raise TeacherError(f"family {record.name} defines no default teacher; pass --teacher")
@@ -407,7 +408,7 @@ def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
     if epochs is not None:
         cfg.epochs = epochs
     seed_everything(seed)
-    model = build_student(family, spec, data.input_shape, data.num_classes)
+    model = build_student(family, spec, data.input_shape, data.num_classes, tokens=data.tokens)
     with ProgressMeter(cfg.epochs, f"teacher ({family})", "epochs") as meter:
         result = distill(model, data, None, KDConfig(soft_loss="none", alpha=0.0), cfg,
                          callbacks={"on_epoch_end": [epoch_callback(meter)]})

@@ -15,6 +15,7 @@ from autokd.errors import ExportError
 from autokd.export.formats import run_artifact, write_artifacts
 from autokd.export.verify import verify_artifacts
 from autokd.models import FAMILIES, build_student
+from tests._tokens import PAD, token_splits
 
 # the families autokd ships (tests may register stand-ins of their own)
 SHIPPED = [n for n in FAMILIES.names()
@@ -32,13 +33,17 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("mbv2", "mnist1d", SE_HS),
     ("resnet", "digits", {"stem": "conv3x3", "stages": 2, "widths": [8, 16]}),
     ("resnet", "mnist1d", {"stem": "conv7", "stages": 2, "depths": [1, 2], "widths": [8, 8]}),
+    ("transformer", "digits", {"layers": 2, "hidden": 16, "heads": 4, "patch": 5}),
+    ("transformer", "mnist1d", {"layers": 2, "hidden": 16, "heads": 2, "pooling": "mean"}),
+    ("transformer", "tokens", {"layers": 2, "hidden": 16, "heads": 2}),
+    ("transformer", "tokens", {"layers": 1, "hidden": 16, "heads": 4, "pooling": "mean"}),
 ]
 
 
 @pytest.fixture(scope="module")
 def datasets() -> dict[str, DataSplits]:
     return {"digits": load_data("digits"), "wine": load_data("wine"),
-            "mnist1d": load_data("mnist1d", num_samples=300)}
+            "mnist1d": load_data("mnist1d", num_samples=300), "tokens": token_splits()}
 
 
 def test_every_family_is_covered() -> None:
@@ -46,12 +51,17 @@ def test_every_family_is_covered() -> None:
 
 
 def _trained_looking(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial batch-norm statistics, so folding them at export is actually exercised."""
+    """Non-trivial batch-norm statistics, so folding them at export is actually exercised;
+    a transformer's weights moved far from their N(0, 0.02) start, so masking errors show."""
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.normal_(0, 0.1, generator=gen)
             m.running_var.uniform_(0.5, 2.0, generator=gen)
+    if model.family == "transformer":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.3)
     return model.eval()
 
 
@@ -61,7 +71,8 @@ def test_export_parity(family: str, dataset: str, spec: dict[str, Any], tmp_path
                        datasets: dict[str, DataSplits]) -> None:
     data = datasets[dataset]
     torch.manual_seed(0)
-    model = _trained_looking(build_student(family, spec, data.input_shape, data.num_classes))
+    model = _trained_looking(build_student(family, spec, data.input_shape, data.num_classes,
+                                           tokens=data.tokens))
     example = data.x_test[:2]
     files = write_artifacts(model, tmp_path, ("pt", "torchscript", "onnx"), {}, example)
     report = verify_artifacts(model, files, data)
@@ -70,6 +81,28 @@ def test_export_parity(family: str, dataset: str, spec: dict[str, Any], tmp_path
     onnx_model = run_artifact(files["onnx"], "onnx")
     batch = data.x_test[:7]  # a batch size other than the traced one (dynamic axis)
     assert onnx_model(batch).shape == (7, data.num_classes)
+
+
+def test_token_artifacts_mask_padding_like_the_model(tmp_path: Path,
+                                                    datasets: dict[str, DataSplits]) -> None:
+    """Traced with a padded example, the artifacts still mask per sample: rows with no padding
+    and rows whose padded tail became real tokens match the PyTorch student too."""
+    data = datasets["tokens"]
+    torch.manual_seed(0)
+    model = _trained_looking(build_student("transformer", {"hidden": 16, "heads": 2},
+                                           data.input_shape, data.num_classes,
+                                           tokens=data.tokens))
+    example = data.x_test[1:3]
+    assert (example == PAD).any(dim=1).all()  # the traced example is padded
+    files = write_artifacts(model, tmp_path, ("torchscript", "onnx"), {}, example)
+    x = data.x_test[:8].clone()
+    x[1:4] = torch.where(x[1:4] == PAD, 5, x[1:4])  # no padding left in these rows
+    with torch.no_grad():
+        ref = model(x)
+        for fmt in ("torchscript", "onnx"):
+            got = run_artifact(files[fmt], fmt)(x)
+            assert (got - ref).abs().max() <= 1e-4, fmt
+        assert not torch.allclose(model(data.x_test[1:4]), ref[1:4], atol=1e-3)
 
 
 def test_parity_check_refuses_a_different_model(tmp_path: Path,

@@ -19,18 +19,28 @@ SHIPPED = [n for n in FAMILIES.names()
 
 # one matching input shape per family, and one of the wrong rank where a rank is required
 INPUTS: dict[str, tuple[int, ...]] = {"cnn": (3, 9, 7), "cnn1d": (2, 20), "mlp": (13,),
-                                      "mbv2": (3, 9, 7), "resnet": (2, 20)}
+                                      "mbv2": (3, 9, 7), "resnet": (2, 20),
+                                      "transformer": (3, 9, 7)}
 WRONG_RANK: dict[str, tuple[int, ...]] = {"cnn": (1, 40), "cnn1d": (1, 8, 8), "mbv2": (13,),
-                                          "resnet": (1, 2, 8, 8)}
+                                          "resnet": (1, 2, 8, 8), "transformer": (13,)}
 SMALL: dict[str, dict[str, Any]] = {
     "cnn": {"depth": 3, "widths": [4, 8, 8]},
     "cnn1d": {"depth": 2, "widths": [4, 6], "kernel": 5},
     "mlp": {"depth": 2, "widths": [16, 8]},
     "mbv2": {"stages": 2, "depths": [1, 2], "widths": [8, 16], "se": [False, True]},
     "resnet": {"stages": 3, "depths": 1, "widths": [8, 16, 16]},
+    "transformer": {"layers": 3, "hidden": 12, "heads": 3, "patch": 4},
 }
 # the key that counts stages (one feature tap and one width per stage)
-COUNT: dict[str, str] = {"mbv2": "stages", "resnet": "stages"}
+COUNT: dict[str, str] = {"mbv2": "stages", "resnet": "stages", "transformer": "layers"}
+# a spec key every family has, for the unknown-key message
+KEY: dict[str, str] = {"transformer": "hidden"}
+
+
+def _tap_widths(family: str) -> list[int]:
+    """Channels of each feature tap: the per-stage widths, or a transformer's width per layer."""
+    spec = SMALL[family]
+    return spec["widths"] if "widths" in spec else [spec["hidden"]] * spec["layers"]
 B, K = 5, 4
 
 
@@ -57,16 +67,16 @@ def test_feature_taps_are_captured(family: str) -> None:
     with FeatureHooks(model, model.feature_taps) as hooks:
         model(torch.randn(B, *INPUTS[family]))
         feats = hooks.features
-    widths = SMALL[family]["widths"]
-    assert [f.shape[:2] for f in feats] == [(B, w) for w in widths]
+    assert [f.shape[:2] for f in feats] == [(B, w) for w in _tap_widths(family)]
 
 
 @pytest.mark.parametrize("family", SHIPPED)
 def test_spec_is_normalised_and_rebuildable(family: str) -> None:
     model = build_student(family, SMALL[family], INPUTS[family], K)
     spec = model.spec
-    assert isinstance(spec["widths"], list)
-    assert len(spec["widths"]) == spec[COUNT.get(family, "depth")]
+    if "widths" in spec:
+        assert isinstance(spec["widths"], list)
+        assert len(spec["widths"]) == spec[COUNT.get(family, "depth")]
     again = build_student(family, spec, INPUTS[family], K)
     assert again.spec == spec
     count = sum(p.numel() for p in model.parameters())
@@ -75,7 +85,7 @@ def test_spec_is_normalised_and_rebuildable(family: str) -> None:
 
 @pytest.mark.parametrize("family", SHIPPED)
 def test_unknown_spec_key_lists_the_known_ones(family: str) -> None:
-    with pytest.raises(ConfigError, match=r"unknown .*bogus.*known: .*widths"):
+    with pytest.raises(ConfigError, match=rf"unknown .*bogus.*known: .*{KEY.get(family, 'widths')}"):
         build_student(family, {"bogus": 1}, INPUTS[family], K)
 
 
@@ -193,7 +203,7 @@ def test_family_record_space_teacher_and_supernet_are_usable(family: str) -> Non
         assert set(record.supernet.relaxable) <= set(record.defaults)
 
 
-@pytest.mark.parametrize("kind", ["image", "signal", "tabular"])
+@pytest.mark.parametrize("kind", ["image", "signal", "tabular", "tokens"])
 def test_every_input_kind_has_a_default_family(kind: str) -> None:
     from autokd.models import family_for
 

@@ -196,6 +196,9 @@ def add_kd_args(p: argparse.ArgumentParser) -> None:
                    help="per-sample importance weights")
     g.add_argument("--teacher-weighting", default="mean", choices=d.TEACHER_WEIGHTINGS.names(),
                    help="how an ensemble's teachers are combined")
+    g.add_argument("--init", default="random", choices=d.INITS,
+                   help="student's starting weights: random, or teacher (copies of the "
+                        "teacher's layers picked by --hint-mapping; same family and widths)")
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int = 40) -> None:

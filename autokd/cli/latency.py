@@ -65,8 +65,9 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     from autokd.space import load_space
 
     data = load_data(data_config(args))
-    space = load_space(args.space or default_family(data.input_shape))
-    build_student(space.family, {}, data.input_shape, data.num_classes)  # fits this data?
+    space = load_space(args.space or default_family(data.input_shape, data.tokens))
+    # fits this data?
+    build_student(space.family, {}, data.input_shape, data.num_classes, tokens=data.tokens)
     if get_family(space.family).supernet is None:
         return _block_table(args, space, data)
     decisions, fixed = space_decisions(space)

@@ -70,7 +70,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
     from autokd.data.augment import get_augment
-    from autokd.models import build_student, default_family, parse_student_arg
+    from autokd.models import build_student, parse_student_arg
     from autokd.pipeline import run_distillation
     from autokd.progress import ProgressMeter, epoch_callback
 
@@ -78,12 +78,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     cost_cfg = latency_config(args)
     with _progress(args):
         data = load_data(data_config(args))
-    family, spec = (parse_student_arg(args.student) if args.student
-                    else (default_family(data.input_shape), {"depth": 2, "widths": [8, 16]}))
+    family, spec = parse_student_arg(args.student) if args.student else _default_student(data)
     kd = kd_config(args)
     kd = kd.scratch() if args.scratch else kd
     get_augment(train_cfg.augment, data.kind)
-    build_student(family, spec, data.input_shape, data.num_classes)
+    build_student(family, spec, data.input_shape, data.num_classes, tokens=data.tokens)
     if args.out:
         check_writable(Path(args.out))
     with _progress(args):
@@ -101,6 +100,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
                         recipe=vars(kd), teacher=teacher_ref)
     _report_distill(args, data, family, run, metrics, teacher_ref)
     return 0
+
+
+def _default_student(data: Any) -> tuple[str, dict[str, Any]]:
+    """A small student of the data's default family (a 2-stage stack; token data: the
+    transformer's defaults)."""
+    from autokd.models import default_family
+
+    family = default_family(data.input_shape, data.tokens)
+    return family, ({} if data.tokens is not None else {"depth": 2, "widths": [8, 16]})
 
 
 def _report_distill(args: argparse.Namespace, data: Any, family: str, run: Any,

@@ -43,14 +43,21 @@ def example_input(
     batch_size: int,
     device: torch.device | None = None,
 ) -> torch.Tensor:
-    """A fixed random input on the model's device and in its floating dtype."""
+    """A fixed random input on the model's device and in its floating dtype.
+
+    A model with an integer ``vocab_size`` attribute reads token ids: it gets int64 ids in
+    ``[0, vocab_size)`` (costs depend on the shape, not on which ids or how much padding).
+    """
     ref = next(model_tensors(model), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
     if device is None:
         device = ref.device if ref is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn((batch_size, *check_shape(input_shape)), generator=gen, dtype=dtype)
-    return x.to(device)
+    shape = (batch_size, *check_shape(input_shape))
+    vocab = getattr(model, "vocab_size", None)
+    if isinstance(vocab, int) and not isinstance(vocab, bool):
+        return torch.randint(0, vocab, shape, generator=gen).to(device)
+    return torch.randn(shape, generator=gen, dtype=dtype).to(device)
 
 
 @contextlib.contextmanager

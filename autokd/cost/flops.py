@@ -6,9 +6,13 @@ FLOP convention (what ``count_flops`` and ``torch_flop_count`` both report):
 * counted: the contraction ops, i.e. convolution (incl. grouped / transposed, 1-3 d), linear,
   addmm / mm, matmul (with broadcasting), bmm / baddbmm, einsum, tensordot and
   ``scaled_dot_product_attention`` (two matmuls, ``B*H*L*S*E + B*H*L*S*Ev``);
+* attention therefore costs the same whichever path runs: fused ``F.scaled_dot_product_attention``
+  or the explicit ``softmax(Q @ K^T / sqrt(d)) @ V`` (two ``matmul``s) both count
+  ``QK^T`` and ``AV`` as ``B*H*L*L*d_h`` multiply-adds each; padded positions of token data
+  are counted (the shapes are static, the work is done);
 * not counted: bias additions, elementwise activations (ReLU, GELU, softmax, ...), residual
   adds, normalisation layers (batch / layer / group / instance norm), pooling (max, avg and
-  adaptive avg) and upsampling.
+  adaptive avg), upsampling and embedding lookups (a gather, no arithmetic).
 
 Why drop norms and pooling although fvcore counts batch-norm and adaptive-avg-pool by default:
 ``torch.utils.flop_counter`` has no formula for them, so keeping them would make the two
@@ -28,6 +32,10 @@ count follows fvcore's per-element rule for every op these students use:
 * residual add and the SE scale multiply (``add`` / ``mul`` of two tensors): 1 per output element;
 * batch norm at inference: 2 per element (scale and shift; fvcore's rule for an affine norm,
   1 without affine parameters);
+* layer / group / instance norm: fvcore's own rule, 5 per element with affine parameters
+  (mean, variance, normalise, scale, shift), 4 without;
+* softmax: 1 per element; fused attention: its softmax (1 per score, ``B*H*L*S``) plus 1 per
+  score for an additive mask, exactly what the explicit path's ``softmax`` and ``add`` count;
 * pooling: 1 per element read, i.e. output elements x window (max / avg), and the input size
   for adaptive average pooling to one value (the global pool);
 * bias additions, dropout at inference, reshapes and copies: 0.
@@ -190,6 +198,14 @@ def _adaptive_pool(inputs: list[Any], outputs: list[Any]) -> int:
     return math.prod(_shape(inputs[0]))
 
 
+def _sdpa_elementwise(inputs: list[Any], outputs: list[Any]) -> int:
+    """The softmax over ``B*H*L*S`` scores, and the mask added to them when there is one."""
+    q, k = _shape(inputs[0]), _shape(inputs[1])  # (B, H, L, E), (B, Hkv, S, E)
+    scores = math.prod(q[:-1]) * k[-2]
+    has_mask = len(inputs) > 3 and _fvcore().jit_handles.get_shape(inputs[3]) is not None
+    return scores * (2 if has_mask else 1)
+
+
 def _window_pool(inputs: list[Any], outputs: list[Any]) -> int:
     kernel = inputs[1].toIValue()  # the traced kernel_size list, else its ListConstruct
     if kernel is None:
@@ -200,8 +216,10 @@ def _window_pool(inputs: list[Any], outputs: list[Any]) -> int:
 _ACTIVATIONS = ("relu", "relu_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
                 "sigmoid", "silu", "gelu", "tanh", "leaky_relu", "hardtanh", "elu", "clamp")
 ELEMENTWISE_OPS: dict[str, Callable[[list[Any], list[Any]], int]] = {
-    **{f"aten::{op}": _per_output for op in (*_ACTIVATIONS, "add", "add_", "mul", "mul_")},
+    **{f"aten::{op}": _per_output for op in (*_ACTIVATIONS, "add", "add_", "mul", "mul_",
+                                             "softmax")},
     "aten::batch_norm": _batch_norm_eval,
+    "aten::scaled_dot_product_attention": _sdpa_elementwise,
     "aten::adaptive_avg_pool1d": _adaptive_pool,
     "aten::adaptive_avg_pool2d": _adaptive_pool,
     **{f"aten::{k}_pool{d}d": _window_pool for k in ("max", "avg") for d in (1, 2)},
@@ -230,7 +248,8 @@ def elementwise_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     with eval_mode(model):
         analysis = _fvcore().FlopCountAnalysis(model, x)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        analysis.set_op_handle(**dict.fromkeys(_CONTRACTIONS, _not_counted), **ELEMENTWISE_OPS)
+        contractions = dict.fromkeys(_CONTRACTIONS, _not_counted)
+        analysis.set_op_handle(**{**contractions, **ELEMENTWISE_OPS})
         return int(analysis.total())
 
 

@@ -19,7 +19,11 @@ from autokd.distill.schedules import SCHEDULES
 from autokd.distill.weighting import IMPORTANCE, TEACHER_WEIGHTINGS
 from autokd.errors import ConfigError
 
-__all__ = ["SHORTHAND", "KDConfig", "hint_mappings", "recipe_summary"]
+__all__ = ["INITS", "SHORTHAND", "KDConfig", "hint_mappings", "recipe_summary"]
+
+#: How a student's weights start: its family's random initialisation, or copies of its
+#: teacher's layers (``autokd.distill.init``; the layers picked by ``hint_mapping``).
+INITS = ("random", "teacher")
 
 # the fields that ``terms`` replaces (a recipe gives one form or the other)
 SHORTHAND = ("soft_loss", "alpha", "hint_weight", "relation", "relation_weight",
@@ -56,7 +60,9 @@ class KDConfig:
     ``none``), ``fitnet`` with ``hint_weight``, the ``relation`` term with
     ``relation_weight`` and ``attention`` with ``attention_weight``. The remaining fields are
     options the terms read (temperature and its schedule, label smoothing, the hint layer
-    mapping) and how samples and teachers are weighted.
+    mapping) and how samples and teachers are weighted. ``init`` is where the student's
+    weights start (``random`` or ``teacher``: copies of the teacher's layers, picked by
+    ``hint_mapping``; see ``autokd.distill.init``).
     """
 
     soft_loss: str = "kl"
@@ -73,6 +79,7 @@ class KDConfig:
     importance: str = "none"
     teacher_weighting: str = "mean"
     terms: dict[str, float] | None = None
+    init: str = "random"
 
     def validate(self) -> KDConfig:
         _one_of("soft_loss", self.soft_loss, [*names_of_kind("soft"), "none"])
@@ -81,6 +88,7 @@ class KDConfig:
         _one_of("relation", self.relation, ["none", *names_of_kind("relation")])
         _one_of("importance", self.importance, IMPORTANCE.names())
         _one_of("teacher_weighting", self.teacher_weighting, TEACHER_WEIGHTINGS.names())
+        _one_of("init", self.init, list(INITS))
         _finite("temperature", self.temperature, 0.05, 100.0)
         _finite("t_decay", self.t_decay, 0.0, 100.0)
         _finite("alpha", self.alpha, 0.0, 1.0)
@@ -136,19 +144,21 @@ class KDConfig:
         return dataclasses.replace(self, terms=keep or {"ce": 1.0})
 
     def scratch(self) -> KDConfig:
-        """The same recipe with every teacher term switched off (the KD-gain comparison)."""
+        """The same recipe with every teacher term switched off and a random start (the
+        KD-gain comparison: nothing of the teacher reaches the student)."""
         return KDConfig(soft_loss="none", alpha=0.0, label_smoothing=self.label_smoothing)
 
     def summary(self) -> str:
         """A short label for tables and reports, written by the terms themselves."""
         weights = self.weights()
+        init = f"init={self.init}" if self.init != "random" else ""
         if set(weights) <= {"ce"}:
-            return "scratch"
+            return " ".join(p for p in ("scratch", init) if p)
         parts = [_response_label(self, weights)]
         for name, weight in weights.items():
             if TERMS.get(name).kind not in ("soft", "hard"):
                 parts.append(TERMS.get(name).label(weight, self))
-        return " ".join(p for p in parts if p)
+        return " ".join(p for p in (*parts, init) if p)
 
 
 def _response_label(kd: KDConfig, weights: dict[str, float]) -> str:

@@ -148,10 +148,13 @@ class OnnxModule(nn.Module):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        # token-id students take int64 ids; every other student float32 features
+        self.input_dtype = np.int64 if first.type == "tensor(int64)" else np.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)  # (B, *input_shape)
+        arr = x.detach().cpu().numpy().astype(self.input_dtype, copy=False)  # (B, *input_shape)
         return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])  # (B, K)
 
 

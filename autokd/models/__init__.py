@@ -7,16 +7,23 @@ family is one file that calls ``register_family`` plus its import below and a YA
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from autokd.errors import ConfigError
-from autokd.models import conv, mbv2, mlp, resnet  # noqa: F401  (each registers its families)
+from autokd.models import (  # noqa: F401  (each registers its families)
+    conv,
+    mbv2,
+    mlp,
+    resnet,
+    transformer,
+)
 from autokd.models._family import (
     FAMILIES,
     INPUT_KINDS,
     Family,
+    TeacherInit,
     TeacherRecipe,
     family_for,
     get_family,
@@ -25,10 +32,14 @@ from autokd.models._family import (
 )
 from autokd.models._spec import parse_value
 
+if TYPE_CHECKING:
+    from autokd.data.schema import TokenInfo
+
 __all__ = [
     "FAMILIES",
     "INPUT_KINDS",
     "Family",
+    "TeacherInit",
     "TeacherRecipe",
     "build_student",
     "default_family",
@@ -41,15 +52,25 @@ __all__ = [
 
 
 def build_student(family: str, spec: dict[str, Any], input_shape: tuple[int, ...],
-                  num_classes: int) -> nn.Module:
-    """Build a student; ``width`` is accepted as shorthand for ``widths``."""
+                  num_classes: int, tokens: TokenInfo | None = None) -> nn.Module:
+    """Build a student; ``width`` is accepted as shorthand for ``widths``.
+
+    With ``tokens`` (token-id data) the input kind is ``tokens`` and the spec gets the data's
+    ``vocab_size`` and ``pad_id``; a token family keeps them in its spec, so a saved student
+    (family, spec, input shape) rebuilds without the data: a spec holding ``vocab_size``
+    means token input too.
+    """
     record = get_family(family)
     spec = dict(spec)
     if "width" in spec:
         spec["widths"] = spec.pop("width")
     if num_classes < 2:
         raise ConfigError(f"need at least 2 classes, got {num_classes}")
-    record.check_input(tuple(input_shape))
+    from_spec = "tokens" in record.inputs and spec.get("vocab_size") is not None
+    kind = "tokens" if tokens is not None or from_spec else input_kind(tuple(input_shape))
+    record.check_input(tuple(input_shape), kind)
+    if tokens is not None:
+        spec = {**spec, "vocab_size": tokens.vocab_size, "pad_id": tokens.pad_id}
     model = record.build(spec, tuple(input_shape), num_classes)
     model.family = family
     return model
@@ -68,6 +89,7 @@ def parse_student_arg(text: str) -> tuple[str, dict[str, Any]]:
     return family.strip(), spec
 
 
-def default_family(input_shape: tuple[int, ...]) -> str:
-    """The natural family for a data shape: images -> cnn, signals -> cnn1d, else mlp."""
-    return family_for(input_kind(tuple(input_shape))).name
+def default_family(input_shape: tuple[int, ...], tokens: TokenInfo | None = None) -> str:
+    """The natural family for a data shape: images -> cnn, signals -> cnn1d, token ids (given
+    ``tokens``) -> transformer, else mlp."""
+    return family_for(input_kind(tuple(input_shape), tokens)).name

@@ -24,6 +24,7 @@ __all__ = [
     "INPUT_KINDS",
     "Family",
     "SupernetForm",
+    "TeacherInit",
     "TeacherRecipe",
     "family_for",
     "get_family",
@@ -39,6 +40,9 @@ _WHAT = {"image": "image (C, H, W)", "signal": "1-D signal (C, L)", "tabular": "
          "tokens": "token (L,)"}
 
 Builder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
+#: ``teacher_init(student, teacher_module, mapping)``: copy the teacher's layers into the
+#: student in place (``autokd.distill.init``); raises ``InitError`` when it cannot.
+TeacherInit = Callable[[nn.Module, nn.Module, str], None]
 
 
 class SupernetForm(Protocol):
@@ -80,6 +84,8 @@ class Family:
         supernet: How the family relaxes into a DARTS supernet; None: DARTS cannot search it.
         feature_taps: The module paths of the feature taps of a normalised spec.
         space: Name of the bundled YAML space (None: ``name``).
+        teacher_init: Copies a teacher's layers into a student of this family (the recipe's
+            ``init: teacher``); None: the family cannot be initialised from a teacher.
     """
 
     name: str
@@ -92,18 +98,27 @@ class Family:
     teacher: TeacherRecipe | None = None
     supernet: SupernetForm | None = None
     space: str | None = None
+    teacher_init: TeacherInit | None = None
 
     @property
     def space_name(self) -> str:
         return self.space or self.name
 
-    def check_input(self, input_shape: tuple[int, ...]) -> None:
-        """Raise a clear error when one sample's shape is not a kind this family takes."""
+    def check_input(self, input_shape: tuple[int, ...], kind: str | None = None) -> None:
+        """Raise a clear error when one sample is not a kind this family takes.
+
+        ``kind`` defaults to what the shape says (``input_kind``); it must be given for token
+        ids, which share rank 1 with tabular features.
+        """
+        kind = input_kind(tuple(input_shape)) if kind is None else kind
+        if kind not in INPUT_KINDS:
+            raise ConfigError(f"unknown input kind {kind!r}; known: {', '.join(INPUT_KINDS)}")
         ranks = {INPUT_KINDS[k] for k in self.inputs}
-        if len(input_shape) not in ranks:
+        if len(input_shape) not in ranks or kind not in self.inputs \
+                or len(input_shape) != INPUT_KINDS[kind]:
             what = " or ".join(_WHAT[k] for k in self.inputs)
             raise ConfigError(f"{self.name} students need {what} input; this dataset's samples "
-                              f"have shape {tuple(input_shape)}")
+                              f"are {kind} with shape {tuple(input_shape)}")
 
 
 FAMILIES: Registry[Family] = Registry("student family")
@@ -124,8 +139,11 @@ def get_family(name: str) -> Family:
     return FAMILIES.get(name)
 
 
-def input_kind(input_shape: tuple[int, ...]) -> str:
-    """The kind of data a sample shape stands for: (C, H, W) image, (C, L) signal, else tabular."""
+def input_kind(input_shape: tuple[int, ...], tokens: object | None = None) -> str:
+    """The kind of data a sample shape stands for: (C, H, W) image, (C, L) signal, else tabular;
+    ``tokens`` (the data's ``TokenInfo``) marks rank-1 samples as token ids."""
+    if tokens is not None:
+        return "tokens"
     return {3: "image", 2: "signal"}.get(len(input_shape), "tabular")
 
 
