@@ -212,7 +212,10 @@ def test_taps_off_computes_no_attention_probabilities() -> None:
         module.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
     x = torch.randn(2, 1, 40)
     model(x)
-    assert calls == model.tap_groups["features"]  # features probes are on when built
+    assert calls == []  # as built: the bare encoder, no probe runs
+    model.enable_taps({"features"})
+    model(x)
+    assert calls == model.tap_groups["features"]
     calls.clear()
     model.enable_taps(set())
     model(x)

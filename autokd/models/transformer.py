@@ -26,9 +26,9 @@ Taps (the contract of ``tap_groups`` / ``enable_taps``): ``embed`` (B, L, D); ``
 before the head split; ``blocks.i.attn.probs`` (B, H, L, L), attention probabilities, only
 computed with ``enable_taps({"attention"})`` (the explicit softmax path; otherwise the fused
 ``F.scaled_dot_product_attention`` runs); ``blocks.i.feature`` (B, D, L), the hidden states
-channels first for the feature terms written for CNNs. Feature probes are on when a model is
-built (one transposed view each), so hint terms work on a transformer as on any family;
-``enable_taps(set())`` switches them off.
+channels first for the feature terms written for CNNs. Like attention probabilities, the
+feature probes run only while ``enable_taps`` names ``features`` (the trainer does so for a
+recipe that reads them), so inference, export and latency run the bare encoder.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class Block(nn.Module):
         self.mlp = MLP(hidden, mlp_ratio * hidden)
         self.drop = nn.Dropout(dropout)
         self.feature = Probe()  # 'features' tap: (B, D, L)
-        self.features_on = True
+        self.features_on = False
 
     def forward(self, h: Tensor, valid: Tensor | None) -> Tensor:
         h = h + self.drop(self.attn(self.ln1(h), valid))  # (B, L, D)
