@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ExportError",
+    "InitError",
     "SpaceError",
     "StudyError",
     "TeacherError",
@@ -49,6 +50,10 @@ class TrainingError(AutokdError):
 
 class StudyError(AutokdError):
     """A study is missing, finished, or its storage cannot be used."""
+
+
+class InitError(ConfigError):
+    """A student cannot be initialised from its teacher (shapes or families differ)."""
 
 
 class ExportError(AutokdError):

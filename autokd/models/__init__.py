@@ -7,12 +7,12 @@ family is one file that calls ``register_family`` plus its import below and a YA
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from autokd.errors import ConfigError
-from autokd.models import conv, mbv2, mlp, resnet  # noqa: F401  (each registers its families)
+from autokd.models import conv, hf, mbv2, mlp, resnet  # noqa: F401  (each registers its families)
 from autokd.models._family import (
     FAMILIES,
     INPUT_KINDS,
@@ -24,6 +24,9 @@ from autokd.models._family import (
     register_family,
 )
 from autokd.models._spec import parse_value
+
+if TYPE_CHECKING:
+    from autokd.data.schema import TokenInfo
 
 __all__ = [
     "FAMILIES",
@@ -41,10 +44,15 @@ __all__ = [
 
 
 def build_student(family: str, spec: dict[str, Any], input_shape: tuple[int, ...],
-                  num_classes: int) -> nn.Module:
-    """Build a student; ``width`` is accepted as shorthand for ``widths``."""
+                  num_classes: int, tokens: TokenInfo | None = None) -> nn.Module:
+    """Build a student; ``width`` is accepted as shorthand for ``widths``.
+
+    With ``tokens`` (token-id data) the spec gets the data's ``vocab_size`` and ``pad_id``.
+    """
     record = get_family(family)
     spec = dict(spec)
+    if tokens is not None:
+        spec.update(vocab_size=tokens.vocab_size, pad_id=tokens.pad_id)
     if "width" in spec:
         spec["widths"] = spec.pop("width")
     if num_classes < 2:

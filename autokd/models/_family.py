@@ -80,6 +80,9 @@ class Family:
         supernet: How the family relaxes into a DARTS supernet; None: DARTS cannot search it.
         feature_taps: The module paths of the feature taps of a normalised spec.
         space: Name of the bundled YAML space (None: ``name``).
+        teacher_init: ``teacher_init(student, teacher_module, mapping)`` copies a teacher's
+            weights into the student in place (embedding and the mapped layers); raises
+            ``InitError`` when it cannot. None: the family cannot start from its teacher.
     """
 
     name: str
@@ -92,6 +95,7 @@ class Family:
     teacher: TeacherRecipe | None = None
     supernet: SupernetForm | None = None
     space: str | None = None
+    teacher_init: Callable[[nn.Module, nn.Module, str], None] | None = None
 
     @property
     def space_name(self) -> str:
