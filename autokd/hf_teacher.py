@@ -26,7 +26,7 @@ import torch
 from autokd.config import DataConfig
 from autokd.data import DataSplits
 from autokd.errors import TeacherError
-from autokd.models.hf import HFClassifier, require_transformers
+from autokd.models.hf import HFClassifier, quiet_transformers, require_transformers
 from autokd.space import Param, SearchSpace
 
 __all__ = ["PREFIX", "hf_data_config", "hf_space", "hf_student_spec", "is_hf", "load_hf_teacher",
@@ -150,7 +150,8 @@ def _digest(path: Path, files: list[Path]) -> str:
 def _pad_id(transformers: Any, path: Path, config: Any) -> int:
     """The tokenizer's padding id (what the data pads with), else the config's, else 0."""
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        with quiet_transformers():
+            tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         if tok.pad_token_id is not None:
             return int(tok.pad_token_id)
     except Exception as exc:  # noqa: BLE001 - no or unreadable tokenizer: fall back to the config
@@ -161,9 +162,10 @@ def _pad_id(transformers: Any, path: Path, config: Any) -> int:
 def _from_pretrained(transformers: Any, path: Path, safetensors: bool, trust: bool) -> Any:
     auto = transformers.AutoModelForSequenceClassification
     try:
-        model, info = auto.from_pretrained(
-            str(path), local_files_only=True, use_safetensors=safetensors,
-            trust_remote_code=trust, dtype=torch.float32, output_loading_info=True)
+        with quiet_transformers():
+            model, info = auto.from_pretrained(
+                str(path), local_files_only=True, use_safetensors=safetensors,
+                trust_remote_code=trust, dtype=torch.float32, output_loading_info=True)
     except Exception as exc:  # noqa: BLE001 - transformers' own errors: one line
         raise TeacherError(f"cannot load the Hugging Face model in {path}: "
                            f"{str(exc).strip().splitlines()[0][:200]}") from None

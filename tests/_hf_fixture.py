@@ -22,13 +22,14 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
-    """``n`` sentences of 2..12 words (some longer than MAX_LENGTH tokens, most padded)."""
+    """``n`` sentences of 2..19 words: some are truncated to MAX_LENGTH tokens, most padded."""
     rng = random.Random(seed)
     texts, labels = [], []
     for i in range(n):
         label = i % 2
-        words = [rng.choice(FILLER) for _ in range(rng.randint(1, 11))]
-        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+        words = [rng.choice(FILLER) for _ in range(rng.randint(1, 18))]
+        # early enough to survive truncation to MAX_LENGTH tokens
+        words.insert(rng.randint(0, min(len(words), 8)), rng.choice(POSITIVE if label else NEGATIVE))
         texts.append(" ".join(words))
         labels.append(label)
     return texts, labels

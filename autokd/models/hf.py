@@ -17,7 +17,9 @@ plain dict) so a saved student rebuilds without the teacher's directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,22 @@ def require_transformers(error: type[AutokdError] = ConfigError) -> Any:
         raise error("Hugging Face models need the transformers package: "
                     "pip install 'autokd[hf]'") from None
     return transformers
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bars or load chatter from transformers inside the block (autokd reports
+    progress and problems itself); the user's settings are restored afterwards."""
+    logging = require_transformers().utils.logging
+    bars, level = logging.is_progress_bar_enabled(), logging.get_verbosity()
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 class TapProbe(nn.Identity):
@@ -211,17 +229,27 @@ def _scale(name: str, value: Any) -> float:
 
 
 def normalise_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Validate; read the base's config once and keep it, resolve the default depth."""
+    """Validate; read the base's config once and keep it, resolve the default depth.
+
+    Without a base (a search space checked before any teacher is known) only the keys' own
+    ranges are checked; building such a spec asks for the teacher.
+    """
     s = resolve_spec("hf", dict(spec), HF_DEFAULTS)
-    if s["config"] is None:
+    if s["config"] is None and s["base"]:
         s["config"] = _read_base(s["base"])
-    if not isinstance(s["config"], dict):
+    if s["config"] is not None and not isinstance(s["config"], dict):
         raise ConfigError("hf spec 'config' must be a mapping (a Hugging Face config)")
-    n_teacher = int(config_from_dict(s["config"]).num_hidden_layers)
-    layers = max(1, n_teacher // 2) if s["layers"] is None else s["layers"]
-    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= n_teacher:
+    n_teacher = (int(config_from_dict(s["config"]).num_hidden_layers) if s["config"]
+                 else None)
+    layers = s["layers"]
+    if layers is None and n_teacher is not None:
+        layers = max(1, n_teacher // 2)
+    top = n_teacher or 10**6
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int)
+                               or not 1 <= layers <= top):
         raise ConfigError(f"hf layers must be an integer in 1..{n_teacher} (the teacher's "
-                          f"depth), got {layers!r}")
+                          f"depth), got {layers!r}" if n_teacher else
+                          f"hf layers must be a positive integer, got {layers!r}")
     s["layers"] = layers
     s["hidden_scale"] = _scale("hidden_scale", s["hidden_scale"])
     s["intermediate_scale"] = _scale("intermediate_scale", s["intermediate_scale"])
@@ -265,15 +293,18 @@ class HFStudent(HFClassifier):
     def __init__(self, spec: dict[str, Any], input_shape: tuple[int, ...],
                  num_classes: int) -> None:
         spec = normalise_spec(spec)
+        if spec["config"] is None:
+            _read_base(None)  # one line: hf students need the teacher's config
         cfg = student_config(spec, tuple(input_shape), num_classes)
         transformers = require_transformers()
-        model = transformers.AutoModelForSequenceClassification.from_config(cfg)
+        with quiet_transformers():
+            model = transformers.AutoModelForSequenceClassification.from_config(cfg)
         super().__init__(model, cfg.pad_token_id if cfg.pad_token_id is not None else 0)
         self.spec, self.input_shape, self.num_classes = spec, tuple(input_shape), num_classes
 
 
 def _taps(spec: dict[str, Any]) -> list[str]:
-    return [f"taps.features.{i}" for i in range(normalise_spec(spec)["layers"])]
+    return [f"taps.features.{i}" for i in range(normalise_spec(spec)["layers"] or 0)]
 
 
 # -- initialisation from the teacher -----------------------------------------------------------
