@@ -346,34 +346,42 @@ def trained_student(hf_dir: Path, data: DataSplits, teacher: Any) -> Any:
     return s.eval()
 
 
-def test_hf_onnx_takes_ids_and_mask_and_matches_pytorch(trained_student: Any,
-                                                        data: DataSplits,
+def test_hf_onnx_takes_ids_and_mask_and_matches_pytorch(hf_dir: Path, data: DataSplits,
                                                         tmp_path: Path) -> None:
     import onnxruntime as ort
 
     from autokd.export import FORMATS, applicable_formats, run_artifact
     from autokd.export.verify import verify_artifacts
 
+    # large random weights: logits that depend on the mask (the trained teacher's saturate)
+    student = _student(hf_dir, data, layers=2).eval()
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+    x = data.x_test
+    with torch.no_grad():
+        unmasked = student.model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+        assert float((unmasked - student(x)).abs().max()) > 1e-3
     fmt = FORMATS.get("hf_onnx")
     path = tmp_path / fmt.filename
-    fmt.write(trained_student, path, {}, data.head("test", 2))
+    fmt.write(student, path, {}, data.head("test", 2))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
     x = data.x_test
     assert (x == 0).any(1).any() and not (x == 0).any(1).all()  # padded and full rows
     with torch.no_grad():
-        ref = trained_student(x)
+        ref = student(x)
     for ids in (x, x[:, :10]):  # dynamic batch and sequence length
         out = sess.run(None, {"input_ids": ids.numpy(),
                               "attention_mask": (ids != 0).long().numpy()})[0]
         with torch.no_grad():
-            want = trained_student(ids) if ids.shape[1] != x.shape[1] else ref
+            want = student(ids) if ids.shape[1] != x.shape[1] else ref
         assert float((torch.from_numpy(out) - want).abs().max()) <= 1e-4
-    report = verify_artifacts(trained_student, {"hf_onnx": path}, data)
+    report = verify_artifacts(student, {"hf_onnx": path}, data)
     assert report["hf_onnx"]["max_abs_diff"] <= 1e-4
     runner = run_artifact(path, "hf_onnx")
     torch.testing.assert_close(runner(x), ref, rtol=0, atol=1e-4)
-    assert applicable_formats(None, trained_student)[-2:] == ("hf_onnx", "hf")
+    assert applicable_formats(None, student)[-2:] == ("hf_onnx", "hf")
 
 
 def test_hf_save_pretrained_dir_reloads_with_transformers(trained_student: Any,
