@@ -64,9 +64,9 @@ def encode(tok: Any, texts: list[str]) -> torch.Tensor:
 def bert_config(num_labels: int = 2, **overrides: Any) -> Any:
     from transformers import BertConfig
 
-    kw = dict(vocab_size=200, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-              intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
-              pad_token_id=0)
+    kw = {"vocab_size": 200, "hidden_size": 32, "num_hidden_layers": 4,
+          "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+          "num_labels": num_labels, "pad_token_id": 0}
     return BertConfig(**{**kw, **overrides})
 
 

@@ -17,12 +17,12 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from autokd.data import DataSplits  # noqa: E402
-from autokd.data.schema import TokenInfo  # noqa: E402
-from autokd.distill.hooks import FeatureHooks  # noqa: E402
-from autokd.errors import ConfigError, ExportError, InitError, TeacherError  # noqa: E402
-from autokd.models import build_student  # noqa: E402
-from tests import _hf_fixture as fx  # noqa: E402
+from autokd.data import DataSplits
+from autokd.data.schema import TokenInfo
+from autokd.distill.hooks import FeatureHooks
+from autokd.errors import ConfigError, ExportError, InitError, TeacherError
+from autokd.models import build_student
+from tests import _hf_fixture as fx
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +102,7 @@ def test_hf_teacher_taps_follow_the_contract(teacher: Any, data: DataSplits) -> 
         for h in hooks.values():
             h.remove()
         module.enable_taps(set())
-    B, L, D, H = 6, x.shape[1], 32, 2  # noqa: N806
+    B, L, D, H = 6, x.shape[1], 32, 2
     assert feats["embedding"][0].shape == (B, L, D)
     assert all(h.shape == (B, L, D) for h in feats["hidden"] + feats["values"])
     assert all(f.shape == (B, D, L) for f in feats["features"])
