@@ -460,3 +460,17 @@ def test_hf_end_to_end(hf_dir: Path, tmp_path: Path) -> None:
     model = AutoModelForSequenceClassification.from_pretrained(str(out / "hf_model"))
     assert model.config.num_hidden_layers <= 4
     assert (out / "hf_model" / "tokenizer.json").exists()
+
+
+def test_every_format_of_an_hf_student_verifies(trained_student: Any, data: DataSplits,
+                                                tmp_path: Path) -> None:
+    """pt, TorchScript and one-input ONNX work through the adapter; the hf formats beside."""
+    from autokd.export import applicable_formats, write_artifacts
+    from autokd.export.verify import verify_artifacts
+
+    formats = applicable_formats(None, trained_student)
+    assert formats == ("pt", "torchscript", "onnx", "hf_onnx", "hf")
+    files = write_artifacts(trained_student, tmp_path, formats, {"class_names": ["a", "b"]},
+                            data.head("test", 2))
+    report = verify_artifacts(trained_student, files, data)
+    assert all(report[f]["max_abs_diff"] <= 1e-4 for f in formats)
