@@ -126,6 +126,11 @@ class HFClassifier(nn.Module):
         self._enabled: frozenset[str] = frozenset()
         self._attn_default = str(getattr(model.config, "_attn_implementation", None) or "eager")
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the embedding takes: example inputs for cost measurement draw from these."""
+        return int(self.model.config.vocab_size)
+
     def enable_taps(self, groups: set[str]) -> None:
         """Compute what ``groups`` need from now on; ``set()`` returns to the fast path.
 
