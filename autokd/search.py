@@ -24,6 +24,7 @@ from autokd.data import DataSplits, load_data
 from autokd.distill import KDConfig
 from autokd.errors import ConfigError
 from autokd.front import pareto_front
+from autokd.hf_teacher import hf_data_config, hf_space, hf_student_spec
 from autokd.models import build_student, family_for, input_kind
 from autokd.objective import Objective
 from autokd.pipeline import run_distillation, teacher_profile
@@ -88,9 +89,11 @@ def _settings(cfg: SearchConfig) -> SearchSettings:
 def prepare(cfg: SearchConfig) -> tuple[DataSplits, SearchSpace, StudyPaths]:
     """Data, space and results folder; fails fast (before a teacher is trained) when the
     family cannot take this data or the folder cannot be written."""
+    cfg.data = hf_data_config(cfg.data, cfg.teacher)  # text: read with an hf: teacher's tokenizer
     data = load_data(cfg.data)
-    space = load_space(cfg.space or default_space_name(data))
-    build_student(space.family, {}, data.input_shape, data.num_classes, tokens=data.tokens)
+    space = hf_space(load_space(cfg.space or default_space_name(data)), cfg.teacher)
+    build_student(space.family, hf_student_spec(space.family, {}, cfg.teacher), data.input_shape,
+                  data.num_classes, tokens=data.tokens)
     _check_augment(space, data.kind)
     name = cfg.name or f"{_slug(cfg.data.source)}-{space.name}"
     paths = study_paths(name, cfg.results)

@@ -1,8 +1,9 @@
 """Teachers: load one (or several), check it fits the data, cache its outputs, train a default.
 
 Formats: an autokd checkpoint (weights + spec, loaded with ``weights_only=True``), a TorchScript
-file, ``module:function[@STATE_DICT]`` (imports code: needs ``trust``) and a scikit-learn
-estimator saved with joblib that has ``predict_proba`` (unpickles code: needs ``trust``).
+file, ``module:function[@STATE_DICT]`` (imports code: needs ``trust``), a scikit-learn
+estimator saved with joblib that has ``predict_proba`` (unpickles code: needs ``trust``) and
+``hf:DIR``, a Hugging Face classifier (``autokd.hf_teacher``).
 Tree ensembles distilled into networks are a real use case, so sklearn teachers are first-class.
 
 Why outputs are cached: computing teacher logits once per (teacher, split) instead of every
@@ -33,6 +34,7 @@ from autokd.data import DataSplits
 from autokd.distill import KDConfig
 from autokd.distill.hooks import model_tap_groups
 from autokd.errors import TeacherError
+from autokd.hf_teacher import is_hf, load_hf_teacher
 from autokd.models import build_student, family_for, get_family, input_kind
 from autokd.progress import ProgressMeter, epoch_callback
 from autokd.train import TrainResult, distill, evaluate, seed_everything
@@ -367,6 +369,9 @@ def load_teacher(source: str | Path, *, trust: bool = False, data: DataSplits | 
 
 
 def _load_member(text: str, trust: bool, data: DataSplits | None) -> _Member:
+    if is_hf(text):  # before module:function, which "hf:name" also matches
+        module, digest = load_hf_teacher(text, trust, data)
+        return _Member(text, "hf", digest, module=module, feature_taps=list(module.feature_taps))
     if _MODULE_FN.match(text) and not Path(text).exists():
         return _from_function(text, trust)
     return _from_file(Path(text), trust, data)

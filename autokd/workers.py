@@ -29,6 +29,7 @@ from autokd.controllers.distributed import (
 )
 from autokd.data import DataSplits, load_data
 from autokd.errors import StudyError
+from autokd.hf_teacher import hf_space
 from autokd.objective import Objective
 from autokd.pool import run_pool
 from autokd.record import SearchRecord, TrialRecord
@@ -154,7 +155,8 @@ def _run_worker(opts: WorkerOptions, progress: ProgressFn | None) -> WorkerOutco
     data = load_data(cfg.data)
     _check_data(data, study, record)
     teacher = _teacher(record, study, opts, paths, data)
-    space = SearchSpace.from_dict(record.space_yaml, record.space or "<study>")
+    space = hf_space(SearchSpace.from_dict(record.space_yaml, record.space or "<study>"),
+                     [entry.get("ref") for entry in record.teachers])
     budget = remaining_budget(record)
     if budget.spent(study):
         return WorkerOutcome(study, paths, "already_finished", 0, budget)

@@ -234,7 +234,7 @@ def test_elementwise_counts_single_ops_by_hand() -> None:
     assert elementwise_flops(model, (1, 28, 28)) != bad  # SE work is seen
 
 
-@pytest.mark.parametrize("family", FAMILIES.names())
+@pytest.mark.parametrize("family", [n for n in FAMILIES.names() if n != "hf"])  # test_hf.py
 def test_cost_report_for_every_family(family: str) -> None:
     shape = {"mlp": (13,), "cnn1d": (1, 40)}.get(family, (1, 12, 12))
     model = build_student(family, {}, shape, K)

@@ -160,11 +160,13 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def add_teacher_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("teacher")
     g.add_argument("--teacher", action="append", metavar="PATH",
-                   help="teacher checkpoint, TorchScript file, module:function[@weights] or "
-                        "joblib sklearn estimator; repeat for an ensemble (default: a cached "
+                   help="teacher checkpoint, TorchScript file, module:function[@weights], "
+                        "joblib sklearn estimator or hf:DIR (a Hugging Face classifier saved "
+                        "with save_pretrained); repeat for an ensemble (default: a cached "
                         "default teacher trained for the dataset)")
     g.add_argument("--trust", action="store_true",
-                   help="allow teachers whose loading runs code (pickles, joblib, module:function)")
+                   help="allow teachers whose loading runs code (pickles, joblib, "
+                        "module:function, hf:DIR models with their own code)")
 
 
 def add_kd_args(p: argparse.ArgumentParser) -> None:

@@ -61,8 +61,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--epochs", type=positive_int,
                    help="epochs when training again (default: 2x the search's with --retrain; "
                         "the search's own when reproducing a trial whose weights were not kept)")
-    p.add_argument("--formats", default="pt,torchscript,onnx",
-                   help="comma-separated: pt, torchscript, onnx (default all)")
+    p.add_argument("--formats",
+                   help="comma-separated: pt, torchscript, onnx; for hf students also hf_onnx "
+                        "(input_ids + attention_mask) and hf (save_pretrained folder) "
+                        "(default: every format the student fits)")
     p.add_argument("--out", help="output directory (default results/<study>/export/<trial>)")
     p.add_argument("--trust", action="store_true",
                    help="allow a teacher whose loading runs code when training again")
@@ -115,7 +117,8 @@ def _print_claims(rows: list[dict[str, Any]]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from autokd.export import export_student, parse_formats
 
-    formats = parse_formats(args.formats)  # bad formats fail before the study is opened
+    # bad formats fail before the study is opened
+    formats = parse_formats(args.formats) if args.formats else None
     study, paths = _open(args)
     result = export_student(study, paths, trial=args.trial, pick=args.pick, where=args.where,
                             min_retention=args.min_retention, retrain=args.retrain,
@@ -139,7 +142,7 @@ def _print_export(result: Any) -> None:
              f"{fmt(m['test']['accuracy'])} / {fmt(m['search']['test_accuracy'])}"),
             ("val accuracy", m["val"]["accuracy"]), ("retention", m["retention"]),
             ("params", c["params"]), ("FLOPs", c["flops"])]
-    for name in ("search", "export", "torchscript", "onnx"):
+    for name in ("search", "export", "torchscript", "onnx", "hf_onnx", "hf"):
         if name in lat:
             rows.append((f"latency ms b1 / b{lat['batch_size']} ({name})",
                          (f"{fmt(lat[name]['latency_ms'])} / "

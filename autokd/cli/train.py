@@ -70,6 +70,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
     from autokd.data.augment import get_augment
+    from autokd.hf_teacher import hf_data_config, hf_student_spec
     from autokd.models import build_student, parse_student_arg
     from autokd.pipeline import run_distillation
     from autokd.progress import ProgressMeter, epoch_callback
@@ -77,8 +78,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     train_cfg = train_config(args)  # bad options fail before data is loaded
     cost_cfg = latency_config(args)
     with _progress(args):
-        data = load_data(data_config(args))
+        data = load_data(hf_data_config(data_config(args), args.teacher))
     family, spec = parse_student_arg(args.student) if args.student else _default_student(data)
+    spec = hf_student_spec(family, spec, args.teacher)
     kd = kd_config(args)
     kd = kd.scratch() if args.scratch else kd
     get_augment(train_cfg.augment, data.kind)

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial
 
 from autokd._api import callable_module
 from autokd.cost import measure_cost
+from autokd.export import hf as _hf  # noqa: F401  (registers the hf student formats)
 from autokd.export.card import (
     CARD_JSON,
     CARD_MD,
@@ -44,6 +45,7 @@ from autokd.export.formats import (
     FORMATS,
     ArtifactFormat,
     OnnxModule,
+    applicable_formats,
     artifact_format,
     format_names,
     parse_formats,
@@ -85,6 +87,7 @@ __all__ = [
     "ArtifactFormat",
     "ExportResult",
     "OnnxModule",
+    "applicable_formats",
     "artifact_format",
     "build_card",
     "card_markdown",
@@ -152,8 +155,8 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
         epochs: Training epochs when the student is trained again (default: with ``retrain``
             the search's epochs x ``RETRAIN_FACTOR``; for a trial whose weights were not kept,
             the search's epochs, which reproduces the trial).
-        formats: Any of the registered ``FORMATS`` (``pt``, ``torchscript``, ``onnx``);
-            default all of them.
+        formats: Any of the registered ``FORMATS`` (``pt``, ``torchscript``, ``onnx``, and
+            for ``hf`` students ``hf_onnx``, ``hf``); default every format the student fits.
         out: Output directory (default ``results/<study>/export/<trial>``).
         trust: Allow a teacher whose loading runs code when the student is trained again
             (``--trust``; what the study's config.yaml says is not enough).
@@ -161,12 +164,13 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
     Raises:
         ConfigError, ExportError: Bad selection or output; a failed export writes nothing.
     """
-    formats = parse_formats(format_names() if formats is None else formats)
+    named = None if formats is None else parse_formats(formats)
     t, selection, notes = select_trial(study, trial=trial, pick=pick, where=where,
                                        min_retention=min_retention)
     target = export_target(paths, t.number, out)
     with staged(target) as staging:
         ex = _prepare(study, paths, t, selection, retrain, epochs, trust)
+        formats = applicable_formats(named, ex.model)
         card = _produce(ex, staging, formats)
     artifacts = {fmt: target / FORMATS.get(fmt).filename for fmt in formats}
     artifacts.update(card_json=target / CARD_JSON, card_md=target / CARD_MD)

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from torch import nn
 
 from autokd.data import DataSplits
-from autokd.export.formats import sha256_file
+from autokd.export.formats import sha256_path, size_of
 from autokd.export.source import search_epochs
 from autokd.metrics import metric_label
 from autokd.pipeline import compare
@@ -234,12 +234,18 @@ def _md_artifacts(card: dict[str, Any]) -> list[str]:
     return ["\n## Artifacts\n", "| file | bytes | sha256 |", "|---|---|---|", *rows,
             ("\nLoad: `autokd.load_student('student.pt')`, `torch.jit.load("
             "'student.torchscript.pt')`, or onnxruntime with input `input` (batch, "
-            f"{', '.join(map(str, card['model']['input_shape']))}) -> `logits`.")]
+            f"{', '.join(map(str, card['model']['input_shape']))}) -> `logits`."),
+            *([_HF_LOAD] if "hf_model" in card["artifacts"] else [])]
+
+
+_HF_LOAD = ("Hugging Face: `AutoModelForSequenceClassification.from_pretrained('hf_model')` and "
+            "`AutoTokenizer.from_pretrained('hf_model')`; `student.hf.onnx` takes `input_ids` "
+            "and `attention_mask`.")
 
 
 # -- writing ---------------------------------------------------------------------------------
 def _artifact_entries(folder: Path, names: list[str]) -> dict[str, Any]:
-    return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)}
+    return {n: {"bytes": size_of(folder / n), "sha256": sha256_path(folder / n)}
             for n in names}
 
 

@@ -24,11 +24,13 @@ from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
 from autokd.registry import Registry
 from autokd.teachers import is_torchscript, load_checkpoint, save_checkpoint
 
-__all__ = ["ARTIFACT_NAMES", "FORMATS", "ONNX_OPSET", "ArtifactFormat", "OnnxModule",
-           "artifact_format", "format_names", "parse_formats", "run_artifact", "sha256_file",
+__all__ = ["ARTIFACT_NAMES", "FORMATS", "ONNX_OPSET", "PAD_ID_KEY", "ArtifactFormat", "OnnxModule",
+           "applicable_formats", "artifact_format", "format_names", "parse_formats",
+           "quiet_torch_export", "run_artifact", "sha256_file", "sha256_path", "size_of",
            "write_artifacts"]
 
 ONNX_OPSET = 17
+PAD_ID_KEY = "autokd.pad_id"  # ONNX metadata: the id whose positions the attention mask hides
 Writer = Callable[[nn.Module, Path, dict[str, Any], torch.Tensor], None]
 Runner = Callable[[Path, int], nn.Module]
 
@@ -42,11 +44,17 @@ class ArtifactFormat:
         write: ``write(model, path, meta, example)``; ``meta`` is plain data about the export,
             ``example`` a (2, *input_shape) batch for tracing.
         run: ``run(path, threads)``: the artifact as an eval-mode module returning logits.
+        applies: Whether the format can hold a given student (None: every student); the
+            default export writes only the formats that apply.
     """
 
     filename: str
     write: Writer
     run: Runner
+    applies: Callable[[nn.Module], bool] | None = None
+
+    def fits(self, model: nn.Module) -> bool:
+        return self.applies is None or self.applies(model)
 
 
 FORMATS: Registry[ArtifactFormat] = Registry("artifact format")
@@ -72,13 +80,30 @@ def parse_formats(formats: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     return out
 
 
+def applicable_formats(formats: tuple[str, ...] | None, model: nn.Module) -> tuple[str, ...]:
+    """The formats to write for ``model``: all that fit it (``formats`` None), else ``formats``.
+
+    Raises:
+        ExportError: A format named explicitly cannot hold this student.
+    """
+    if formats is None:
+        return tuple(f for f in format_names() if FORMATS.get(f).fits(model))
+    bad = [f for f in formats if not FORMATS.get(f).fits(model)]
+    if bad:
+        family = getattr(model, "family", type(model).__name__)
+        raise ExportError(f"format(s) {', '.join(bad)} cannot hold a {family} student; "
+                          f"known for it: {', '.join(applicable_formats(None, model))}")
+    return formats
+
+
 @contextlib.contextmanager
-def _quiet_torch_export() -> Iterator[None]:
+def quiet_torch_export() -> Iterator[None]:
     """torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks in HF models
         yield
 
 
@@ -90,7 +115,7 @@ def _write_pt(model: nn.Module, path: Path, meta: dict[str, Any], example: torch
 
 def _write_torchscript(model: nn.Module, path: Path, meta: dict[str, Any],
                        example: torch.Tensor) -> None:
-    with _quiet_torch_export(), torch.no_grad():
+    with quiet_torch_export(), torch.no_grad():
         traced = torch.jit.trace(model, example)  # no data-dependent control flow in students
         traced.save(str(path))
 
@@ -100,7 +125,7 @@ def _write_onnx(model: nn.Module, path: Path, meta: dict[str, Any], example: tor
     import onnx
 
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
-    with _quiet_torch_export(), torch.no_grad():
+    with quiet_torch_export(), torch.no_grad():
         torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
                           output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
     onnx.checker.check_model(str(path))
@@ -136,10 +161,32 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def sha256_path(path: str | Path) -> str:
+    """sha256 of a file, or of a folder artifact: its files' relative names and hashes."""
+    p = Path(path)
+    if not p.is_dir():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(p).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def size_of(path: str | Path) -> int:
+    """Bytes of a file, or of every file in a folder artifact."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() \
+        else p.stat().st_size
+
+
 # -- runners ---------------------------------------------------------------------------------
 class OnnxModule(nn.Module):
     """An ONNX Runtime CPU session behind the ``nn.Module`` call, so ONNX is evaluated and
-    timed by the same code as PyTorch (``autokd.cost.measure_latency``)."""
+    timed by the same code as PyTorch (``autokd.cost.measure_latency``).
+
+    Token-id models take int64 ids; a two-input model (``input_ids``, ``attention_mask``, as
+    Hugging Face tooling deploys it) gets ``mask = ids != pad_id``, the id its metadata names.
+    """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         super().__init__()
@@ -148,14 +195,19 @@ class OnnxModule(nn.Module):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        first = self.session.get_inputs()[0]
-        self.input_name = first.name
-        # token-id students take int64 ids; every other student float32 features
-        self.input_dtype = np.int64 if first.type == "tensor(int64)" else np.float32
+        inputs = self.session.get_inputs()
+        self.input_name = inputs[0].name
+        self.dtype = np.int64 if "int" in inputs[0].type else np.float32
+        self.mask_name = inputs[1].name if len(inputs) > 1 else None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.pad_id = int(meta.get(PAD_ID_KEY, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().numpy().astype(self.input_dtype, copy=False)  # (B, *input_shape)
-        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])  # (B, K)
+        arr = x.detach().cpu().numpy().astype(self.dtype, copy=False)  # (B, *input_shape)
+        feed = {self.input_name: arr}
+        if self.mask_name is not None:
+            feed[self.mask_name] = (arr != self.pad_id).astype(np.int64)  # (B, L)
+        return torch.from_numpy(self.session.run(None, feed)[0])  # (B, K)
 
 
 def _run_pt(path: Path, threads: int = 1) -> nn.Module:
@@ -170,7 +222,7 @@ def _run_pt(path: Path, threads: int = 1) -> nn.Module:
 
 
 def _run_torchscript(path: Path, threads: int = 1) -> nn.Module:
-    with _quiet_torch_export():
+    with quiet_torch_export():
         return torch.jit.load(str(path), map_location="cpu").eval()
 
 

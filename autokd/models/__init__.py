@@ -14,6 +14,7 @@ from torch import nn
 from autokd.errors import ConfigError
 from autokd.models import (  # noqa: F401  (each registers its families)
     conv,
+    hf,
     mbv2,
     mlp,
     resnet,
@@ -62,6 +63,8 @@ def build_student(family: str, spec: dict[str, Any], input_shape: tuple[int, ...
     """
     record = get_family(family)
     spec = dict(spec)
+    if tokens is not None:
+        spec.update(vocab_size=tokens.vocab_size, pad_id=tokens.pad_id)
     if "width" in spec:
         spec["widths"] = spec.pop("width")
     if num_classes < 2:

@@ -84,8 +84,9 @@ class Family:
         supernet: How the family relaxes into a DARTS supernet; None: DARTS cannot search it.
         feature_taps: The module paths of the feature taps of a normalised spec.
         space: Name of the bundled YAML space (None: ``name``).
-        teacher_init: Copies a teacher's layers into a student of this family (the recipe's
-            ``init: teacher``); None: the family cannot be initialised from a teacher.
+        teacher_init: ``teacher_init(student, teacher_module, mapping)`` copies a teacher's
+            weights into the student in place (embedding and the mapped layers); raises
+            ``InitError`` when it cannot. None: the family cannot start from its teacher.
     """
 
     name: str
