@@ -58,9 +58,5 @@ class StudyError(AutokdError):
     """A study is missing, finished, or its storage cannot be used."""
 
 
-class InitError(ConfigError):
-    """A student cannot be initialised from its teacher (shapes or families differ)."""
-
-
 class ExportError(AutokdError):
     """An export could not be produced or did not verify."""

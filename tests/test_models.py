@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from autokd.distill.hooks import FeatureHooks
+from autokd.distill.hooks import FeatureHooks, taps_enabled
 from autokd.errors import ConfigError
 from autokd.models import FAMILIES, build_student, default_family, get_family, parse_student_arg
 
@@ -66,7 +66,8 @@ def test_family_builds_runs_and_backpropagates(family: str) -> None:
 def test_feature_taps_are_captured(family: str) -> None:
     model = build_student(family, SMALL[family], INPUTS[family], K).eval()
     assert len(model.feature_taps) == SMALL[family][COUNT.get(family, "depth")]
-    with FeatureHooks(model, model.feature_taps) as hooks:
+    # a family that computes taps on demand (transformer) is asked to, as the trainer does
+    with FeatureHooks(model, model.feature_taps) as hooks, taps_enabled(model, {"features"}):
         model(torch.randn(B, *INPUTS[family]))
         feats = hooks.features
     assert [f.shape[:2] for f in feats] == [(B, w) for w in _tap_widths(family)]

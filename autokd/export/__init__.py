@@ -195,7 +195,8 @@ def _produce(ex: ExportRecord, folder: Path, formats: tuple[str, ...]) -> dict[s
     example = ex.data.head("test", 2)  # (2, *input_shape): batch > 1 so the batch axis stays free
     ex.files = write_artifacts(ex.model, folder, formats, checkpoint_meta(ex), example)
     ex.verification = verify_artifacts(ex.model, ex.files, ex.data, cfg.threads)
-    ex.latency = latency_table(ex.trial, ex.cost, ex.files, ex.data.input_shape, cfg)
+    ex.latency = latency_table(ex.trial, ex.cost, ex.files, ex.data.input_shape, cfg,
+                               ex.data.tokens.vocab_size if ex.data.tokens else None)
     card = build_card(ex)
     write_card(card, folder, ex.files)
     return card

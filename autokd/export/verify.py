@@ -80,11 +80,25 @@ def _latency_pair(model: nn.Module, shape: tuple[int, ...], cfg: CostConfig) -> 
     return {"latency_ms": timed(1), "latency_ms_batch": timed(cfg.batch_size)}
 
 
+class _TokenRunner(nn.Module):
+    """An artifact runner that says it reads token ids (``vocab_size``), so the latency probe
+    feeds it int64 ids as it does the student (a loaded TorchScript or ONNX model cannot say)."""
+
+    def __init__(self, inner: nn.Module, vocab_size: int) -> None:
+        super().__init__()
+        self.inner, self.vocab_size = inner, vocab_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
 def latency_table(t: FrozenTrial, cost: dict[str, Any], files: dict[str, Path],
-                  shape: tuple[int, ...], cfg: CostConfig) -> dict[str, Any]:
+                  shape: tuple[int, ...], cfg: CostConfig,
+                  vocab_size: int | None = None) -> dict[str, Any]:
     """Search-time latency next to the re-measured one, plus each exported format's.
 
     The ``pt`` artifact is the in-memory student reloaded, so its row is ``export``.
+    ``vocab_size``: the student reads token ids below it (None: float features).
     """
     out: dict[str, Any] = {
         "batch_size": cfg.batch_size, "threads": cfg.threads,
@@ -93,7 +107,10 @@ def latency_table(t: FrozenTrial, cost: dict[str, Any], files: dict[str, Path],
     }
     for fmt in format_names():
         if fmt != "pt" and fmt in files:
-            out[fmt] = _latency_pair(run_artifact(files[fmt], fmt, cfg.threads), shape, cfg)
+            runner = run_artifact(files[fmt], fmt, cfg.threads)
+            if vocab_size is not None:
+                runner = _TokenRunner(runner, vocab_size)
+            out[fmt] = _latency_pair(runner, shape, cfg)
     return out
 
 

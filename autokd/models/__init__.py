@@ -69,11 +69,11 @@ def build_student(family: str, spec: dict[str, Any], input_shape: tuple[int, ...
         spec["widths"] = spec.pop("width")
     if num_classes < 2:
         raise ConfigError(f"need at least 2 classes, got {num_classes}")
-    from_spec = "tokens" in record.inputs and spec.get("vocab_size") is not None
+    # a saved token student rebuilds from its spec alone; a tokens-only family reads ids
+    from_spec = "tokens" in record.inputs and (spec.get("vocab_size") is not None
+                                               or record.inputs == ("tokens",))
     kind = "tokens" if tokens is not None or from_spec else input_kind(tuple(input_shape))
     record.check_input(tuple(input_shape), kind)
-    if tokens is not None:
-        spec = {**spec, "vocab_size": tokens.vocab_size, "pad_id": tokens.pad_id}
     model = record.build(spec, tuple(input_shape), num_classes)
     model.family = family
     return model
