@@ -59,15 +59,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--cpu-minutes", type=float, default=None,
                    help="stop starting new searches after this much CPU in this run")
+    p.add_argument("--spaces", nargs="+", help="the spaces to compare on every --datasets one, "
+                   "the first being the baseline (default: the table above)")
+    p.add_argument("--name", default=NAME, help="results/benchmarks/NAME.json")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny budget, temp output")
     args = p.parse_args(argv)
+    args.space_table = {d: tuple(args.spaces) if args.spaces else SPACES[d]
+                        for d in args.datasets}
     if args.quick:
         args.seeds, args.trials, args.epochs = args.seeds[:1], 2, 1
     return args
 
 
-def _out_path(quick: bool) -> Path:
-    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{NAME}.json"
+def _out_path(quick: bool, name: str = NAME) -> Path:
+    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{name}.json"
 
 
 def _load(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
@@ -109,18 +114,18 @@ def _search(dataset: str, space: str, seed: int, teacher: str, args: argparse.Na
             "wall_s": time.perf_counter() - wall0, "loadavg": list(os.getloadavg())}
 
 
-def _scale(dataset: str, data: Any, teacher_acc: float) -> FrontScale:
+def _scale(spaces: tuple[str, ...], data: Any, teacher_acc: float) -> FrontScale:
     """The union of the compared spaces' scales: one yardstick for every front."""
-    scales = [space_scale(load_space(s), data, teacher_acc, OBJECTIVES) for s in SPACES[dataset]]
+    scales = [space_scale(load_space(s), data, teacher_acc, OBJECTIVES) for s in spaces]
     return scales[0].union(*scales[1:])
 
 
-def _summary(dataset: str, doc: dict[str, Any], scale: FrontScale,
+def _summary(dataset: str, compared: tuple[str, ...], doc: dict[str, Any], scale: FrontScale,
              teacher: dict[str, Any]) -> dict[str, Any]:
     spaces: dict[str, Any] = {}
     hv_by_seed: dict[str, dict[int, float]] = {}
     budget = teacher["flops"] / 10
-    for space in SPACES[dataset]:
+    for space in compared:
         runs = {int(k.rsplit("/", 1)[1]): v for k, v in doc["runs"].items()
                 if k.startswith(f"{dataset}/{space}/")}
         hv_by_seed[space] = {s: scale.hypervolume([[p[0], p[2]] for p in r["points"]],
@@ -134,8 +139,8 @@ def _summary(dataset: str, doc: dict[str, Any], scale: FrontScale,
             "best_at_tenth_teacher_flops": None if best is None else
             {"val_accuracy": best[0], "test_accuracy": best[1], "flops": best[2]},
         }
-    base = SPACES[dataset][0]
-    for space in SPACES[dataset][1:]:
+    base = compared[0]
+    for space in compared[1:]:
         spaces[space]["vs_" + base] = paired_test(hv_by_seed[space], hv_by_seed[base])
     return {"teacher": teacher, "scale": scale.to_dict(), "spaces": spaces}
 
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(1)
     protocol = {k: getattr(args, k) for k in PROTOCOL_KEYS} | {"quick": args.quick}
-    path = _out_path(args.quick)
+    path = _out_path(args.quick, args.name)
     doc = _load(path, protocol)
     cpu_start, stopped = time.process_time(), None
     root = Path(tempfile.mkdtemp(prefix="autokd-families-"))
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             t_info = {"test_accuracy": profile["test_accuracy"], "flops": profile["flops"],
                       "params": profile["params"]}
             for seed in args.seeds:
-                for space in SPACES[dataset]:
+                for space in args.space_table[dataset]:
                     key = f"{dataset}/{space}/{seed}"
                     if key in doc["runs"]:
                         continue
@@ -169,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                     doc["runs"][key] = _search(dataset, space, seed, str(teacher_path), args,
                                                root)
                     _save(path, doc)  # resume point after every search
-            scale = _scale(dataset, data, profile["test_accuracy"])
-            doc["datasets"][dataset] = _summary(dataset, doc, scale, t_info)
+            compared = args.space_table[dataset]
+            scale = _scale(compared, data, profile["test_accuracy"])
+            doc["datasets"][dataset] = _summary(dataset, compared, doc, scale, t_info)
             for space, s in doc["datasets"][dataset]["spaces"].items():
                 log(f"{dataset} {space}: HV {pm(s['hv_val'])} "
                     f"best<=T/10 {s['best_at_tenth_teacher_flops']}")

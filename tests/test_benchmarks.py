@@ -128,6 +128,29 @@ def test_families_quick_scores_every_space_on_one_scale(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_families_quick_takes_the_spaces_to_compare(tmp_path: Path) -> None:
+    out = _run_quick("families.py", tmp_path, "--datasets", "mnist1d", "--spaces", "cnn1d",
+                     "transformer")
+    spaces = out["datasets"]["mnist1d"]["spaces"]
+    assert set(spaces) == {"cnn1d", "transformer"} and "vs_cnn1d" in spaces["transformer"]
+    assert set(out["runs"]) == {"mnist1d/cnn1d/0", "mnist1d/transformer/0"}
+
+
+@pytest.mark.slow
+def test_transformer_recipe_quick_pairs_every_condition_by_seed(tmp_path: Path) -> None:
+    out = _run_quick("transformer_recipe.py", tmp_path)
+    conditions = {f"{t}/{i}" for t in ("logits", "hidden+attention") for i in ("random", "teacher")}
+    assert set(out["summary"]) == conditions
+    assert set(out["runs"]) == {f"{c}/0" for c in conditions}
+    for run in out["runs"].values():
+        assert 1 <= run["epoch_to_95"] <= len(run["val_curve"]) == out["protocol"]["epochs"]
+        assert 0.0 <= run["test_accuracy"] <= 1.0
+    assert out["summary"]["logits/teacher"]["vs_random_init"]["n"] == 1
+    again = _run_quick("transformer_recipe.py", tmp_path)  # resumes: nothing re-runs
+    assert again["runs"] == out["runs"]
+
+
+@pytest.mark.slow
 def test_image_folder_search_quick_runs_every_step_in_both_modes(tmp_path: Path) -> None:
     """The image-folder path end to end (teacher, mbv2 search, report, export) in memory and
     streamed, through the CLI; both modes must see the same split."""

@@ -27,7 +27,8 @@ __all__ = ["add_parsers"]
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("latency-table",
                        help="measure the per-op latency table DARTS uses for a space and device")
-    p.add_argument("--space", help="cnn, cnn1d, mlp or a YAML file (default: by data kind)")
+    p.add_argument("--space", help="a bundled space (cnn, cnn1d, mlp, mbv2, resnet, transformer, hf) or a "
+                   "YAML file (default: by data kind)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="device to measure on (default cpu)")
     add_data_args(p)  # the input shape and class count are part of each op's context

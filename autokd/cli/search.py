@@ -141,7 +141,8 @@ def add_parsers(sub: Any) -> None:
 
 def _search_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
-    g.add_argument("--space", help="cnn, cnn1d, mlp or a YAML file (default: by data kind)")
+    g.add_argument("--space", help="a bundled space (cnn, cnn1d, mlp, mbv2, resnet, transformer, hf) or a "
+                   "YAML file (default: by data kind)")
     g.add_argument("--budget", default="20",
                    help="finished trials in total (40) or wall time (15m, 2h); default 20 "
                         "(with --strategy asha each rung evaluation is one trial)")
