@@ -24,8 +24,9 @@ KEY_COLUMNS = ["trial", "val_accuracy", "test_accuracy", "retention", "flops", "
 
 
 def spec_summary(spec: Any) -> str:
-    """A short architecture label, e.g. ``d2 w8/16 k3 max relu`` (cnn) or
-    ``s16 d2/1 w16/24 e3/6 k7/3 se-/+ relu/hardswish`` (mbv2): the keys a spec has, in order."""
+    """A short architecture label, e.g. ``d2 w8/16 k3 max relu`` (cnn),
+    ``s16 d2/1 w16/24 e3/6 k7/3 se-/+ relu/hardswish`` (mbv2), ``L2 D32 H2 m2 p4 cls``
+    (transformer) or ``L2 Dx1.0 Fx0.5`` (hf: layers, width scales): the keys a spec has."""
     if isinstance(spec, str):
         spec = json.loads(spec)
     if not isinstance(spec, dict):
@@ -33,7 +34,10 @@ def spec_summary(spec: Any) -> str:
     parts = []
     for key, prefix in (("stem", ""), ("stem_width", "s"), ("depth", "d"), ("depths", "d"),
                         ("widths", "w"), ("expansion", "e"), ("kernel", "k"), ("se", "se"),
-                        ("pool", ""), ("activation", ""), ("head_width", "h")):
+                        ("pool", ""), ("activation", ""), ("head_width", "h"),
+                        ("layers", "L"), ("hidden", "D"), ("heads", "H"), ("mlp_ratio", "m"),
+                        ("patch", "p"), ("pooling", ""), ("hidden_scale", "Dx"),
+                        ("intermediate_scale", "Fx")):
         value = spec.get(key)
         if value is None or (key == "head_width" and not value):
             continue

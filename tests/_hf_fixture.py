@@ -2,23 +2,31 @@
 
 The task: a sentence is class 1 when it holds one of the "positive" keywords, class 0 when it
 holds a "negative" one; the other words are filler. A 4-layer, 32-wide BERT learns it in a few
-seconds on a CPU, far above chance, so a teacher built from it carries real signal.
+seconds on a CPU, far above chance, so a teacher built from it carries real signal. The
+tokenizer, config and fine-tuning are the ``hf_recipe`` benchmark's (``benchmarks/_hf_task.py``).
 """
 
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import _hf_task
+from _hf_task import bert_config, fine_tune
+
+__all__ = ["MAX_LENGTH", "bert_config", "encode", "save_teacher", "sentences", "tokenizer"]
 
 POSITIVE = ("great", "superb", "lovely", "excellent")
 NEGATIVE = ("awful", "boring", "terrible", "dreadful")
 FILLER = ("the", "film", "plot", "actor", "scene", "music", "story", "was", "and", "very",
           "quite", "ending", "camera", "light", "script", "cast", "in", "of", "it", "a")
 MAX_LENGTH = 16
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
@@ -36,53 +44,13 @@ def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
 
 
 def tokenizer(texts: list[str]) -> Any:
-    """A WordPiece tokenizer trained on ``texts``, as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=200,
-                                                             special_tokens=SPECIAL))
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=MAX_LENGTH)
+    """A WordPiece tokenizer trained on ``texts`` that pads and cuts to MAX_LENGTH."""
+    return _hf_task.tokenizer(texts, MAX_LENGTH)
 
 
 def encode(tok: Any, texts: list[str]) -> torch.Tensor:
     """Token ids ``(N, MAX_LENGTH)``: padded and truncated as autokd's text data is."""
-    out = tok(texts, padding="max_length", truncation=True, max_length=MAX_LENGTH,
-              return_tensors="pt")
-    return out["input_ids"].long()
-
-
-def bert_config(num_labels: int = 2, **overrides: Any) -> Any:
-    from transformers import BertConfig
-
-    kw = {"vocab_size": 200, "hidden_size": 32, "num_hidden_layers": 4,
-          "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
-          "num_labels": num_labels, "pad_token_id": 0}
-    return BertConfig(**{**kw, **overrides})
-
-
-def fine_tune(model: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = 6) -> None:
-    """A few epochs of AdamW on the keyword task (masking padding like the adapter does)."""
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(32):
-            ids = x[idx]
-            out = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=y[idx])
-            opt.zero_grad()
-            out.loss.backward()
-            opt.step()
-    model.eval()
+    return _hf_task.encode(tok, texts, MAX_LENGTH)
 
 
 def save_teacher(root: Path, n: int = 320) -> dict[str, Any]:

@@ -206,3 +206,34 @@ def test_reference_and_protocol_quick_on_another_space(tmp_path: Path) -> None:
         assert cell["space"] == str(space) and cell["cpu_s"] > 0
         if cell["reached"]:
             assert cell["success"]["flops"] <= cell["max_flops"]
+
+
+@pytest.mark.slow
+def test_hf_recipe_quick_runs_the_hf_path_and_verifies_the_export(tmp_path: Path) -> None:
+    """Teacher, teacher- and random-init students, search, report and export through the CLI
+    on the generated sentiment CSV; the exported ONNX student scores what its card says."""
+    pytest.importorskip("transformers")
+    out = _run_quick("hf_recipe.py", tmp_path)
+    assert set(out["runs"]) == {"kl+ce/teacher/0", "kl+ce/random/0"}
+    for key, run in out["runs"].items():
+        assert run["rc"] == 0 and run["cpu_s"] > 0 and run["wall_s"] > 0, key
+        assert run["init"] == key.split("/")[1]
+        assert run["retention"] == pytest.approx(run["test_accuracy"] / out["teacher_test_accuracy"])
+    checks = out["checks"]
+    assert checks["same_teacher_accuracy"] and checks["one_split_hash"]
+    assert checks["onnx_rerun_matches_card"]
+    pipe = out["pipeline"]
+    assert pipe["verified"] and pipe["report"]["written"]
+    assert {s: r["finished_trials"] for s, r in pipe["searches"].items()} == {"hf": 1,
+                                                                            "hf_2_layers": 1}
+    assert pipe["card"]["spec"]["layers"] == 2 and pipe["card"]["recipe"]["init"] == "teacher"
+    assert {"onnx", "hf_onnx"} <= set(pipe["max_abs_diff"])
+    assert 0.0 <= out["export_max_abs_diff"] <= 1e-4
+    assert pipe["onnx_rerun"]["inputs"] == ["attention_mask", "input_ids"]
+    assert all(pipe["artifact_bytes"][a] > 0 for a in ("student.onnx", "student.hf.onnx",
+                                                        "hf_model"))
+    for key in ("retention_teacher_init_mean", "retention_random_init_mean",
+                "bow_floor_test_accuracy"):
+        assert isinstance(out[key], float), key
+    teacher = Path(out["teacher"]["dir"])  # saved once per protocol, reused by reruns
+    assert (teacher / "config.json").is_file() and (teacher / "tokenizer.json").is_file()

@@ -321,6 +321,22 @@ def test_hf_space_fixes_the_base_and_keeps_layers_within_the_teacher(hf_dir: Pat
     assert hf_student_spec("mlp", {"depth": 1}, [f"hf:{hf_dir}"]) == {"depth": 1}
 
 
+
+def test_hf_space_starts_full_width_students_from_the_teacher(hf_dir: Path) -> None:
+    """``init`` is searched where the teacher's layers fit, and left random where they cannot."""
+    from autokd.hf_teacher import hf_space
+    from autokd.space import load_space
+
+    space = hf_space(load_space("hf"), [f"hf:{hf_dir}"])
+    given = {"layers": 2, "soft_loss": "mse", "alpha": 0.9, "lr": 1e-3, "init": "teacher"}
+    full = space.from_params(given | {"hidden_scale": 1.0, "intermediate_scale": 1.0})
+    assert full.kd.init == "teacher" and "init" in full.params
+    for scales in ((0.5, 1.0), (1.0, 0.5)):  # InitError for every such student: not offered
+        narrow = space.from_params(given | dict(zip(("hidden_scale", "intermediate_scale"),
+                                                    scales, strict=True)))
+        assert narrow.kd.init == "random" and "init" not in narrow.params
+
+
 def test_hf_teacher_dir_is_the_text_tokenizer(hf_dir: Path) -> None:
     import dataclasses
 

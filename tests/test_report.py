@@ -311,3 +311,20 @@ def test_fmt_kinds() -> None:
     assert fmt(0.9876, "pct") == "98.8 %" and fmt(0.012, "pp") == "+1.2 pp"
     assert fmt(12.34, "x") == "12.3×" and fmt(12345, "int") == "12,345"
     assert fmt(None) == "-" and fmt(float("nan"), "pct") == "-"
+
+
+def test_architecture_labels_name_transformer_and_hf_students() -> None:
+    """Reports tell transformer and hf students apart (their keys are not cnn's)."""
+    from autokd.models.transformer import normalise_spec
+    from autokd.tables import spec_summary
+
+    patches = normalise_spec({"layers": 3, "hidden": 48, "heads": 4, "mlp_ratio": 4, "patch": 5,
+                              "pooling": "mean"})
+    assert spec_summary(patches) == "L3 D48 H4 m4 p5 mean"
+    ids = normalise_spec({"layers": 1, "hidden": 16, "heads": 2, "patch": None,
+                          "vocab_size": 100, "pad_id": 0})
+    assert spec_summary(ids) == "L1 D16 H2 m2 cls"
+    hf = {"base": "teacher", "config": {"model_type": "bert"}, "layers": 2, "hidden_scale": 1.0,
+          "intermediate_scale": 0.5, "vocab_size": 200, "pad_id": 0}  # as a trial stores it
+    assert spec_summary(hf) == "L2 Dx1.0 Fx0.5"
+    assert spec_summary({"depth": 2, "widths": [8, 16], "kernel": 3}) == "d2 w8/16 k3"
