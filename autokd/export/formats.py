@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -98,12 +99,17 @@ def applicable_formats(formats: tuple[str, ...] | None, model: nn.Module) -> tup
 
 @contextlib.contextmanager
 def quiet_torch_export() -> Iterator[None]:
-    """torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated."""
-    with warnings.catch_warnings():
+    """torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated; a
+    traced Hugging Face model logs misleading config chatter (``loss_type=None``)."""
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks in HF models
+        if "transformers" in sys.modules:  # an hf student or teacher is in play
+            from autokd.models.hf import quiet_transformers
+
+            stack.enter_context(quiet_transformers())
         yield
 
 
