@@ -329,7 +329,7 @@ def test_cached_teacher_logits_follow_the_batch(tmp_path: Path, rgb: Path, budge
     trainer = Trainer(build_student("cnn", {"depth": 1, "widths": [4]}, data.input_shape,
                                     data.num_classes), data, TrainConfig(batch_size=8), KDConfig(),
                       teacher)
-    trainer._t_feats = None
+    trainer._t_taps = None  # no feature terms: no cached teacher taps
     cached = teacher.outputs(data, "train")  # (M, N, K)
     batches = list(trainer._shuffled_batches(cached, torch.Generator().manual_seed(0)))
     assert len(batches) == -(-data.sizes()["train"] // 8)
