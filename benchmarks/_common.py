@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -25,10 +26,13 @@ from autokd.teachers import Teacher, default_teacher, load_teacher, save_checkpo
 __all__ = [
     "OUT_DIR",
     "QUICK_OUT_DIR",
+    "load_resumable",
     "log",
     "mean_std",
     "pm",
     "quick_teacher",
+    "result_path",
+    "save_atomic",
     "set_threads",
     "teacher_for",
     "write_result",
@@ -82,6 +86,30 @@ def write_result(name: str, payload: dict[str, Any], quick: bool = False) -> Pat
     print(text)
     log(f"wrote {path}")
     return path
+
+
+def result_path(name: str, quick: bool = False) -> Path:
+    """``results/benchmarks/<name>.json``, or its temp-directory twin for ``--quick`` runs."""
+    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{name}.json"
+
+
+def load_resumable(path: Path, protocol: dict[str, Any], **empty: Any) -> dict[str, Any]:
+    """The earlier results at ``path`` when their protocol matches this run's (resume), else a
+    fresh document: ``protocol``, ``runs`` and the ``empty`` entries given."""
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("protocol") == protocol:
+            return old
+        log(f"{path}: protocol changed; starting over")
+    return {"protocol": protocol, "runs": {}, **empty}
+
+
+def save_atomic(path: Path, doc: dict[str, Any], indent: int = 2) -> None:
+    """Write ``doc`` as JSON through a temp file, so a killed run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=indent, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 def quick_teacher(data: DataSplits, epochs: int = 3) -> tuple[Teacher, Path]:

@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import OUT_DIR, QUICK_OUT_DIR, log, mean_std, pm, set_threads, teacher_for
+from _common import (
+    load_resumable,
+    log,
+    mean_std,
+    pm,
+    result_path,
+    save_atomic,
+    set_threads,
+    teacher_for,
+)
 from _efficiency_score import paired_test
 
 from autokd.config import CostConfig, DataConfig, SearchConfig, SearchSettings, TrainConfig
@@ -71,25 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _out_path(quick: bool, name: str = NAME) -> Path:
-    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{name}.json"
 
 
-def _load(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
-    """The previous results when their protocol matches this run's (resume), else empty."""
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("protocol") == protocol:
-            return old
-        log(f"{path}: protocol changed; starting over")
-    return {"protocol": protocol, "runs": {}, "datasets": {}}
 
 
-def _save(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _search(dataset: str, space: str, seed: int, teacher: str, args: argparse.Namespace,
@@ -149,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(1)
     protocol = {k: getattr(args, k) for k in PROTOCOL_KEYS} | {"quick": args.quick}
-    path = _out_path(args.quick, args.name)
-    doc = _load(path, protocol)
+    path = result_path(args.name, args.quick)
+    doc = load_resumable(path, protocol, datasets={})
     cpu_start, stopped = time.process_time(), None
     root = Path(tempfile.mkdtemp(prefix="autokd-families-"))
     try:
@@ -173,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"{key}: {args.trials} trials x {args.epochs} epochs")
                     doc["runs"][key] = _search(dataset, space, seed, str(teacher_path), args,
                                                root)
-                    _save(path, doc)  # resume point after every search
+                    save_atomic(path, doc)  # resume point after every search
             compared = args.space_table[dataset]
             scale = _scale(compared, data, profile["test_accuracy"])
             doc["datasets"][dataset] = _summary(dataset, compared, doc, scale, t_info)
@@ -184,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     doc["stopped"] = stopped
     doc["loadavg_end"] = list(os.getloadavg())
-    _save(path, doc)
+    save_atomic(path, doc)
     print(json.dumps(doc, indent=2, default=str))
     return 0
 

@@ -50,7 +50,16 @@ from typing import Any
 import _hf_task as task
 import numpy as np
 import torch
-from _common import OUT_DIR, QUICK_OUT_DIR, log, mean_std, pm, set_threads, write_result
+from _common import (
+    load_resumable,
+    log,
+    mean_std,
+    pm,
+    result_path,
+    save_atomic,
+    set_threads,
+    write_result,
+)
 
 from autokd._io import cache_dir
 from autokd.config import DataConfig
@@ -85,26 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# -- resume ------------------------------------------------------------------------------------
-def _out_path(quick: bool) -> Path:
-    return (QUICK_OUT_DIR if quick else OUT_DIR) / f"{NAME}.json"
 
 
-def _load(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
-    """The previous results when their protocol matches this run's (resume), else empty."""
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("protocol") == protocol:
-            return old
-        log(f"{path}: protocol changed; starting over")
-    return {"protocol": protocol, "runs": {}}
-
-
-def _save(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 # -- the task and the teacher ------------------------------------------------------------------
@@ -324,12 +315,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_threads(args.threads)
     protocol = {k: getattr(args, k) for k in PROTOCOL_KEYS} | {"quick": args.quick,
                                                                 "teacher": TEACHER}
-    path = _out_path(args.quick)
-    doc = _load(path, protocol)
+    path = result_path(NAME, args.quick)
+    doc = load_resumable(path, protocol)
     doc["loadavg_start"] = list(os.getloadavg())
     cpu0, wall0 = time.process_time(), time.perf_counter()
     root, doc["teacher"] = _teacher(args, protocol)
-    _save(path, doc)
+    save_atomic(path, doc)
     for recipe in args.recipes:
         for seed in args.seeds:
             for init in INITS:
@@ -340,11 +331,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 r = doc["runs"][key]
                 log(f"{key}: test {r['test_accuracy']:.3f} retention {r['retention']:.3f} "
                     f"({r['cpu_s']:.0f} CPU s)")
-                _save(path, doc)  # resume point after every run
+                save_atomic(path, doc)  # resume point after every run
     if "pipeline" not in doc:
         with tempfile.TemporaryDirectory(prefix="autokd-hf-recipe-") as work:
             doc["pipeline"] = _pipeline(root, args, Path(work))
-        _save(path, doc)
+        save_atomic(path, doc)
     doc["summary"] = _summary(doc, args)
     t_acc = doc["teacher"]["test_accuracy"]
     runs = list(doc["runs"].values())

@@ -33,7 +33,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import OUT_DIR, QUICK_OUT_DIR, log, mean_std, pm, set_threads
+from _common import (
+    QUICK_OUT_DIR,
+    load_resumable,
+    log,
+    mean_std,
+    pm,
+    result_path,
+    save_atomic,
+    set_threads,
+)
 from _efficiency_score import paired_test
 
 from autokd._io import cache_dir
@@ -136,24 +145,10 @@ def summarise(runs: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _out(args: argparse.Namespace) -> Path:
-    return (QUICK_OUT_DIR if args.quick else OUT_DIR) / f"{NAME}.json"
 
 
-def _load(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("protocol") == protocol:
-            return old
-        log(f"{path}: protocol changed; starting over")
-    return {"protocol": protocol, "runs": {}}
 
 
-def _save(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -161,8 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_threads(1)
     data = load_data(args.dataset)
     protocol = {k: getattr(args, k) for k in PROTOCOL_KEYS}
-    path = _out(args)
-    doc = _load(path, protocol)
+    path = result_path(NAME, args.quick)
+    doc = load_resumable(path, protocol)
     teacher, teacher_path = _teacher(data, args.teacher_epochs, args.quick)
     doc["teacher"] = {"path": str(teacher_path), "spec": TEACHER,
                       "test_accuracy": teacher.accuracy(data)}
@@ -182,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 log(f"{key}: test {r['test_accuracy']:.4f}, 95 % at epoch {r['epoch_to_95']}, "
                     f"{r['cpu_s']:.0f} CPU s")
                 doc["summary"] = summarise(doc["runs"], args)
-                _save(path, doc)
+                save_atomic(path, doc, indent=1)
     doc["summary"] = summarise(doc["runs"], args)
     doc.update({"benchmark": NAME, "quick": args.quick, "dataset": data.describe(),
                 "student": {**TEACHER, "layers": args.student_layers}, "terms": TERMS,
@@ -191,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"{cond}: test {pm(s['test_accuracy'])} %, 95 % at epoch "
             f"{pm(s['epoch_to_95'], scale=1.0)}")
     doc.update(_headline(doc["summary"]))
-    _save(path, doc)
+    save_atomic(path, doc, indent=1)
     print(json.dumps(doc, indent=1, default=str))
     return doc
 
