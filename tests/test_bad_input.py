@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.distributions import IntDistribution
 
+from autokd import search as search_module
 from autokd import teachers, train
 from autokd.cli import main
 from autokd.data import load_data
@@ -56,7 +57,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train.Trainer, "fit", refuse)
     monkeypatch.setattr(teachers, "train_teacher", refuse)
     monkeypatch.setattr(teachers, "default_teacher", refuse)
-    monkeypatch.setattr(sys.modules["autokd.search"], "default_teacher", refuse)
+    monkeypatch.setattr(search_module, "default_teacher", refuse)
 
 
 def user_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
