@@ -8,6 +8,11 @@ Tree ensembles distilled into networks are a real use case, so sklearn teachers 
 
 Why outputs are cached: computing teacher logits once per (teacher, split) instead of every
 batch made KD 3.5x faster; they are kept in memory and on disk keyed by both hashes.
+
+Which inputs a teacher sees: ``DataSplits.for_teacher()``, every column when the student
+sees only some (``--student-features``); each method here that takes data resolves it, so
+cached outputs, taps, checks and accuracy all use the teacher's view. The unlabelled inputs
+(``DataSplits.x_unlabeled``) get cached outputs under the split name ``unlabeled``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import nn
 from autokd._io import atomic_write, cache_dir
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
+from autokd.data.schema import UNLABELED
 from autokd.distill import KDConfig
 from autokd.distill.hooks import model_tap_groups
 from autokd.errors import TeacherError
@@ -103,13 +109,23 @@ class _Member:
 
 
 class Teacher:
-    """A frozen teacher or ensemble; ``outputs`` gives cached logits (M, N, K) per split."""
+    """A frozen teacher or ensemble; ``outputs`` gives cached logits (M, N, K) per split.
 
-    def __init__(self, members: list[_Member]) -> None:
+    ``student_view``: the members read the student's columns rather than the teacher's view
+    (a student wrapped as a teacher, e.g. an assistant trained on the same data).
+    """
+
+    def __init__(self, members: list[_Member], student_view: bool = False) -> None:
         if not members:
             raise TeacherError("no teacher given")
         self.members = members
+        self.student_view = student_view
         self.hash = hashlib.sha256("+".join(m.hash for m in members).encode()).hexdigest()[:16]
+
+    def view(self, data: DataSplits) -> DataSplits:
+        """The data this teacher reads: the teacher's view (every column) unless
+        ``student_view``."""
+        return data if self.student_view else data.for_teacher()
 
     @property
     def name(self) -> str:
@@ -136,7 +152,8 @@ class Teacher:
             return torch.stack([m.logits(x, on_batch=meter.update) for m in self.members])
 
     def outputs(self, data: DataSplits, split: str) -> torch.Tensor:
-        """Logits for a whole split, computed once (memory, then disk cache)."""
+        """Logits for a whole split (or ``unlabeled``), computed once (memory, then disk)."""
+        data = self.view(data)
         key = (self.hash, data.split_hash, split)
         if key not in _OUTPUT_CACHE:
             _OUTPUT_CACHE[key] = self._load_or_compute(data, split)
@@ -164,11 +181,12 @@ class Teacher:
         module, available = self.module, self.tap_groups
         if module is None or not groups or not set(groups) <= set(available):
             return None
+        data = self.view(data)
         keys = {g: (self.hash, data.split_hash, f"{g}:{split}") for g in sorted(groups)}
         todo = {g: available[g] for g, k in keys.items() if k not in _FEATURE_CACHE}
         if todo:
             limit = float(os.environ.get("AUTOKD_FEATURE_CACHE_MB", "1024")) * 2**20
-            taps = split_taps(module, todo, data.split(split)[0], limit)
+            taps = split_taps(module, todo, data.inputs(split), limit)
             if taps is None:
                 return None
             _FEATURE_CACHE.update({keys[g]: tensors for g, tensors in taps.items()})
@@ -181,16 +199,22 @@ class Teacher:
                 return torch.load(path, weights_only=True)
             except Exception:  # a corrupt cache entry is recomputed, never trusted
                 logger.warning("ignoring unreadable teacher-output cache %s", path)
-        n = data.sizes()[split] * len(self.members)
+        if split == UNLABELED:  # no labels to batch with: plain chunks of the inputs
+            x = data.inputs(split)
+            chunks = [x[i:i + 1024] for i in range(0, len(x), 1024)]
+        else:
+            chunks = (xb for xb, _, _ in data.batches(split, 1024))
+        n = len(data.inputs(split)) * len(self.members)
         with ProgressMeter(n, f"teacher outputs ({split})", "samples") as meter:
             out = torch.cat([torch.stack([m.logits(xb, on_batch=meter.update)
                                           for m in self.members])
-                             for xb, _, _ in data.batches(split, 1024)], dim=1)
+                             for xb in chunks], dim=1)
         _atomic_torch_save(out, path)
         return out
 
     def check(self, data: DataSplits) -> None:
         """Reject a teacher that does not fit the data before any training starts."""
+        data = self.view(data)
         xb = data.head("val", 8)
         for m in self.members:
             try:
@@ -322,7 +346,7 @@ def _sklearn_member(path: Path, trust: bool, digest: str, data: DataSplits | Non
         raise TeacherError(f"cannot read {path}: {_reason(exc)}") from None
     if not hasattr(est, "predict_proba"):
         raise TeacherError(f"{path} holds a {type(est).__name__}, which has no predict_proba")
-    denorm = data.denormalize if data is not None else None
+    denorm = data.for_teacher().denormalize if data is not None else None
     return _Member(path.name, "sklearn", digest, estimator=est, denormalize=denorm)
 
 
@@ -393,8 +417,10 @@ def default_teacher_spec(data: DataSplits,
     """A strong teacher from a family's ``TeacherRecipe`` (default: the data kind's family).
 
     Naming a family (``mbv2``, ``resnet``...) trains that family's wider, deeper recipe, so a
-    search over that family distils from a teacher of the same shape of network.
+    search over that family distils from a teacher of the same shape of network. It is sized
+    for the teacher's view of the data (every column).
     """
+    data = data.for_teacher()
     kind = input_kind(data.input_shape, data.tokens)
     record = family_for(kind) if family is None else get_family(family)
     record.check_input(tuple(data.input_shape), kind)
@@ -407,7 +433,9 @@ def default_teacher_spec(data: DataSplits,
 
 def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
                   device: str = "cpu", family: str | None = None) -> tuple[nn.Module, TrainResult]:
-    """Train a default teacher from scratch (best epoch by validation accuracy)."""
+    """Train a default teacher from scratch (best epoch by validation accuracy), on the
+    teacher's view and the labelled samples only (unlabelled inputs carry no labels)."""
+    data = data.for_teacher()
     family, spec, cfg = default_teacher_spec(data, family)
     cfg.seed, cfg.device = seed, device
     if epochs is not None:
@@ -421,6 +449,7 @@ def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
 
 
 def teacher_metrics(model: nn.Module, data: DataSplits, result: TrainResult | None = None) -> dict[str, Any]:
+    data = data.for_teacher()
     test = result.test if result else evaluate(model, data.x_test, data.y_test)
     val = result.val if result else evaluate(model, data.x_val, data.y_val)
     return {"test_accuracy": test["accuracy"], "val_accuracy": val["accuracy"],
@@ -431,10 +460,11 @@ def default_teacher(data: DataSplits, *, seed: int = 0, device: str = "cpu",
                     cache: bool = True) -> tuple[Teacher, Path]:
     """The cached default teacher for this data split (trained on first use)."""
     family, spec, cfg = default_teacher_spec(data)
+    view = data.for_teacher()
     tag = hashlib.sha256(f"{family}{spec}{cfg.epochs}{seed}".encode()).hexdigest()[:8]
-    path = cache_dir() / "teachers" / f"{data.split_hash}-{tag}.pt"
+    path = cache_dir() / "teachers" / f"{view.split_hash}-{tag}.pt"
     if not (cache and path.exists()):
         logger.info("training the default teacher for %s (cached at %s)", data.name, path)
-        model, result = train_teacher(data, seed=seed, device=device)
-        save_checkpoint(model, path, data=data.describe(), metrics=teacher_metrics(model, data, result))
+        model, result = train_teacher(view, seed=seed, device=device)
+        save_checkpoint(model, path, data=view.describe(), metrics=teacher_metrics(model, view, result))
     return load_teacher(path, data=data), path
