@@ -7,12 +7,8 @@ estimator saved with joblib that has ``predict_proba`` (unpickles code: needs ``
 Tree ensembles distilled into networks are a real use case, so sklearn teachers are first-class.
 
 Why outputs are cached: computing teacher logits once per (teacher, split) instead of every
-batch made KD 3.5x faster; they are kept in memory and on disk keyed by both hashes.
-
-Which inputs a teacher sees: ``DataSplits.for_teacher()``, every column when the student
-sees only some (``--student-features``); each method here that takes data resolves it, so
-cached outputs, taps, checks and accuracy all use the teacher's view. The unlabelled inputs
-(``DataSplits.x_unlabeled``) get cached outputs under the split name ``unlabeled``.
+batch made KD 3.5x faster; they are kept in memory and on disk keyed by both hashes. A teacher
+reads ``Teacher.view(data)``: every column under ``--student-features``, never the student's.
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ from torch import nn
 from autokd._io import atomic_write, cache_dir
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
-from autokd.data.schema import UNLABELED
 from autokd.distill import KDConfig
 from autokd.distill.hooks import model_tap_groups
 from autokd.errors import TeacherError
@@ -109,23 +104,17 @@ class _Member:
 
 
 class Teacher:
-    """A frozen teacher or ensemble; ``outputs`` gives cached logits (M, N, K) per split.
+    """A frozen teacher or ensemble; ``outputs`` gives cached logits (M, N, K) per split."""
 
-    ``student_view``: the members read the student's columns rather than the teacher's view
-    (a student wrapped as a teacher, e.g. an assistant trained on the same data).
-    """
-
-    def __init__(self, members: list[_Member], student_view: bool = False) -> None:
+    def __init__(self, members: list[_Member]) -> None:
         if not members:
             raise TeacherError("no teacher given")
         self.members = members
-        self.student_view = student_view
         self.hash = hashlib.sha256("+".join(m.hash for m in members).encode()).hexdigest()[:16]
 
     def view(self, data: DataSplits) -> DataSplits:
-        """The data this teacher reads: the teacher's view (every column) unless
-        ``student_view``."""
-        return data if self.student_view else data.for_teacher()
+        """The data it reads (a teacher trained on the student's columns overrides this)."""
+        return data.for_teacher()
 
     @property
     def name(self) -> str:
@@ -152,7 +141,7 @@ class Teacher:
             return torch.stack([m.logits(x, on_batch=meter.update) for m in self.members])
 
     def outputs(self, data: DataSplits, split: str) -> torch.Tensor:
-        """Logits for a whole split (or ``unlabeled``), computed once (memory, then disk)."""
+        """Logits for a whole split or ``unlabeled``, computed once (memory, then disk)."""
         data = self.view(data)
         key = (self.hash, data.split_hash, split)
         if key not in _OUTPUT_CACHE:
@@ -199,16 +188,11 @@ class Teacher:
                 return torch.load(path, weights_only=True)
             except Exception:  # a corrupt cache entry is recomputed, never trusted
                 logger.warning("ignoring unreadable teacher-output cache %s", path)
-        if split == UNLABELED:  # no labels to batch with: plain chunks of the inputs
-            x = data.inputs(split)
-            chunks = [x[i:i + 1024] for i in range(0, len(x), 1024)]
-        else:
-            chunks = (xb for xb, _, _ in data.batches(split, 1024))
         n = len(data.inputs(split)) * len(self.members)
         with ProgressMeter(n, f"teacher outputs ({split})", "samples") as meter:
             out = torch.cat([torch.stack([m.logits(xb, on_batch=meter.update)
                                           for m in self.members])
-                             for xb in chunks], dim=1)
+                             for xb in data.chunks(split, 1024)], dim=1)
         _atomic_torch_save(out, path)
         return out
 
@@ -417,10 +401,8 @@ def default_teacher_spec(data: DataSplits,
     """A strong teacher from a family's ``TeacherRecipe`` (default: the data kind's family).
 
     Naming a family (``mbv2``, ``resnet``...) trains that family's wider, deeper recipe, so a
-    search over that family distils from a teacher of the same shape of network. It is sized
-    for the teacher's view of the data (every column).
+    search over that family distils from a teacher of the same shape of network.
     """
-    data = data.for_teacher()
     kind = input_kind(data.input_shape, data.tokens)
     record = family_for(kind) if family is None else get_family(family)
     record.check_input(tuple(data.input_shape), kind)
@@ -433,9 +415,8 @@ def default_teacher_spec(data: DataSplits,
 
 def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
                   device: str = "cpu", family: str | None = None) -> tuple[nn.Module, TrainResult]:
-    """Train a default teacher from scratch (best epoch by validation accuracy), on the
-    teacher's view and the labelled samples only (unlabelled inputs carry no labels)."""
-    data = data.for_teacher()
+    """Train a default teacher from scratch (best epoch by validation accuracy)."""
+    data = data.for_teacher()  # every column, labelled samples only
     family, spec, cfg = default_teacher_spec(data, family)
     cfg.seed, cfg.device = seed, device
     if epochs is not None:
@@ -449,7 +430,6 @@ def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
 
 
 def teacher_metrics(model: nn.Module, data: DataSplits, result: TrainResult | None = None) -> dict[str, Any]:
-    data = data.for_teacher()
     test = result.test if result else evaluate(model, data.x_test, data.y_test)
     val = result.val if result else evaluate(model, data.x_val, data.y_val)
     return {"test_accuracy": test["accuracy"], "val_accuracy": val["accuracy"],
@@ -459,8 +439,8 @@ def teacher_metrics(model: nn.Module, data: DataSplits, result: TrainResult | No
 def default_teacher(data: DataSplits, *, seed: int = 0, device: str = "cpu",
                     cache: bool = True) -> tuple[Teacher, Path]:
     """The cached default teacher for this data split (trained on first use)."""
-    family, spec, cfg = default_teacher_spec(data)
-    view = data.for_teacher()
+    view = data.for_teacher()  # every column: sized, trained and cached for the teacher's view
+    family, spec, cfg = default_teacher_spec(view)
     tag = hashlib.sha256(f"{family}{spec}{cfg.epochs}{seed}".encode()).hexdigest()[:8]
     path = cache_dir() / "teachers" / f"{view.split_hash}-{tag}.pt"
     if not (cache and path.exists()):

@@ -20,11 +20,8 @@ Why it looks like this:
 - With augmentation (``cfg.augment``) each batch is augmented by ``autokd.replay``'s
   ``BatchAugmenter``, which also hands back the teacher logits of the augmented batch (the
   teacher run online, or an augmentation-replay cache); the clean-data caches are then unused.
-- Unlabelled inputs (``DataSplits.x_unlabeled``) are used only through the teacher's cached
-  outputs: each step pairs a labelled batch (the whole recipe) with an unlabelled one (the
-  terms that read no labels, ``DistillLoss.unlabeled_total``), and an epoch is one pass over
-  the larger of the two sets, the smaller one cycling. A recipe without a teacher term
-  ignores them.
+- Unlabelled inputs (``--unlabeled``) add a batch per step through the teacher's outputs only
+  (``autokd.train_unlabeled``); an epoch then spans the larger of the two sets.
 """
 
 from __future__ import annotations
@@ -42,8 +39,6 @@ from torch import nn
 
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
-from autokd.data.augment import epoch_generator
-from autokd.data.schema import UNLABELED
 from autokd.device import resolve_device, to_device, uses_channels_last
 from autokd.distill import DistillLoss, KDConfig
 from autokd.errors import ConfigError, TrainingError
@@ -51,6 +46,7 @@ from autokd.evaluation import evaluate
 from autokd.replay import BatchAugmenter
 from autokd.train_state import RunHistory, TrainState
 from autokd.train_taps import TapPlan, Taps
+from autokd.train_unlabeled import UnlabeledInputs, check_unlabeled, pair_batches
 
 __all__ = [
     "TeacherLike",
@@ -143,9 +139,7 @@ class Trainer:
             raise ConfigError("this distillation recipe needs a teacher; pass one or use --scratch")
         self.device = resolve_device(self.cfg.device)
         self.channels_last = uses_channels_last(self.device, data.x_train)
-        if data.x_unlabeled is not None and self.kd.uses_teacher and self.cfg.augment != "none":
-            raise ConfigError("unlabelled inputs (--unlabeled) are not combined with "
-                              "augmentation; use augment none")
+        check_unlabeled(data, self.kd, self.cfg)
         self.student = student.to(self.device, memory_format=self._memory_format)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.taps = TapPlan(self.kd, self.student, teacher, data)  # hooked activations
@@ -158,7 +152,7 @@ class Trainer:
         self.state: TrainState | None = None
         self._resume: TrainState | None = None
         self._live: tuple[Any, ...] | None = None  # the running fit's (track, opt, ...)
-        self._unl: _Unlabeled | None = None  # set by fit(): unlabelled inputs on the device
+        self._unl: UnlabeledInputs | None = None  # set by fit(), with the teacher's outputs
         self._epoch_samples = 0
 
     def resume(self, state: TrainState) -> None:
@@ -236,9 +230,10 @@ class Trainer:
         t_train = to_device(t_train, self.device) if t_train is not None else None
         self._t_taps = None if self.augment.active else self.taps.cached_teacher(self.device)
         t_val = self._teacher_logits("val")
-        self._unl = self._unlabeled()
-        n_unl = 0 if self._unl is None else len(self._unl.x)
-        steps_per_epoch = math.ceil(max(n_train, n_unl) / cfg.batch_size)
+        self._unl = UnlabeledInputs.prepare(data, self.teacher, self.kd, self.taps, cfg,
+                                            self.device, self.channels_last)
+        steps_per_epoch = self._unl.steps(n_train) if self._unl else \
+            math.ceil(n_train / cfg.batch_size)
         opt, sched = self._optimizer(horizon * steps_per_epoch)
         track = RunHistory(metric=cfg.metric) if self._resume is None else \
             self._restore(self._resume, opt, sched, gen, horizon)
@@ -326,15 +321,17 @@ class Trainer:
         params = list(self.student.parameters())  # once: .parameters() walks every module
         self.augment.start_epoch(epoch)
         self._epoch_samples = 0
-        for step, (labelled, unl) in enumerate(self._epoch_batches(t_logits, gen, epoch)):
-            xb, yb, tb, fb, ib = labelled
+        steps = pair_batches(self._unl, lambda: self._shuffled_batches(t_logits, gen),
+                             len(self.data.y_train), epoch)
+        for step, ((xb, yb, tb, fb, ib), unl) in enumerate(steps):
             xb, tb = self.augment(xb, ib, tb)
             if self.channels_last:  # the per-epoch permutation gives NCHW batches back
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
                 loss = self._batch_loss(xb, yb, tb, fb, progress, self.global_step)
-                if unl is not None:
-                    loss = loss + self._unlabeled_loss(unl, progress, self.global_step)
+                if unl is not None and self._unl is not None:  # + label-free terms on them
+                    loss = loss + self._unl.loss(unl, self.student, self.loss_fn, self.taps,
+                                                 progress, self.global_step)
             self._epoch_samples += len(yb) + (0 if unl is None else len(unl))
             value = loss.item()  # the one host sync per step; doubles as the NaN check
             if not math.isfinite(value):
@@ -350,54 +347,6 @@ class Trainer:
             total += value * len(yb)
             count += len(yb)
         return total / max(1, count)
-
-    def _unlabeled(self) -> _Unlabeled | None:
-        """The unlabelled inputs with the teacher's cached outputs (and taps) on the device;
-        None without them or when the recipe reads no teacher (nothing to learn from)."""
-        x = self.data.x_unlabeled
-        if x is None:
-            return None
-        if not self.kd.uses_teacher or self.teacher is None:
-            logger.info("unlabelled inputs unused: the recipe reads no teacher")
-            return None
-        logits = to_device(self.teacher.outputs(self.data, UNLABELED), self.device)
-        taps = self.taps.cached_teacher(self.device, UNLABELED)
-        return _Unlabeled(to_device(x, self.device, self.channels_last), logits, taps)
-
-    def _epoch_batches(self, t_logits: torch.Tensor | None, gen: torch.Generator,
-                       epoch: int) -> Iterator[tuple[tuple[Any, ...], torch.Tensor | None]]:
-        """Labelled batches, each paired with the indices of an unlabelled batch (None
-        without unlabelled inputs); the smaller set cycles. The unlabelled order is fixed by
-        (seed, epoch), so a resumed run draws what a straight run drew."""
-        labelled = self._shuffled_batches(t_logits, gen)
-        if self._unl is None:
-            yield from ((b, None) for b in labelled)
-            return
-        bs, n_u = self.cfg.batch_size, len(self._unl.x)
-        steps = math.ceil(max(len(self.data.y_train), n_u) / bs)
-        draw = epoch_generator(self.cfg.seed + _UNLABELED_SALT, epoch)
-        order = torch.cat([torch.randperm(n_u, generator=draw)
-                           for _ in range(math.ceil(steps * bs / n_u))])  # (>= steps * bs,)
-        for step in range(steps):
-            batch = next(labelled, None)
-            if batch is None:  # the labelled set is the smaller one: a new pass over it
-                labelled = self._shuffled_batches(t_logits, gen)
-                batch = next(labelled)
-            yield batch, order[step * bs:(step + 1) * bs].to(self._unl.x.device)
-
-    def _unlabeled_loss(self, idx: torch.Tensor, progress: float, step: int) -> torch.Tensor:
-        """The label-free part of the recipe on the unlabelled samples ``idx``."""
-        unl = self._unl
-        assert unl is not None
-        xu, tu = unl.x[idx], unl.logits[:, idx]
-        if not self.taps:
-            return self.loss_fn.unlabeled_total(self.student(xu), tu, progress=progress,
-                                                step=step)
-        cached = None if unl.taps is None else {g: [t[idx] for t in ts]
-                                                for g, ts in unl.taps.items()}
-        run = self.taps.run(xu, cached)
-        return self.loss_fn.unlabeled_total(run.pop("logits"), tu, progress=progress,
-                                            step=step, **run)
 
     def _shuffled_batches(self, t_logits: torch.Tensor | None,
                           gen: torch.Generator) -> Iterator[tuple[Any, ...]]:
@@ -438,18 +387,6 @@ class Trainer:
         for fn in self.callbacks["on_train_end"]:
             fn(self, track.epoch, result.summary())
         return result
-
-
-_UNLABELED_SALT = 0x0A11  # keeps the unlabelled order's draws apart from augmentation's
-
-
-@dataclass
-class _Unlabeled:
-    """Unlabelled inputs on the run's device with the teacher's outputs for them."""
-
-    x: torch.Tensor  # (N_u, ...)
-    logits: torch.Tensor  # (M, N_u, K)
-    taps: Taps | None  # cached teacher taps, or None (the teacher runs per batch)
 
 
 def distill(student: nn.Module, data: DataSplits, teacher: TeacherLike | None = None,

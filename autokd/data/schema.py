@@ -145,6 +145,14 @@ class DataSplits:
         return split_batches(x, y, batch_size, shuffle=shuffle, generator=generator,
                              device=device)
 
+    def chunks(self, which: str, size: int) -> Iterator[torch.Tensor]:
+        """The features of a split or of ``UNLABELED`` in order, ``size`` rows at a time."""
+        if which != UNLABELED:
+            yield from (xb for xb, _, _ in self.batches(which, size))
+            return
+        x = self.inputs(which)
+        yield from (x[i:i + size] for i in range(0, len(x), size))
+
     def head(self, which: str, n: int) -> torch.Tensor:
         """The first ``n`` samples of a split as a tensor (shape probes, export examples)."""
         return self.split(which)[0][:n]
