@@ -11,7 +11,8 @@ the unlabelled pool, so the two 10 % arms get proportionally more epochs.
 
 Part 2, LUPI (breast_cancer, wine): the teacher (the default one) sees every column, the
 student only every third column (``--student-features 0,3,6,...``); KD vs scratch on the same
-columns.
+columns, over ``--lupi-seeds`` (10: a run takes about a second, and the test splits are small).
+breast_cancer also runs its 10 "error" columns (10-19), the weakest third.
 
 Every run is saved as it finishes (``results/benchmarks/scarce.json``), so a stopped run
 resumes seed by seed. Test accuracy as mean ± sample std over seeds (student initialisation
@@ -65,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
     ap.add_argument("--lupi-datasets", nargs="+", default=["breast_cancer", "wine"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--lupi-seeds", type=int, nargs="+", default=list(range(10)),
+                    help="LUPI runs take about a second each: more seeds, tighter estimates")
     ap.add_argument("--fraction", type=float, default=0.1, help="labelled share of train")
     ap.add_argument("--epochs", type=int, default=30,
                     help="epochs of the unlabelled arm (the 10 %% arms: the same steps)")
@@ -76,14 +79,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.datasets, args.lupi_datasets = ["digits"], ["breast_cancer"]
         args.seeds, args.epochs, args.lupi_epochs = args.seeds[:1], 1, 2
+        args.lupi_seeds = args.lupi_seeds[:1]
     return args
 
 
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
     """What makes earlier results comparable (resume only when it is unchanged)."""
     return {"fraction": args.fraction, "epochs": args.epochs, "lupi_epochs": args.lupi_epochs,
+            "lupi_seeds": args.lupi_seeds,
             "kd": vars(KDConfig()), "students": STUDENTS, "quick": args.quick,
-            "lupi_columns": "every third column, from 0"}
+            "lupi_columns": {"every_third": "every third column, from 0", **EXTRA_COLUMNS}}
 
 
 def _teacher(data: DataSplits, quick: bool) -> tuple[Teacher, str]:
@@ -132,33 +137,53 @@ def unlabeled_part(name: str, args: argparse.Namespace, doc: dict[str, Any],
                            for s in args.seeds]) for arm in ARMS}
     return {"teacher": path, "teacher_trained_on": f"all {len(full.y_train)} labelled train "
             "samples", "teacher_test_accuracy": teacher.accuracy(full, "test"),
+            "teacher_test_accuracy_as_students_see_it": teacher.accuracy(few, "test"),
             "labelled": n_l, "unlabeled": n_u, "unlabeled_leaked_dropped":
             rest.meta["unlabeled"]["leaked_dropped"], "steps": steps,
             "epochs": {arm: plan[arm][2] for arm in ARMS},
             "test_accuracy": arms, "text": {arm: pm(arms[arm]) for arm in ARMS}}
 
 
+#: extra LUPI column choices beside every third column: breast_cancer's 10 "error" columns
+#: (standard errors of the 10 measurements), the weakest third, where scratch falls short
+EXTRA_COLUMNS: dict[str, dict[str, str]] = {
+    "breast_cancer": {"errors": ",".join(str(c) for c in range(10, 20))},
+}
+
+
 def lupi_part(name: str, args: argparse.Namespace, doc: dict[str, Any],
               save: Any) -> dict[str, Any]:
-    """KD vs scratch for a student that reads every third column; the teacher reads all."""
+    """KD vs scratch for students that read a third of the columns; the teacher reads all."""
     full = load_data(DataConfig(source=name))
-    columns = ",".join(str(c) for c in range(0, full.input_shape[0], 3))
+    _, path = _teacher(full, args.quick)
+    variants = {"every_third": ",".join(str(c) for c in range(0, full.input_shape[0], 3)),
+                **EXTRA_COLUMNS.get(name, {})}
+    return {variant: _lupi_variant(name, variant, columns, path, args, doc, save)
+            for variant, columns in variants.items()}
+
+
+def _lupi_variant(name: str, variant: str, columns: str, path: str,
+                  args: argparse.Namespace, doc: dict[str, Any], save: Any) -> dict[str, Any]:
     data = load_data(DataConfig(source=name, student_features=columns))
-    teacher, path = _teacher(full, args.quick)
     teacher = load_teacher(path, data=data)
     kd = KDConfig()
-    for seed in args.seeds:
+    runs = doc["runs"]
+    for seed in args.lupi_seeds:
         for arm, recipe in (("scratch", kd.scratch()), ("kd", kd)):
-            key = f"lupi/{name}/{arm}/{seed}"
-            if key not in doc["runs"]:
-                doc["runs"][key] = _run(data, teacher, name, recipe, args.lupi_epochs, seed)
+            key = f"lupi/{name}/{variant}/{arm}/{seed}"
+            if key not in runs:
+                runs[key] = _run(data, teacher, name, recipe, args.lupi_epochs, seed)
                 save()
-                log(f"{key}: test {doc['runs'][key]['test_accuracy']:.4f}")
-    arms = {arm: mean_std([doc["runs"][f"lupi/{name}/{arm}/{s}"]["test_accuracy"]
-                           for s in args.seeds]) for arm in ("scratch", "kd")}
-    return {"teacher": path, "teacher_columns": full.input_shape[0],
+                log(f"{key}: test {runs[key]['test_accuracy']:.4f}")
+    acc = {arm: [runs[f"lupi/{name}/{variant}/{arm}/{s}"]["test_accuracy"]
+                 for s in args.lupi_seeds] for arm in ("scratch", "kd")}
+    wins = sum(k > s for k, s in zip(acc["kd"], acc["scratch"], strict=True))
+    ties = sum(k == s for k, s in zip(acc["kd"], acc["scratch"], strict=True))
+    arms = {arm: mean_std(values) for arm, values in acc.items()}
+    return {"teacher": path, "teacher_columns": data.for_teacher().input_shape[0],
             "teacher_test_accuracy": teacher.accuracy(data, "test"),
-            "student_columns": data.meta["student_features"],
+            "student_columns": data.meta["student_features"], "test_samples": len(data.y_test),
+            "kd_wins_ties_losses": [wins, ties, len(args.lupi_seeds) - wins - ties],
             "test_accuracy": arms, "text": {arm: pm(arms[arm]) for arm in arms}}
 
 
@@ -176,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "what": "with 10 % of the labels: scratch vs KD vs KD + the other 90 % unlabelled "
                 "(teacher on 100 % of the labels); LUPI: teacher on all columns, student on "
                 "every third, KD vs scratch",
-        "seeds": args.seeds,
+        "seeds": args.seeds, "lupi_seeds": args.lupi_seeds,
         "unlabeled": {n: unlabeled_part(n, args, doc, save) for n in args.datasets},
         "lupi": {n: lupi_part(n, args, doc, save) for n in args.lupi_datasets},
         "loadavg": list(os.getloadavg()),
@@ -187,9 +212,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         acc = part["test_accuracy"]
         out[f"{n}_kd_unlabeled_minus_kd"] = acc["kd_unlabeled"]["mean"] - acc["kd"]["mean"]
         out[f"{n}_kd_minus_scratch"] = acc["kd"]["mean"] - acc["scratch"]["mean"]
-    for n, part in out["lupi"].items():
-        acc = part["test_accuracy"]
-        out[f"lupi_{n}_kd_minus_scratch"] = acc["kd"]["mean"] - acc["scratch"]["mean"]
+    for n, variants in out["lupi"].items():
+        for variant, part in variants.items():
+            acc = part["test_accuracy"]
+            out[f"lupi_{n}_{variant}_kd_minus_scratch"] = acc["kd"]["mean"] - acc["scratch"]["mean"]
     doc.update(out)
     save_atomic(path, doc)
     print(json.dumps(doc, indent=2, default=str))

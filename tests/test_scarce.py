@@ -237,7 +237,9 @@ def test_benchmark_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert set(out["unlabeled"]["digits"]["test_accuracy"]) == {"scratch", "kd", "kd_unlabeled"}
     assert out["unlabeled"]["digits"]["labelled"] + out["unlabeled"]["digits"]["unlabeled"] \
         + out["unlabeled"]["digits"]["unlabeled_leaked_dropped"] == 1167
-    assert out["lupi"]["breast_cancer"]["student_columns"]["indices"] == list(range(0, 30, 3))
+    lupi = out["lupi"]["breast_cancer"]
+    assert lupi["every_third"]["student_columns"]["indices"] == list(range(0, 30, 3))
+    assert lupi["errors"]["student_columns"]["indices"] == list(range(10, 20))
     assert isinstance(out["digits_kd_unlabeled_minus_kd"], float)
     written = tmp_path / "autokd-bench-quick" / "scarce.json"
     assert written.exists()
