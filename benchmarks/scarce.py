@@ -30,6 +30,7 @@ import os
 import time
 from typing import Any
 
+import torch
 from _common import (
     load_resumable,
     log,
@@ -84,11 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
-    """What makes earlier results comparable (resume only when it is unchanged)."""
-    return {"fraction": args.fraction, "epochs": args.epochs, "lupi_epochs": args.lupi_epochs,
+    """What makes earlier results comparable (resume only when it is unchanged); as JSON
+    reads it back (tuples become lists), so an unchanged protocol compares equal."""
+    return json.loads(json.dumps({"fraction": args.fraction, "epochs": args.epochs, "lupi_epochs": args.lupi_epochs,
             "lupi_seeds": args.lupi_seeds,
             "kd": vars(KDConfig()), "students": STUDENTS, "quick": args.quick,
-            "lupi_columns": {"every_third": "every third column, from 0", **EXTRA_COLUMNS}}
+            "lupi_columns": {"every_third": "every third column, from 0", **EXTRA_COLUMNS}},
+                                 default=str))
 
 
 def _teacher(data: DataSplits, quick: bool) -> tuple[Teacher, str]:
@@ -180,8 +183,12 @@ def _lupi_variant(name: str, variant: str, columns: str, path: str,
     wins = sum(k > s for k, s in zip(acc["kd"], acc["scratch"], strict=True))
     ties = sum(k == s for k, s in zip(acc["kd"], acc["scratch"], strict=True))
     arms = {arm: mean_std(values) for arm, values in acc.items()}
+    train_out = teacher.outputs(data, "train").mean(0)  # (N, K): how much beyond the labels
+    top = torch.softmax(train_out / kd.temperature, -1).max(1).values
     return {"teacher": path, "teacher_columns": data.for_teacher().input_shape[0],
             "teacher_test_accuracy": teacher.accuracy(data, "test"),
+            "teacher_train_accuracy": teacher.accuracy(data, "train"),
+            "teacher_train_mean_top_probability_at_T": float(top.mean()),
             "student_columns": data.meta["student_features"], "test_samples": len(data.y_test),
             "kd_wins_ties_losses": [wins, ties, len(args.lupi_seeds) - wins - ties],
             "test_accuracy": arms, "text": {arm: pm(arms[arm]) for arm in arms}}
@@ -205,8 +212,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "unlabeled": {n: unlabeled_part(n, args, doc, save) for n in args.datasets},
         "lupi": {n: lupi_part(n, args, doc, save) for n in args.lupi_datasets},
         "loadavg": list(os.getloadavg()),
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": round(time.perf_counter() - t0, 1),  # this invocation (a resume: less)
         "cpu_s": round(time.process_time() - c0, 1),
+        "runs_wall_s": round(sum(r["wall_s"] for r in doc["runs"].values()), 1),  # all runs
+        "runs_cpu_s": round(sum(r["cpu_s"] for r in doc["runs"].values()), 1),
     }
     for n, part in out["unlabeled"].items():  # headline floats (top level)
         acc = part["test_accuracy"]
