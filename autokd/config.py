@@ -66,6 +66,14 @@ class DataConfig:
     # how data is held: not part of its identity (in memory and streamed hash the same)
     memory_budget: str | int | None = None  # bytes, "512M", "4G"; None: 25 % of physical RAM
     loader_workers: int | None = None  # streaming DataLoader workers; None: min(4, cpus - 1)
+    # scarce labels and privileged features (``autokd.data.scarce``), part of the identity:
+    # a source of extra inputs whose labels are ignored (``rest``: the train samples that
+    # train_fraction / shots_per_class left out), a labelled train split shrunk to a fraction
+    # or to K samples per class, and the columns the student sees (tabular; the teacher sees all)
+    unlabeled: str | None = None
+    train_fraction: float | None = None
+    shots_per_class: int | None = None
+    student_features: str | None = None
 
     def validate(self) -> DataConfig:
         _finite("val_fraction", self.val_fraction, 0.01, 0.9)
@@ -84,7 +92,28 @@ class DataConfig:
                f"loader_workers must be an integer >= 0, got {self.loader_workers!r}")
         if self.memory_budget is not None:
             parse_bytes(self.memory_budget, "memory_budget")
+        self._validate_scarce()
         return self
+
+    def _validate_scarce(self) -> None:
+        if self.train_fraction is not None:
+            _finite("train_fraction", self.train_fraction)
+            _check(0.0 < self.train_fraction <= 1.0,
+                   f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        _check(self.shots_per_class is None or (isinstance(self.shots_per_class, int)
+                                                and not isinstance(self.shots_per_class, bool)
+                                                and self.shots_per_class >= 1),
+               f"shots_per_class must be an integer >= 1, got {self.shots_per_class!r}")
+        _check(self.train_fraction is None or self.shots_per_class is None,
+               "train_fraction and shots_per_class are mutually exclusive; give one")
+        for name in ("unlabeled", "student_features"):
+            value = getattr(self, name)
+            _check(value is None or (isinstance(value, str) and bool(value.strip())),
+                   f"{name} must be a non-empty string, got {value!r}")
+        _check(self.unlabeled != "rest" or self.train_fraction is not None
+               or self.shots_per_class is not None,
+               "unlabeled 'rest' means the train samples left out by train_fraction or "
+               "shots_per_class; give one of them")
 
     def _validate_text(self) -> None:
         _check(isinstance(self.text_column, str) and bool(self.text_column.strip()),

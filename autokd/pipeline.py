@@ -96,7 +96,8 @@ def teacher_profile(teacher: Teacher, data: DataSplits, cost_cfg: CostConfig | N
         scores = teacher_scores(teacher, data, split)
         out.update({f"{split}_{k}": scores[k] for k in
                     ("balanced_accuracy", "macro_f1", "per_class_accuracy")})
-    costs = [_member_cost(m.module, data, cost_cfg) for m in teacher.members]
+    view = teacher.view(data)  # the teacher's inputs: every column under --student-features
+    costs = [_member_cost(m.module, view, cost_cfg) for m in teacher.members]
     if all(c is not None for c in costs):
         for name in ("params", "flops", "bytes", "latency_ms", "latency_ms_batch"):
             values = [getattr(c, name) for c in costs]

@@ -7,7 +7,8 @@ estimator saved with joblib that has ``predict_proba`` (unpickles code: needs ``
 Tree ensembles distilled into networks are a real use case, so sklearn teachers are first-class.
 
 Why outputs are cached: computing teacher logits once per (teacher, split) instead of every
-batch made KD 3.5x faster; they are kept in memory and on disk keyed by both hashes.
+batch made KD 3.5x faster; they are kept in memory and on disk keyed by both hashes. A teacher
+reads ``Teacher.view(data)``: every column under ``--student-features``, never the student's.
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ class Teacher:
         self.members = members
         self.hash = hashlib.sha256("+".join(m.hash for m in members).encode()).hexdigest()[:16]
 
+    def view(self, data: DataSplits) -> DataSplits:
+        """The data it reads (a teacher trained on the student's columns overrides this)."""
+        return data.for_teacher()
+
     @property
     def name(self) -> str:
         return " + ".join(m.name for m in self.members)
@@ -136,7 +141,8 @@ class Teacher:
             return torch.stack([m.logits(x, on_batch=meter.update) for m in self.members])
 
     def outputs(self, data: DataSplits, split: str) -> torch.Tensor:
-        """Logits for a whole split, computed once (memory, then disk cache)."""
+        """Logits for a whole split or ``unlabeled``, computed once (memory, then disk)."""
+        data = self.view(data)
         key = (self.hash, data.split_hash, split)
         if key not in _OUTPUT_CACHE:
             _OUTPUT_CACHE[key] = self._load_or_compute(data, split)
@@ -164,11 +170,12 @@ class Teacher:
         module, available = self.module, self.tap_groups
         if module is None or not groups or not set(groups) <= set(available):
             return None
+        data = self.view(data)
         keys = {g: (self.hash, data.split_hash, f"{g}:{split}") for g in sorted(groups)}
         todo = {g: available[g] for g, k in keys.items() if k not in _FEATURE_CACHE}
         if todo:
             limit = float(os.environ.get("AUTOKD_FEATURE_CACHE_MB", "1024")) * 2**20
-            taps = split_taps(module, todo, data.split(split)[0], limit)
+            taps = split_taps(module, todo, data.inputs(split), limit)
             if taps is None:
                 return None
             _FEATURE_CACHE.update({keys[g]: tensors for g, tensors in taps.items()})
@@ -181,16 +188,17 @@ class Teacher:
                 return torch.load(path, weights_only=True)
             except Exception:  # a corrupt cache entry is recomputed, never trusted
                 logger.warning("ignoring unreadable teacher-output cache %s", path)
-        n = data.sizes()[split] * len(self.members)
+        n = len(data.inputs(split)) * len(self.members)
         with ProgressMeter(n, f"teacher outputs ({split})", "samples") as meter:
             out = torch.cat([torch.stack([m.logits(xb, on_batch=meter.update)
                                           for m in self.members])
-                             for xb, _, _ in data.batches(split, 1024)], dim=1)
+                             for xb in data.chunks(split, 1024)], dim=1)
         _atomic_torch_save(out, path)
         return out
 
     def check(self, data: DataSplits) -> None:
         """Reject a teacher that does not fit the data before any training starts."""
+        data = self.view(data)
         xb = data.head("val", 8)
         for m in self.members:
             try:
@@ -322,7 +330,7 @@ def _sklearn_member(path: Path, trust: bool, digest: str, data: DataSplits | Non
         raise TeacherError(f"cannot read {path}: {_reason(exc)}") from None
     if not hasattr(est, "predict_proba"):
         raise TeacherError(f"{path} holds a {type(est).__name__}, which has no predict_proba")
-    denorm = data.denormalize if data is not None else None
+    denorm = data.for_teacher().denormalize if data is not None else None
     return _Member(path.name, "sklearn", digest, estimator=est, denormalize=denorm)
 
 
@@ -408,6 +416,7 @@ def default_teacher_spec(data: DataSplits,
 def train_teacher(data: DataSplits, *, epochs: int | None = None, seed: int = 0,
                   device: str = "cpu", family: str | None = None) -> tuple[nn.Module, TrainResult]:
     """Train a default teacher from scratch (best epoch by validation accuracy)."""
+    data = data.for_teacher()  # every column, labelled samples only
     family, spec, cfg = default_teacher_spec(data, family)
     cfg.seed, cfg.device = seed, device
     if epochs is not None:
@@ -430,11 +439,12 @@ def teacher_metrics(model: nn.Module, data: DataSplits, result: TrainResult | No
 def default_teacher(data: DataSplits, *, seed: int = 0, device: str = "cpu",
                     cache: bool = True) -> tuple[Teacher, Path]:
     """The cached default teacher for this data split (trained on first use)."""
-    family, spec, cfg = default_teacher_spec(data)
+    view = data.for_teacher()  # every column: sized, trained and cached for the teacher's view
+    family, spec, cfg = default_teacher_spec(view)
     tag = hashlib.sha256(f"{family}{spec}{cfg.epochs}{seed}".encode()).hexdigest()[:8]
-    path = cache_dir() / "teachers" / f"{data.split_hash}-{tag}.pt"
+    path = cache_dir() / "teachers" / f"{view.split_hash}-{tag}.pt"
     if not (cache and path.exists()):
         logger.info("training the default teacher for %s (cached at %s)", data.name, path)
-        model, result = train_teacher(data, seed=seed, device=device)
-        save_checkpoint(model, path, data=data.describe(), metrics=teacher_metrics(model, data, result))
+        model, result = train_teacher(view, seed=seed, device=device)
+        save_checkpoint(model, path, data=view.describe(), metrics=teacher_metrics(model, view, result))
     return load_teacher(path, data=data), path

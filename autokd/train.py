@@ -20,6 +20,8 @@ Why it looks like this:
 - With augmentation (``cfg.augment``) each batch is augmented by ``autokd.replay``'s
   ``BatchAugmenter``, which also hands back the teacher logits of the augmented batch (the
   teacher run online, or an augmentation-replay cache); the clean-data caches are then unused.
+- Unlabelled inputs (``--unlabeled``) add a batch per step through the teacher's outputs only
+  (``autokd.train_unlabeled``); an epoch then spans the larger of the two sets.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from autokd.evaluation import evaluate
 from autokd.replay import BatchAugmenter
 from autokd.train_state import RunHistory, TrainState
 from autokd.train_taps import TapPlan, Taps
+from autokd.train_unlabeled import UnlabeledInputs, check_unlabeled, pair_batches
 
 __all__ = [
     "TeacherLike",
@@ -136,6 +139,7 @@ class Trainer:
             raise ConfigError("this distillation recipe needs a teacher; pass one or use --scratch")
         self.device = resolve_device(self.cfg.device)
         self.channels_last = uses_channels_last(self.device, data.x_train)
+        check_unlabeled(data, self.kd, self.cfg)
         self.student = student.to(self.device, memory_format=self._memory_format)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.taps = TapPlan(self.kd, self.student, teacher, data)  # hooked activations
@@ -148,6 +152,8 @@ class Trainer:
         self.state: TrainState | None = None
         self._resume: TrainState | None = None
         self._live: tuple[Any, ...] | None = None  # the running fit's (track, opt, ...)
+        self._unl: UnlabeledInputs | None = None  # set by fit(), with the teacher's outputs
+        self._epoch_samples = 0
 
     def resume(self, state: TrainState) -> None:
         """Continue ``state`` on the next ``fit()`` (up to ``cfg.epochs``, on its schedule)."""
@@ -224,7 +230,10 @@ class Trainer:
         t_train = to_device(t_train, self.device) if t_train is not None else None
         self._t_taps = None if self.augment.active else self.taps.cached_teacher(self.device)
         t_val = self._teacher_logits("val")
-        steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+        self._unl = UnlabeledInputs.prepare(data, self.teacher, self.kd, self.taps, cfg,
+                                            self.device, self.channels_last)
+        steps_per_epoch = self._unl.steps(n_train) if self._unl else \
+            math.ceil(n_train / cfg.batch_size)
         opt, sched = self._optimizer(horizon * steps_per_epoch)
         track = RunHistory(metric=cfg.metric) if self._resume is None else \
             self._restore(self._resume, opt, sched, gen, horizon)
@@ -234,7 +243,7 @@ class Trainer:
             progress = (epoch - 1) / max(1, horizon)
             with self.taps.enabled():
                 train_loss = self._epoch(t_train, gen, opt, sched, progress, epoch)
-            seen += n_train
+            seen += self._epoch_samples
             full = evaluate(self.student, x_val, data.y_val, t_val, self.kd.temperature,
                             self.cfg.amp)
             full = {f"val_{k}": v for k, v in full.items()} | {"train_loss": train_loss}
@@ -311,12 +320,19 @@ class Trainer:
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
         params = list(self.student.parameters())  # once: .parameters() walks every module
         self.augment.start_epoch(epoch)
-        for step, (xb, yb, tb, fb, ib) in enumerate(self._shuffled_batches(t_logits, gen)):
+        self._epoch_samples = 0
+        steps = pair_batches(self._unl, lambda: self._shuffled_batches(t_logits, gen),
+                             len(self.data.y_train), epoch)
+        for step, ((xb, yb, tb, fb, ib), unl) in enumerate(steps):
             xb, tb = self.augment(xb, ib, tb)
             if self.channels_last:  # the per-epoch permutation gives NCHW batches back
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
                 loss = self._batch_loss(xb, yb, tb, fb, progress, self.global_step)
+                if unl is not None and self._unl is not None:  # + label-free terms on them
+                    loss = loss + self._unl.loss(unl, self.student, self.loss_fn, self.taps,
+                                                 progress, self.global_step)
+            self._epoch_samples += len(yb) + (0 if unl is None else len(unl))
             value = loss.item()  # the one host sync per step; doubles as the NaN check
             if not math.isfinite(value):
                 raise TrainingError(f"loss became {value} at epoch {epoch} step {step + 1} "

@@ -27,10 +27,17 @@ from autokd.distill import KDConfig
 from autokd.distill.hooks import TapHooks, model_tap_groups, taps_enabled
 from autokd.errors import ConfigError
 
-__all__ = ["TapPlan", "Taps", "split_taps", "token_mask"]
+__all__ = ["TapPlan", "Taps", "split_taps", "teacher_data", "token_mask"]
 
 Taps = dict[str, list[torch.Tensor]]  # tap group -> one tensor per tapped module
 Shapes = dict[str, list[tuple[int, ...]]]
+
+
+def teacher_data(teacher: Any, data: DataSplits) -> DataSplits:
+    """The data a teacher reads (``Teacher.view``: every column under --student-features);
+    a teacher-like object without ``view`` reads ``data.for_teacher()``."""
+    view = getattr(teacher, "view", None)
+    return view(data) if callable(view) else data.for_teacher()
 
 
 def token_mask(data: DataSplits, xb: torch.Tensor) -> torch.Tensor | None:
@@ -109,16 +116,18 @@ class TapPlan:
 
     def shapes(self) -> tuple[Shapes, Shapes]:
         """Per-sample shapes of each group, student's and teacher's (2-sample forwards)."""
-        return (self._shapes(self.student, self.student_groups, "student"),
-                self._shapes(self.teacher.module, self.teacher_groups, "teacher"))
+        return (self._shapes(self.student, self.student_groups, "student", self.data),
+                self._shapes(self.teacher.module, self.teacher_groups, "teacher",
+                             teacher_data(self.teacher, self.data)))
 
-    def _shapes(self, model: nn.Module, groups: dict[str, list[str]], who: str) -> Shapes:
+    def _shapes(self, model: nn.Module, groups: dict[str, list[str]], who: str,
+                data: DataSplits) -> Shapes:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         with TapHooks(model, groups, self.groups, who) as hooks, \
                 taps_enabled(model, self.groups), torch.no_grad():
-            model(self.data.head("train", 2).to(device))
+            model(data.head("train", 2).to(device))
             shapes = {g: [tuple(t.shape[1:]) for t in ts] for g, ts in hooks.taps.items()}
         model.train(was_training)
         return shapes
@@ -132,8 +141,9 @@ class TapPlan:
                 stack.enter_context(taps_enabled(self.teacher.module, self.groups))
             yield
 
-    def cached_teacher(self, device: torch.device) -> Taps | None:
-        """The teacher's taps over the whole train split, on ``device``, or None.
+    def cached_teacher(self, device: torch.device, split: str = "train") -> Taps | None:
+        """The teacher's taps over a whole split (train, or the unlabelled inputs), on
+        ``device``, or None.
 
         Without augmentation a teacher's taps are a fixed function of each sample, so computing
         them once replaces a teacher forward per batch (3.5x slower KD here). Too large a cache
@@ -141,7 +151,7 @@ class TapPlan:
         """
         if not self.groups or not hasattr(self.teacher, "tap_outputs"):
             return None
-        taps = self.teacher.tap_outputs(self.data, "train", self.groups)
+        taps = self.teacher.tap_outputs(self.data, split, self.groups)
         if taps is None:
             return None
         return {g: [to_device(t, device) for t in ts] for g, ts in taps.items()}
@@ -150,6 +160,10 @@ class TapPlan:
         """One batch through the student (hooked) and, without cached ``teacher_taps``, the
         teacher: ``DistillLoss`` keyword arguments plus ``logits`` (the student's)."""
         if teacher_taps is None:
+            if teacher_data(self.teacher, self.data) is not self.data:
+                raise ConfigError("the teacher reads other columns than the student "
+                                  "(--student-features), so its taps must be cached: raise "
+                                  "AUTOKD_FEATURE_CACHE_MB")
             teacher = self.teacher.module
             with TapHooks(teacher, self.teacher_groups, self.groups, "teacher") as hooks, \
                     torch.no_grad():

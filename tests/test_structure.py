@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "autokd.models": 1, "autokd.models.transformer": 1, "autokd.distill": 1,
     "autokd.distill.transformer": 1, "autokd.distill.init": 1,
     "autokd.train": 2, "autokd.train_state": 2, "autokd.train_taps": 2, "autokd.evaluation": 2,
-    "autokd.replay": 2,
+    "autokd.replay": 2, "autokd.train_unlabeled": 2,
     "autokd.cost": 2,
     "autokd.latency_table": 2, "autokd.block_latency": 2,
     "autokd.teachers": 3, "autokd.hf_teacher": 3, "autokd.space": 3, "autokd.pipeline": 3,

@@ -155,6 +155,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                         "from disk (default 25%% of physical memory)")
     g.add_argument("--loader-workers", type=int, metavar="N",
                    help="worker processes reading streamed data (default min(4, cpus - 1))")
+    # scarce labels, unlabelled inputs, privileged features (autokd.data.scarce)
+    g.add_argument("--unlabeled", metavar="SOURCE",
+                   help="extra inputs without labels (any data source of the same kind and "
+                        "shape; labels, if any, ignored), used only through the teacher's soft "
+                        "outputs; 'rest' = the train samples --train-fraction / "
+                        "--shots-per-class left out. Rows also in val/test are dropped")
+    g.add_argument("--train-fraction", type=float, metavar="F",
+                   help="keep this fraction (0 < F <= 1) of the labelled train split, per "
+                        "class (val/test unchanged)")
+    g.add_argument("--shots-per-class", type=positive_int, metavar="K",
+                   help="keep K labelled train samples per class (val/test unchanged)")
+    g.add_argument("--student-features", metavar="COLS",
+                   help="tabular data: the columns the student sees (names or 0-based indices, "
+                        "comma-separated); the teacher sees every column")
 
 
 def add_teacher_args(p: argparse.ArgumentParser) -> None:
@@ -242,7 +256,10 @@ def data_config(args: argparse.Namespace) -> Any:
                       max_length=args.max_length, tokenizer=args.tokenizer,
                       tokenizer_kind=args.tokenizer_kind,
                       memory_budget=args.memory_budget,
-                      loader_workers=args.loader_workers).validate()
+                      loader_workers=args.loader_workers,
+                      unlabeled=args.unlabeled, train_fraction=args.train_fraction,
+                      shots_per_class=args.shots_per_class,
+                      student_features=args.student_features).validate()
 
 
 def kd_config(args: argparse.Namespace) -> Any:

@@ -46,7 +46,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # --device cuda without CUDA: fail before loading data
     cost_cfg = latency_config(args)
     with _progress(args):  # decoding an image folder shows progress too
-        data = load_data(data_config(args))
+        data = load_data(data_config(args)).for_teacher()  # a teacher sees every column
     check_writable(Path(args.out))
     with _progress(args):
         model, result = teachers.train_teacher(data, epochs=args.epochs, seed=args.seed,
@@ -139,8 +139,26 @@ def _report_distill(args: argparse.Namespace, data: Any, family: str, run: Any,
          f"{fmt(metrics.get('latency_ms'))} / {fmt(t.get('latency_ms'))}"),
         ("best epoch", metrics["best_epoch"]),
         ("train seconds", metrics["train_seconds"]),
+        *_data_rows(data.describe()),
     ]
     print_kv_table(f"distillation on {data.name}", rows)
+
+
+def _data_rows(described: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Rows for scarce labels, unlabelled inputs and the student's columns, when used."""
+    rows: list[tuple[str, Any]] = []
+    if "labels" in described:
+        d = described["labels"]
+        rows.append(("labelled train samples (left out)", f"{d['labelled']} ({d['left_out']})"))
+    if "unlabeled" in described:
+        d = described["unlabeled"]
+        rows.append(("unlabelled samples (dropped: in val/test)",
+                     f"{d['samples']} ({d['leaked_dropped']})"))
+    if "student_features" in described:
+        d = described["student_features"]
+        rows.append(("student columns (of teacher's)",
+                     f"{len(d['indices'])} ({d['teacher_input_shape'][0]})"))
+    return rows
 
 
 def add_parsers(sub: Any) -> None:

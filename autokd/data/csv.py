@@ -20,7 +20,7 @@ from autokd.data.schema import RawData
 from autokd.data.sources import FILE_FORMATS, FileFormat, check_file
 from autokd.errors import DataError
 
-__all__ = ["column_labels"]  # the format itself is reached through FILE_FORMATS
+__all__ = ["column_labels", "read_csv_features"]  # the format itself is reached through FILE_FORMATS
 
 # One logger name for the whole data layer, so log lines and filters read ``autokd.data``.
 logger = logging.getLogger("autokd.data")
@@ -38,6 +38,19 @@ def _load_csv(path: str, cfg: DataConfig) -> RawData:
         "feature_names": encoding["feature_names"],
     }
     return x, y, "tabular", meta
+
+
+def read_csv_features(path: str, target: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Features and meta of a csv whose target column may be absent (it is dropped if there).
+
+    Why: a pool of unlabelled rows (``DataConfig.unlabeled``) has no labels to store.
+    """
+    frame = _read_csv(path)
+    if target is not None and target in [str(c) for c in frame.columns]:
+        frame = frame.drop(columns=[target])
+    x, encoding = _csv_features(frame, path)
+    return x, {"identity": {"format": "csv"}, "encoding": encoding,
+               "feature_names": encoding["feature_names"]}
 
 
 def _read_csv(path: str) -> Any:

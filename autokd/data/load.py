@@ -15,6 +15,7 @@ import torch
 
 from autokd.config import DataConfig, from_dict, to_dict
 from autokd.data.normalize import apply_normalizer, fit_normalizer
+from autokd.data.scarce import attach_unlabeled, restrict_columns, shrink_train
 from autokd.data.schema import SPLITS, DataSplits, TokenInfo
 from autokd.data.sources import file_forms, read_source
 from autokd.data.splits import split_hash, split_indices
@@ -38,7 +39,9 @@ def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
     """Load a source, split it, normalise it on train only and hash the split.
 
     Text (kind ``tokens``) arrives as raw strings and is tokenized after the split, with a
-    tokenizer fitted on the train texts only; token ids are never normalised.
+    tokenizer fitted on the train texts only; token ids are never normalised. Scarce labels,
+    unlabelled inputs and the student's columns (``autokd.data.scarce``) apply after the
+    split: the normaliser is fitted on the (shrunk) labelled train split.
 
     Args:
         cfg: a ``DataConfig``, or a source string (shorthand for ``DataConfig(source=...)``).
@@ -56,6 +59,7 @@ def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
     if len(x) != len(y):
         raise DataError(f"{cfg.source}: X has {len(x)} samples but y has {len(y)}")
     parts = split_indices(y, class_names, cfg, meta.get("predefined"))
+    parts, left_out = shrink_train(parts, y, class_names, cfg, meta)  # scarce labels
     tokens: TokenInfo | None = None
     if texts:
         x, tokens = _tokenize(x, parts, cfg, meta)
@@ -63,13 +67,17 @@ def load_data(cfg: DataConfig | str = "digits", **overrides: Any) -> DataSplits:
     digest = split_hash(meta, x, y, class_names, cfg, parts)
     splits = _assemble(cfg, kind, x, y, parts, class_names, normalizer, digest, meta)
     splits.tokens = tokens
+    if cfg.unlabeled is not None:
+        attach_unlabeled(splits, cfg, x, parts, left_out, meta)
+    if cfg.student_features is not None:
+        splits = restrict_columns(splits, cfg.student_features)
     logger.info(
         "loaded %s (%s): sizes %s, %d classes, split %s",
         splits.name,
         kind,
         splits.sizes(),
         splits.num_classes,
-        digest,
+        splits.split_hash,
     )
     return splits
 
@@ -138,7 +146,7 @@ def _assemble(
     for name in SPLITS:
         tensors[f"y_{name}"] = torch.from_numpy(y[parts[name]])
     fields = ("identity", "feature_names", "generated", "skipped_files", "streaming",
-              "tokenizer_json")
+              "tokenizer_json", "labels")
     keep = {k: meta[k] for k in fields if k in meta}
     keep["predefined_splits"] = sorted(meta.get("predefined") or ())
     return DataSplits(

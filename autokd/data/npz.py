@@ -22,7 +22,7 @@ from autokd.data.schema import KINDS, NDIM, SPLITS, RawData
 from autokd.data.sources import FILE_FORMATS, FileFormat, check_file
 from autokd.errors import DataError
 
-__all__: list[str] = []  # nothing to import: the format is reached through FILE_FORMATS
+__all__ = ["read_npz_features"]  # the format itself is reached through FILE_FORMATS
 
 # One logger name for the whole data layer, so log lines and filters read ``autokd.data``.
 logger = logging.getLogger("autokd.data")
@@ -163,6 +163,18 @@ def _npz_kind(x: np.ndarray, kind_arr: np.ndarray | None, path: str) -> tuple[st
             "signal, or (N, H, W) / (N, C, H, W) image"
         )
     return kind, x
+
+
+def read_npz_features(path: str) -> tuple[np.ndarray, str] | None:
+    """``(X, kind)`` of an npz holding only features (``X``, no ``y``), else None.
+
+    Why: a pool of unlabelled inputs (``DataConfig.unlabeled``) has no labels to store.
+    """
+    arrays, _ = _read_npz(path)
+    if "X" not in arrays or any(k in arrays for k in _NPZ_KEYS if k not in ("X", "kind")):
+        return None
+    kind, x = _npz_kind(arrays["X"], arrays.get("kind"), path)
+    return x, kind
 
 
 FILE_FORMATS.register("npz", FileFormat(_load_npz, suffixes=(".npz",), order=0))

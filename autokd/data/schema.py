@@ -17,10 +17,13 @@ import torch
 
 from autokd.errors import DataError
 
-__all__ = ["KINDS", "NDIM", "SPLITS", "DataSplits", "RawData", "TokenInfo"]
+__all__ = ["KINDS", "NDIM", "SPLITS", "UNLABELED", "DataSplits", "RawData", "TokenInfo"]
 
 KINDS = ("image", "signal", "tabular", "tokens")
 SPLITS = ("train", "val", "test")
+#: The name of the unlabelled inputs (``DataSplits.x_unlabeled``) where a split name is asked
+#: for (teacher-output caches); it has no labels, so it is never one of ``SPLITS``.
+UNLABELED = "unlabeled"
 #: Rank of the feature array of each kind: ``(N, F)``, ``(N, C, L)``, ``(N, C, H, W)``.
 NDIM = {"tabular": 2, "signal": 3, "image": 4, "tokens": 2}
 
@@ -61,6 +64,12 @@ class DataSplits:
     Streamed data (larger than the memory budget) holds, in place of each ``x_*`` tensor, an
     ``autokd.data.stream.ImageSplit`` view that reads and normalises rows on demand. Code that
     walks a split goes through :meth:`batches` / :meth:`head`, which work the same either way.
+
+    Two optional parts (``autokd.data.scarce``): ``x_unlabeled`` holds extra inputs without
+    labels (normalised like train), used only through a teacher's outputs; and when the
+    student sees only some columns (LUPI), ``x_*`` hold the student's columns and
+    ``teacher_view`` the same splits with every column. Whatever feeds a teacher asks
+    :meth:`for_teacher` for its data, so a teacher never sees the student's narrower view.
     """
 
     name: str
@@ -78,12 +87,26 @@ class DataSplits:
     normalizer: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
     tokens: TokenInfo | None = None  # set for kind "tokens" only
+    x_unlabeled: torch.Tensor | None = None  # extra inputs without labels (teacher outputs only)
+    teacher_view: DataSplits | None = None  # every column, when the student sees a subset
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(x, y)`` of one split; a typo raises instead of silently using train."""
         if which not in SPLITS:
             raise DataError(f"unknown split {which!r}; known: {', '.join(SPLITS)}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+
+    def inputs(self, which: str) -> torch.Tensor:
+        """The features of a split or of the unlabelled inputs (``UNLABELED``), no labels."""
+        if which == UNLABELED:
+            if self.x_unlabeled is None:
+                raise DataError("this data has no unlabelled inputs (DataConfig.unlabeled)")
+            return self.x_unlabeled
+        return self.split(which)[0]
+
+    def for_teacher(self) -> DataSplits:
+        """The view a teacher sees: every column (``teacher_view``), else this data itself."""
+        return self.teacher_view if self.teacher_view is not None else self
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_on_device"}
@@ -122,6 +145,14 @@ class DataSplits:
         return split_batches(x, y, batch_size, shuffle=shuffle, generator=generator,
                              device=device)
 
+    def chunks(self, which: str, size: int) -> Iterator[torch.Tensor]:
+        """The features of a split or of ``UNLABELED`` in order, ``size`` rows at a time."""
+        if which != UNLABELED:
+            yield from (xb for xb, _, _ in self.batches(which, size))
+            return
+        x = self.inputs(which)
+        yield from (x[i:i + size] for i in range(0, len(x), size))
+
     def head(self, which: str, n: int) -> torch.Tensor:
         """The first ``n`` samples of a split as a tensor (shape probes, export examples)."""
         return self.split(which)[0][:n]
@@ -140,7 +171,9 @@ class DataSplits:
             "sizes": self.sizes(),
             "split_hash": self.split_hash,
         } | ({"skipped_files": self.meta["skipped_files"]} if "skipped_files" in self.meta
-             else {}) | ({"tokens": dataclasses.asdict(self.tokens)} if self.tokens else {})
+             else {}) | ({"tokens": dataclasses.asdict(self.tokens)} if self.tokens else {}) \
+            | {k: self.meta[k] for k in ("labels", "unlabeled", "student_features")
+               if k in self.meta}
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Invert ``apply_normalizer``: raw (encoded) features ``(x * std + mean) / scale``.

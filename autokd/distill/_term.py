@@ -62,7 +62,8 @@ class Batch:
 
     Attributes:
         logits: Student logits ``(B, K)``.
-        targets: Class indices ``(B,)``.
+        targets: Class indices ``(B,)``; None for unlabelled inputs, where only terms that
+            do not ``needs_labels`` run.
         teacher_logits: Cached or live teacher logits ``(M, B, K)``; None without a teacher.
         temperature: ``T`` of this step (after the recipe's schedule).
         progress: Fraction of training done, in ``[0, 1]``.
@@ -77,7 +78,7 @@ class Batch:
     """
 
     logits: Tensor
-    targets: Tensor
+    targets: Tensor | None
     teacher_logits: Tensor | None = None
     temperature: float = 1.0
     progress: float = 0.0
@@ -183,6 +184,7 @@ class Term(nn.Module, abc.ABC):
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "soft"
     needs_teacher: ClassVar[bool] = True  # reads teacher logits
+    needs_labels: ClassVar[bool] = False  # reads ``batch.targets`` (skipped on unlabelled inputs)
     needs_features: ClassVar[bool] = False  # reads the "features" tap group
     needs_taps: ClassVar[tuple[str, ...]] = ()  # tap groups it reads (besides "features")
     importance_weighted: ClassVar[bool] = False  # per-sample importance weights apply

@@ -3,7 +3,8 @@
 ``total = Σ_n w_n · mean_b(ω_b · L_n(b))`` over the recipe's terms ``n``, with per-sample
 importance weights ``ω`` on the response terms (1 elsewhere). Without teacher logits (a scratch
 run, or a search step without a teacher) the soft terms drop out and the hard cross entropy
-carries weight 1, as in plain training.
+carries weight 1, as in plain training. A batch of unlabelled inputs (``unlabeled_total``)
+sums only the terms that read no labels, with the recipe's weights.
 
 Shapes: ``B`` batch, ``K`` classes, ``M`` teachers.
 """
@@ -161,19 +162,47 @@ class DistillLoss(nn.Module):
         parts, weights = self._parts(batch)
         return _combine(parts, weights)
 
+    def unlabeled_total(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        *,
+        progress: float,
+        step: int = 0,
+        student_taps: Taps | None = None,
+        teacher_taps: Taps | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """The loss of a batch of inputs without labels: the terms that read no labels
+        (``needs_labels`` false), weighted as in the recipe; 0 when there are none.
+
+        Why the same weights: an unlabelled sample then pulls the student towards the teacher
+        exactly as a labelled one does, minus the label's pull. Importance weighting by the
+        student's loss (which needs labels) falls back to equal weights here.
+        """
+        batch = self._batch(student_logits, None, teacher_logits, progress, step,
+                            student_taps=student_taps, teacher_taps=teacher_taps, mask=mask)
+        parts, weights = self._parts(batch)
+        if not parts:
+            return student_logits.sum() * 0.0  # keeps the graph; nothing to learn here
+        return _combine(parts, weights)
+
     # -- the parts ---------------------------------------------------------------------------
     def _parts(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """Each term's batch value, and the weights to sum them with."""
+        """Each term's batch value, and the weights to sum them with (without labels, only
+        the terms that read none)."""
         weights = self._importance(batch)  # (B,) or None
         if batch.teacher_logits is None:  # no teacher: plain training on the labels
             return {"ce": _weighted_mean(self.hard(batch), weights)}, _HARD_ONLY
         parts = {}
         for name, term in self.terms.items():
+            if batch.targets is None and term.needs_labels:
+                continue
             value = term(batch)  # (B,) or a scalar
             parts[name] = _weighted_mean(value, weights if term.importance_weighted else None)
         return parts, self.weights
 
-    def _batch(self, logits: Tensor, targets: Tensor, teacher_logits: Tensor | None,
+    def _batch(self, logits: Tensor, targets: Tensor | None, teacher_logits: Tensor | None,
                progress: float, step: int, **taps: Any) -> Batch:
         """The checked batch record; ``taps`` are ``Batch``'s feature, tap and mask fields."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
@@ -208,9 +237,11 @@ class DistillLoss(nn.Module):
         kind = self.kd.importance
         if kind == "none" or (kind == "entropy" and batch.teacher_logits is None):
             return None
+        if batch.targets is None and kind != "entropy":  # unlabelled: no student loss to read
+            return None
         probs = batch.soft_targets(1.0) if batch.teacher_logits is not None else None
-        ce = F.cross_entropy(batch.logits.detach().float(), batch.targets.long(),
-                             reduction="none")  # (B,)
+        ce = None if batch.targets is None else F.cross_entropy(
+            batch.logits.detach().float(), batch.targets.long(), reduction="none")  # (B,)
         return importance_weights(kind, probs, ce)
 
 

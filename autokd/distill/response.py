@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from autokd.distill._term import Batch, Recipe, Term, TermContext, register_term
+from autokd.errors import ConfigError
 
 __all__ = ["HardCELoss", "KLDivergenceLoss", "LogitCosineLoss", "LogitMSELoss"]
 
@@ -100,6 +101,7 @@ class HardCELoss(Term):
 
     kind: ClassVar[str] = "hard"
     needs_teacher: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = True
     importance_weighted: ClassVar[bool] = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
@@ -111,6 +113,8 @@ class HardCELoss(Term):
         return cls(ctx.kd.label_smoothing)
 
     def forward(self, batch: Batch) -> Tensor:
+        if batch.targets is None:
+            raise ConfigError("the hard-label term needs labels, and this batch has none")
         return self.compute(batch.logits, batch.targets)
 
     def compute(self, student_logits: Tensor, targets: Tensor) -> Tensor:

@@ -170,10 +170,32 @@ def _md_head(card: dict[str, Any]) -> list[str]:
         "## Data\n", (f"- dataset: {ds['name']} ({ds['kind']}), input shape "
         f"{ds['input_shape']}, {ds['num_classes']} classes"),
         f"- split sizes: {ds['sizes']}; split hash `{ds['split_hash']}`",
+        *_md_data_options(ds),
         "\n## Teacher\n", (f"- {t.get('name')} (hash `{t.get('hash')}`): test accuracy "
         f"{_fmt(t.get('test_accuracy'))}, params {_fmt(t.get('params'))}, FLOPs "
         f"{_fmt(t.get('flops'))}, latency {_fmt(t.get('latency_ms'))} ms"),
     ]
+
+
+def _md_data_options(ds: dict[str, Any]) -> list[str]:
+    """Scarce labels, unlabelled inputs and the student's columns, when the data used them."""
+    out = []
+    if "labels" in ds:
+        how = ", ".join(f"{k} {v}" for k, v in ds["labels"].items()
+                        if k in ("train_fraction", "shots_per_class"))
+        out.append(f"- labelled train samples: {ds['labels']['labelled']} ({how}; "
+                   f"{ds['labels']['left_out']} left out)")
+    if "unlabeled" in ds:
+        u = ds["unlabeled"]
+        out.append(f"- unlabelled inputs (teacher outputs only): {u['samples']} from "
+                   f"`{u['source']}`; {u['leaked_dropped']} dropped as also in val/test")
+    if "student_features" in ds:
+        f = ds["student_features"]
+        cols = ", ".join(f"{i} ({n})" for i, n in zip(f["indices"], f["names"], strict=True)) \
+            if f.get("names") else ", ".join(map(str, f["indices"]))
+        out.append(f"- the student reads {len(f['indices'])} of the teacher's "
+                   f"{f['teacher_input_shape'][0]} columns, in this order: {cols}")
+    return out
 
 
 def _md_metrics(m: dict[str, Any]) -> list[str]:

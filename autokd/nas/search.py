@@ -10,6 +10,7 @@ change shape with its decisions; the retraining of the derived student uses the 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from autokd.models.supernet import Supernet
 from autokd.nas.cost_model import CostModel
 from autokd.nas.options import DartsOptions
 from autokd.train import TeacherLike, seed_everything
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DartsSearch", "SearchResult"]
 
@@ -77,6 +80,9 @@ class DartsSearch:
         self.multipliers = {m: 0.0 for m in limits}
         self.skip_cap_hits = 0
         self.loss_fn = DistillLoss(self.kd, data.num_classes).to(self.device)
+        if data.x_unlabeled is not None:
+            logger.warning("the DARTS supernet trains on the labelled samples only; the "
+                           "unlabelled inputs serve the retrained student")
 
     # -- set-up -------------------------------------------------------------------------------
     def _teacher_logits(self, split: str) -> Tensor | None:
