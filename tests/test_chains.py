@@ -25,6 +25,7 @@ from autokd.config import CostConfig, SearchSettings, TrainConfig
 from autokd.cost import count_flops
 from autokd.distill import KDConfig
 from autokd.errors import ConfigError
+from autokd.export.source import assistant_teacher
 from autokd.models import build_student
 from autokd.objective import Objective
 from autokd.pipeline import run_distillation, teacher_profile
@@ -162,6 +163,11 @@ def test_search_trial_uses_a_finished_trial_else_trains_its_assistant(
     assert inside.assistant_of is None and inside.assistant_seconds > 0
     assert inside.cpu_seconds > inside.assistant_seconds  # counted in the trial's own time
     assert (paths.root / inside.extra["assistant_checkpoint"]).exists()
+    kd, cfg = KDConfig(assistant="auto"), TrainConfig(epochs=1)  # an export retrains from:
+    assert assistant_teacher(study, paths, inside, digits, teacher, kd, cfg).hash == taught_by[-1]
+    (paths.root / inside.extra["assistant_checkpoint"]).unlink()  # the recorded spec, again
+    again = assistant_teacher(study, paths, inside, digits, teacher, kd, cfg)
+    assert again.module.spec == inside.extra["assistant_spec"]
     rows = front_records(study, objective.teacher_profile, paths)
     assert {r["assistant"] for r in rows if r["trial"] in (1, 2)} <= {
         "trial 0", f"trained inside: cnn {_summary(inside.extra['assistant_spec'])}"}
@@ -228,3 +234,31 @@ def test_cli_refuses_bad_chains(teacher_path: Path, tmp_path: Path,
         main(["distill", "--assistant", "maybe"])
     assert exc.value.code == 2
     assert "invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_quick_compares_both_chains_and_resumes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+
+    def quick() -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "benchmarks/chains.py", "--quick"], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        written = json.loads((tmp_path / "autokd-bench-quick" / "chains.json").read_text())
+        assert json.loads(proc.stdout) == written
+        return written
+
+    first = quick()
+    (student,) = first["teacher_assistant"]
+    row = first["runs"]["assistant/0"][student]
+    assert row["helper"]["flops"] > row["direct"]["flops"] and row["helper"]["cpu_seconds"] > 0
+    assert first["born_again"]["generation_2"]["n"] == 1
+    assert isinstance(first["born_again_generation_1_test_accuracy"], float)
+    again = quick()  # every seed is saved: nothing trains twice
+    assert again["runs"] == first["runs"]
