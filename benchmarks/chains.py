@@ -143,6 +143,8 @@ def summarise(doc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             "direct_test_accuracy": mean_std([r["direct"]["test_accuracy"] for r in rows]),
             "assistant_test_accuracy": mean_std([r["assistant"]["test_accuracy"] for r in rows]),
             "assistant_minus_direct": mean_std(diff),
+            "direct_val_accuracy": mean_std([r["direct"]["val_accuracy"] for r in rows]),
+            "assistant_val_accuracy": mean_std([r["assistant"]["val_accuracy"] for r in rows]),
             "helper_test_accuracy": mean_std([r["helper"]["test_accuracy"] for r in rows]),
             "helper_cpu_seconds": mean_std([r["helper"]["cpu_seconds"] for r in rows]),
             "helpers": sorted({r["helper"]["spec"] for r in rows}),
@@ -152,13 +154,28 @@ def summarise(doc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                                              for r in ba_rows])
             for g in range(args.generations)}
     gens["scratch"] = mean_std([r["scratch"]["test_accuracy"] for r in ba_rows])
+    gens_val = {f"generation_{g + 1}": mean_std([r["generations"][g]["val_accuracy"]
+                                                 for r in ba_rows])
+                for g in range(args.generations)}
+    gens_val["scratch"] = mean_std([r["scratch"]["val_accuracy"] for r in ba_rows])
     top = {f"ta_minus_direct_pp_{s.split(':', 1)[1]}": _pp(v["assistant_minus_direct"])
            for s, v in ta.items()}
     top.update({f"born_again_{k}_test_accuracy": v["mean"] for k, v in gens.items()})
-    return {**top, "teacher_assistant": ta, "born_again": gens,
+    top["cpu_seconds_all_seeds"] = _total(runs, "cpu_seconds")
+    top["wall_seconds_all_seeds"] = _total(runs, "wall_seconds")
+    return {**top, "teacher_assistant": ta, "born_again": gens, "born_again_val": gens_val,
             "text": [f"{s}: assistant {pm(v['assistant_test_accuracy'])} % vs direct "
                      f"{pm(v['direct_test_accuracy'])} %" for s, v in ta.items()]
             + [f"born-again {k}: {pm(v)} %" for k, v in gens.items()]}
+
+
+def _total(tree: Any, key: str) -> float:
+    """The sum of every ``key`` in the saved runs: what all seeds cost, over resumed runs."""
+    if isinstance(tree, dict):
+        return sum(float(v) if k == key else _total(v, key) for k, v in tree.items())
+    if isinstance(tree, list):
+        return sum(_total(v, key) for v in tree)
+    return 0.0
 
 
 def _pp(stats: dict[str, Any]) -> float | None:
@@ -188,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue  # resumed
             extra = (profile["flops"],) if key == "assistant" else ()
             doc["runs"][f"{key}/{seed}"] = unit(data, teacher, *extra, seed, args)
+            doc["runs"][f"{key}/{seed}"]["loadavg_end"] = list(os.getloadavg())
             save_atomic(path, doc)
     doc.update(summarise(doc, args))
     doc["this_run"] = _spent(start) | {"loadavg_end": list(os.getloadavg())}

@@ -41,8 +41,8 @@ SPACE = {"family": "cnn",
                           "widths": {"choice": [4, 8, 16, 32], "per_stage": "depth"}},
          "distillation": {"assistant": {"choice": ["none", "auto"]}},
          "training": {"lr": 0.01, "epochs": 2}}
-# teacher 313,984 FLOPs, student 2,344: the assistant's target is sqrt(T * S) = 27,129
-TEACHER = {"depth": 2, "widths": [32, 64]}
+# teacher 83,264 FLOPs, student 2,344: the assistant's target is sqrt(T * S) = 13,970
+TEACHER = {"depth": 2, "widths": [16, 32]}
 STUDENT = {"depth": 1, "widths": [4]}
 PARENT = {"depth": 2, "widths": [8, 16]}  # 23,200 FLOPs: within 2x of the target
 
@@ -229,7 +229,7 @@ def test_cli_refuses_bad_chains(teacher_path: Path, tmp_path: Path,
                  "--student", "cnn:depth=1", "--assistant", "auto"])
     assert "smaller than the teacher" in _error(
         capsys, ["distill", "--teacher", str(teacher_path), "--assistant", "auto",
-                 "--student", "cnn:depth=2,widths=32/64", "--epochs", "1"])
+                 "--student", "cnn:depth=2,widths=16/32", "--epochs", "1"])
     with pytest.raises(SystemExit) as exc:
         main(["distill", "--assistant", "maybe"])
     assert exc.value.code == 2
