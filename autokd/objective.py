@@ -194,13 +194,14 @@ class Objective:
         except InitError as exc:  # e.g. init: teacher with another width: nothing to train
             return self._infeasible(log, costs, violations, reason=str(exc))
         log.flush()  # the candidate and its costs are kept even if training dies
+        teacher = self._assistant(trial, cand, cfg, costs, log)
         reporter = self._reporter(trial, log, costs, cfg.epochs)
         callbacks = {"on_epoch_end": [reporter]}
-        key, state = self._checkpoint(cand, cfg, log, reporter)
+        key, state = self._checkpoint(cand, cfg, log, reporter, teacher.hash)
         if key is not None:
             callbacks["on_epoch_end"].append(self.checkpoints.saver(key))
         try:
-            run = self._distil(trial, cand, cfg, callbacks, model, cost, state)
+            run = self._distil(trial, cand, cfg, callbacks, model, cost, state, teacher)
         except (optuna.TrialPruned, TrainingError, ConfigError):
             self._forget(key)  # finished for good: a retry would end the same way
             raise
@@ -216,21 +217,52 @@ class Objective:
 
     def _distil(self, trial: optuna.Trial, cand: Candidate, cfg: TrainConfig,
                 callbacks: dict[str, Any], model: Any, cost: CostReport,
-                resume: TrainState | None = None) -> RunResult:
+                resume: TrainState | None = None, teacher: Teacher | None = None) -> RunResult:
         """Train the candidate, from ``resume`` (its checkpoint) when given (a multi-fidelity
-        search also resumes and keeps state here)."""
-        return run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
-                                self.settings.cost, callbacks, model=model, cost=cost,
-                                resume=resume)
+        search also resumes and keeps state here); ``teacher`` is who teaches it (the
+        search's teacher, or its assistant)."""
+        return run_distillation(self.data, teacher or self.teacher, cand.family, cand.spec,
+                                cand.kd, cfg, self.settings.cost, callbacks, model=model,
+                                cost=cost, resume=resume)
+
+    def _assistant(self, trial: optuna.Trial, cand: Candidate, cfg: TrainConfig,
+                   costs: dict[str, Any], log: TrialLog) -> Teacher:
+        """Who teaches this candidate: the teacher, or with ``assistant: auto`` a teacher
+        assistant (``autokd.chains``): a completed trial of this study read from storage and
+        its kept weights, else one trained here (its time is this trial's). Recorded in the
+        trial (``assistant_of``, ``assistant_seconds``, ``assistant_*`` extras)."""
+        if cand.kd.assistant == "none" or not cand.kd.uses_teacher:
+            return self.teacher
+        from autokd.chains import resolve_assistant
+
+        study = getattr(trial, "study", None)  # FixedTrial (tests, replays) has no study
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if study else []
+        root = self.paths.root if self.paths is not None and study is not None else None
+        found = resolve_assistant(self.data, self.teacher, self.teacher_profile.get("flops"),
+                                  cand.family, cand.spec, costs["flops"], cand.kd, cfg,
+                                  space=self.space, trials=trials, root=root)
+        log.update(**found.record())
+        if found.parent is None and self.settings.keep_weights and self.paths:
+            log.update(assistant_checkpoint=self._save_assistant(trial, found.teacher.module))
+        log.flush()
+        return found.teacher
+
+    def _save_assistant(self, trial: optuna.Trial, module: Any) -> str:
+        """Keep an assistant trained inside the trial next to the trial's student, so an
+        export can retrain the student from the same assistant; its path in the study."""
+        save_checkpoint(module, self.paths.student_dir(trial.number) / "assistant.pt",
+                        data=self.data.describe(), teacher_hash=self.teacher.hash)
+        return str(Path("students") / str(trial.number) / "assistant.pt")
 
     def _checkpoint(self, cand: Candidate, cfg: TrainConfig, log: TrialLog,
-                    reporter: Any) -> tuple[str | None, TrainState | None]:
+                    reporter: Any, teacher_hash: str | None = None,
+                    ) -> tuple[str | None, TrainState | None]:
         """This run's checkpoint key and the state a killed earlier try of it left (replayed
         into the reporter, so pruning sees every epoch as an uninterrupted run would)."""
         if self.checkpoints is None:
             return None, None
         key = run_key(cand.family, cand.spec, vars(cand.kd), cand.train, cfg,
-                      self.data.split_hash, self.teacher.hash)
+                      self.data.split_hash, teacher_hash or self.teacher.hash)
         state = self.checkpoints.load(key)
         if state is not None and (state.horizon != (cfg.schedule_epochs or cfg.epochs)
                                   or state.epoch > cfg.epochs or state.metric != cfg.metric):

@@ -59,6 +59,11 @@ class TrialRecord:
     resumed_from: int | None = None
     epochs_total: int | None = None
     schedule_epochs: int | None = None
+    # teacher-assistant lineage (recipe ``assistant: auto``): the completed trial whose student
+    # taught this one (None: the assistant was trained inside this trial), and the CPU seconds
+    # of an assistant trained inside (counted in this trial's cpu_seconds too)
+    assistant_of: int | None = None
+    assistant_seconds: float | None = None
     # the candidate
     strategy: str | None = None
     family: str | None = None

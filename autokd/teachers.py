@@ -50,6 +50,7 @@ __all__ = [
     "load_checkpoint",
     "load_teacher",
     "load_teachers",
+    "network_teacher",
     "save_checkpoint",
     "teacher_metrics",
     "train_teacher",
@@ -366,6 +367,14 @@ def _module_digest(target: str, module: nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def network_teacher(module: nn.Module, name: str, kind: str = "network") -> Teacher:
+    """A trained autokd network (an assistant, a born-again generation) as a frozen teacher,
+    hashed by its family and weights so that its cached outputs are its own."""
+    family = str(getattr(module, "family", type(module).__name__))
+    return Teacher([_Member(name, kind, _module_digest(family, module), module=module.eval(),
+                            feature_taps=list(getattr(module, "feature_taps", [])))])
 
 
 def load_teacher(source: str | Path, *, trust: bool = False, data: DataSplits | None = None) -> Teacher:

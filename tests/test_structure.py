@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "autokd.latency_table": 2, "autokd.block_latency": 2,
     "autokd.teachers": 3, "autokd.hf_teacher": 3, "autokd.space": 3, "autokd.pipeline": 3,
     "autokd.objective": 4, "autokd.study": 4, "autokd.record": 4, "autokd.front": 4,
-    "autokd.scale": 4,
+    "autokd.scale": 4, "autokd.chains": 4,
     "autokd.tables": 4, "autokd.artifacts": 4, "autokd.checkpoints": 4,
     "autokd.runner": 5, "autokd.controllers": 5, "autokd.nas": 5, "autokd.search": 5,
     "autokd.workers": 5, "autokd.pool": 5,

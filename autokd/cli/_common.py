@@ -215,6 +215,10 @@ def add_kd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", default="random", choices=d.INITS,
                    help="student's starting weights: random, or teacher (copies of the "
                         "teacher's layers picked by --hint-mapping; same family and widths)")
+    g.add_argument("--assistant", default="none", choices=d.ASSISTANTS,
+                   help="who teaches the student: the teacher (none), or auto: a teacher "
+                        "assistant at the geometric mean of teacher and student FLOPs (in a "
+                        "search a finished trial of that size, else one trained first)")
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int = 40) -> None:

@@ -7,6 +7,12 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from autokd.cli._chains import (
+    assistant_for,
+    assistant_rows,
+    check_born_again,
+    run_born_again,
+)
 from autokd.cli._common import (
     add_data_args,
     add_kd_args,
@@ -82,25 +88,36 @@ def cmd_distill(args: argparse.Namespace) -> int:
     family, spec = parse_student_arg(args.student) if args.student else _default_student(data)
     spec = hf_student_spec(family, spec, args.teacher)
     kd = kd_config(args)
+    check_born_again(args, kd)
     kd = kd.scratch() if args.scratch else kd
     get_augment(train_cfg.augment, data.kind)
+    if args.born_again is not None:
+        if args.out:
+            check_writable(Path(args.out))
+        return run_born_again(args, data, kd, train_cfg, cost_cfg, _progress(args))
     build_student(family, spec, data.input_shape, data.num_classes, tokens=data.tokens)
     if args.out:
         check_writable(Path(args.out))
     with _progress(args):
         teacher, teacher_ref = resolve_teacher(args, data)
+        assistant = assistant_for(data, teacher, family, spec, kd, train_cfg, cost_cfg)
         meter = ProgressMeter(train_cfg.epochs, f"distill ({family})", "epochs")
         with meter:
-            run = run_distillation(data, teacher, family, spec, kd, train_cfg,
-                                   cost_cfg=cost_cfg,
+            run = run_distillation(data, assistant.teacher if assistant else teacher, family,
+                                   spec, kd, train_cfg, cost_cfg=cost_cfg,
                                    callbacks={"on_epoch_end": [epoch_callback(meter)]})
+    if assistant is not None:  # retention and ratios against the teacher, not the assistant
+        from autokd.pipeline import teacher_profile
+
+        run.teacher = teacher_profile(teacher, data, cost_cfg)
     metrics = run.metrics()
     if args.out:
         from autokd.teachers import save_checkpoint
 
         save_checkpoint(run.model, args.out, data=data.describe(), metrics=metrics,
-                        recipe=vars(kd), teacher=teacher_ref)
-    _report_distill(args, data, family, run, metrics, teacher_ref)
+                        recipe=vars(kd), teacher=teacher_ref,
+                        assistant=assistant.record() if assistant else None)
+    _report_distill(args, data, family, run, metrics, teacher_ref, assistant)
     return 0
 
 
@@ -114,14 +131,15 @@ def _default_student(data: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _report_distill(args: argparse.Namespace, data: Any, family: str, run: Any,
-                    metrics: dict[str, Any], teacher_ref: str) -> None:
+                    metrics: dict[str, Any], teacher_ref: str, assistant: Any = None) -> None:
     from autokd.tables import spec_summary
 
     t = run.teacher
     if args.json:
         print_json({"dataset": data.describe(), "family": family, "spec": run.spec,
                     "recipe": vars(run.kd), "student": metrics, "teacher": t,
-                    "teacher_ref": teacher_ref, "mode": "scratch" if args.scratch else "kd"})
+                    "teacher_ref": teacher_ref, "mode": "scratch" if args.scratch else "kd",
+                    "assistant": assistant.record() if assistant else None})
         return
     rows = [
         ("mode", "scratch" if args.scratch else f"KD ({run.kd.soft_loss}, T={run.kd.temperature}, "
@@ -140,6 +158,7 @@ def _report_distill(args: argparse.Namespace, data: Any, family: str, run: Any,
         ("best epoch", metrics["best_epoch"]),
         ("train seconds", metrics["train_seconds"]),
         *_data_rows(data.describe()),
+        *assistant_rows(assistant),
     ]
     print_kv_table(f"distillation on {data.name}", rows)
 
@@ -194,5 +213,9 @@ def _parser_distill(sub: Any) -> None:
     add_latency_args(p)
     p.add_argument("--scratch", action="store_true",
                    help="train the same student without a teacher (KD-gain comparison)")
+    p.add_argument("--born-again", type=positive_int, metavar="G",
+                   help="G generations of the teacher's own architecture (an autokd teacher "
+                        "checkpoint), each distilled from the previous one; --out writes the "
+                        "last")
     p.add_argument("--out", help="write the trained student as an autokd checkpoint")
     p.add_argument("--json", action="store_true", help="print a JSON summary")

@@ -26,6 +26,7 @@ from autokd.objective import Objective
 from autokd.pipeline import RunResult, run_distillation
 from autokd.space import Candidate
 from autokd.study import StudyPaths
+from autokd.teachers import Teacher
 from autokd.train_state import TrainState
 
 __all__ = ["RungObjective", "RungPlan", "StateStore"]
@@ -188,12 +189,12 @@ class RungObjective(Objective):
 
     def _distil(self, trial: optuna.Trial, cand: Candidate, cfg: TrainConfig,
                 callbacks: dict[str, Any], model: Any, cost: CostReport,
-                resume: TrainState | None = None) -> RunResult:
+                resume: TrainState | None = None, teacher: Teacher | None = None) -> RunResult:
         """Continue this rung's own checkpoint (a killed try of it) if any, else the parent."""
         plan = self.plan
         keep = plan is not None and plan.keeps_state
         start = resume if resume is not None else (plan.state if plan else None)
-        run = run_distillation(self.data, self.teacher, cand.family, cand.spec, cand.kd, cfg,
+        run = run_distillation(self.data, teacher or self.teacher, cand.family, cand.spec, cand.kd, cfg,
                                self.settings.cost, callbacks, model=model, cost=cost,
                                resume=start, keep_state=keep)
         if keep and run.train.state is not None:

@@ -19,11 +19,15 @@ from autokd.distill.schedules import SCHEDULES
 from autokd.distill.weighting import IMPORTANCE, TEACHER_WEIGHTINGS
 from autokd.errors import ConfigError
 
-__all__ = ["INITS", "SHORTHAND", "KDConfig", "hint_mappings", "recipe_summary"]
+__all__ = ["ASSISTANTS", "INITS", "SHORTHAND", "KDConfig", "hint_mappings", "recipe_summary"]
 
 #: How a student's weights start: its family's random initialisation, or copies of its
 #: teacher's layers (``autokd.distill.init``; the layers picked by ``hint_mapping``).
 INITS = ("random", "teacher")
+#: Who teaches the student: the teacher itself (``none``), or an intermediate-size network
+#: taught by the teacher (``auto``: a teacher assistant, Mirzadeh et al. 2020; found or built
+#: by ``autokd.chains``), which narrows a wide capacity gap.
+ASSISTANTS = ("none", "auto")
 
 # the fields that ``terms`` replaces (a recipe gives one form or the other)
 SHORTHAND = ("soft_loss", "alpha", "hint_weight", "relation", "relation_weight",
@@ -62,7 +66,8 @@ class KDConfig:
     options the terms read (temperature and its schedule, label smoothing, the hint layer
     mapping) and how samples and teachers are weighted. ``init`` is where the student's
     weights start (``random`` or ``teacher``: copies of the teacher's layers, picked by
-    ``hint_mapping``; see ``autokd.distill.init``).
+    ``hint_mapping``; see ``autokd.distill.init``). ``assistant: auto`` distils through a
+    teacher assistant (``autokd.chains``) instead of from the teacher directly.
     """
 
     soft_loss: str = "kl"
@@ -80,6 +85,7 @@ class KDConfig:
     teacher_weighting: str = "mean"
     terms: dict[str, float] | None = None
     init: str = "random"
+    assistant: str = "none"
 
     def validate(self) -> KDConfig:
         _one_of("soft_loss", self.soft_loss, [*names_of_kind("soft"), "none"])
@@ -89,6 +95,7 @@ class KDConfig:
         _one_of("importance", self.importance, IMPORTANCE.names())
         _one_of("teacher_weighting", self.teacher_weighting, TEACHER_WEIGHTINGS.names())
         _one_of("init", self.init, list(INITS))
+        _one_of("assistant", self.assistant, list(ASSISTANTS))
         _finite("temperature", self.temperature, 0.05, 100.0)
         _finite("t_decay", self.t_decay, 0.0, 100.0)
         _finite("alpha", self.alpha, 0.0, 1.0)
@@ -154,6 +161,8 @@ class KDConfig:
         init = f"init={self.init}" if self.init != "random" else ""
         if set(weights) <= {"ce"}:
             return " ".join(p for p in ("scratch", init) if p)
+        if self.assistant != "none":
+            init = " ".join(p for p in (init, f"assistant={self.assistant}") if p)
         parts = [_response_label(self, weights)]
         for name, weight in weights.items():
             if TERMS.get(name).kind not in ("soft", "hard"):

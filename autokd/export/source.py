@@ -24,10 +24,10 @@ from autokd.errors import ExportError, TeacherError
 from autokd.pipeline import run_distillation
 from autokd.record import SearchRecord, TrialRecord
 from autokd.study import StudyPaths
-from autokd.teachers import Teacher, load_checkpoint, load_teachers
+from autokd.teachers import Teacher, load_checkpoint, load_teachers, network_teacher
 
-__all__ = ["RETRAIN_FACTOR", "cost_config", "kept_weights", "retrain", "search_epochs",
-           "student_model", "study_data", "study_teacher"]
+__all__ = ["RETRAIN_FACTOR", "assistant_teacher", "cost_config", "kept_weights", "retrain",
+           "search_epochs", "student_model", "study_data", "study_teacher"]
 
 logger = logging.getLogger(__name__)
 RETRAIN_FACTOR = 2
@@ -146,12 +146,40 @@ def retrain(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSp
     teacher = study_teacher(study, paths, data, trust=trust)
     cfg = _train_config(study, t, epochs)
     kd = KDConfig(**(rec.recipe or {})).validate()
+    if kd.assistant != "none" and kd.uses_teacher:
+        teacher = assistant_teacher(study, paths, rec, data, teacher, kd, cfg)
     logger.info("retraining trial %d for %d epochs", t.number, cfg.epochs)
     run = run_distillation(data, teacher, rec.family, rec.spec, kd, cfg,
                            CostConfig(latency=False))  # timed once, by the caller
     info = {"how": "retrained", "epochs": cfg.epochs, "best_epoch": run.train.best_epoch,
             "train_seconds": run.train.train_seconds}
     return run.model, info
+
+
+def assistant_teacher(study: optuna.Study, paths: StudyPaths, rec: TrialRecord,
+                      data: DataSplits, teacher: Teacher, kd: KDConfig,
+                      cfg: TrainConfig) -> Teacher:
+    """The assistant that taught a trial (recipe ``assistant: auto``): the parent trial's kept
+    weights, else the one kept beside the trial, else one of the recorded spec trained again
+    from the teacher (``autokd.chains``)."""
+    from autokd.chains import train_assistant
+
+    path = None
+    if rec.assistant_of is not None and int(rec.assistant_of) < len(study.trials):
+        path = paths.root / _checkpoint(study.trials[int(rec.assistant_of)])
+    elif rec.get("assistant_checkpoint"):
+        path = paths.root / rec.get("assistant_checkpoint")
+    if path is not None and path.exists():
+        model, _ = load_checkpoint(path)
+        return network_teacher(model, f"assistant of trial {rec.assistant_of}", "assistant")
+    spec = rec.get("assistant_spec")
+    if not isinstance(spec, dict):
+        raise ExportError("this trial was taught by an assistant the study no longer has; "
+                          "export a trial taught by the teacher")
+    family = rec.get("assistant_family", rec.family)
+    logger.info("training the trial's assistant (%s) again", family)
+    return train_assistant(data, teacher, family, spec, kd, cfg,
+                           float(rec.get("assistant_target_flops", 0.0))).teacher
 
 
 def student_model(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSplits,

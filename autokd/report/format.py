@@ -85,6 +85,8 @@ def front_columns(front: list[dict[str, Any]], metric: str | None = None) -> lis
                  ("latency error %", "latency_error_pct", "signed")]
     if any("kd_gain" in r for r in front):
         cols.append(("KD gain", "kd_gain", "pp"))
+    if any(r.get("assistant") for r in front):
+        cols.append(("taught by", "assistant", "text"))
     return cols + [("architecture", "architecture", "text"), ("recipe", "recipe_summary", "text"),
                    ("lr", "lr", "num")]
 

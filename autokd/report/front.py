@@ -17,14 +17,17 @@ from autokd.report.trials import architecture, ratios
 from autokd.study import StudyPaths
 from autokd.tables import recipe_summary
 
-__all__ = ["MEMBER_KEYS", "front_records", "kd_gain_rows", "relative_error"]
+__all__ = ["MEMBER_KEYS", "assistant_label", "chain_lines", "front_records", "kd_gain_rows",
+           "relative_error"]
 
 MEMBER_KEYS = ("val_accuracy", "test_accuracy", "val_nll", "test_nll", "retention",
                "val_retention", "params", "flops", "bytes", "latency_ms", "latency_ms_batch",
                "latency_cv", "params_compression", "flops_compression", "latency_speedup",
                "predicted_latency_ms", "best_epoch", "epochs_run", "train_seconds", "seed",
                "val_balanced_accuracy", "test_balanced_accuracy", "val_macro_f1",
-               "test_macro_f1", "val_per_class_accuracy", "test_per_class_accuracy")
+               "test_macro_f1", "val_per_class_accuracy", "test_per_class_accuracy",
+               "assistant_of", "assistant_seconds", "assistant_flops",
+               "assistant_test_accuracy")
 
 
 def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPaths | None = None,
@@ -53,6 +56,7 @@ def _member(t: FrozenTrial, teacher: dict[str, Any], base: dict[str, Any] | None
                            "train": a.get("train")}
     row.update({k: a.get(k) for k in MEMBER_KEYS})
     row.update(ratios(a, teacher))
+    row["assistant"] = assistant_label(a)
     row["selection_gap"] = _diff(a.get("val_accuracy"), a.get("test_accuracy"))
     row["latency_error_pct"] = relative_error(a.get("predicted_latency_ms"), a.get("latency_ms"))
     if base:
@@ -64,6 +68,39 @@ def _member(t: FrozenTrial, teacher: dict[str, Any], base: dict[str, Any] | None
         row["weights_kept"] = (paths.root / a.get("checkpoint", f"students/{t.number}/"
                                                                 "student.pt")).exists()
     return row
+
+
+def assistant_label(a: dict[str, Any]) -> str | None:
+    """Who taught a trial's student when it was not the teacher (recipe ``assistant: auto``):
+    ``trial 3``, or ``trained inside: cnn d2 w8/16`` for an assistant trained in the trial."""
+    if a.get("assistant_of") is not None:
+        return f"trial {a['assistant_of']}"
+    if a.get("assistant_seconds") is None:
+        return None
+    arch = architecture({"family": a.get("assistant_family"), "spec": a.get("assistant_spec")})
+    return f"trained inside: {arch}"
+
+
+def chain_lines(front: list[dict[str, Any]]) -> list[str]:
+    """One line per front member taught through an assistant: teacher -> assistant -> member,
+    with each link's test accuracy and FLOPs."""
+    out = []
+    for r in front:
+        if not r.get("assistant"):
+            continue
+        mid = (f"{r['assistant']} (test acc {_pct(r.get('assistant_test_accuracy'))}, "
+               f"{_int(r.get('assistant_flops'))} FLOPs)")
+        out.append(f"teacher -> {mid} -> trial {r['trial']} (test acc "
+                   f"{_pct(r.get('test_accuracy'))}, {_int(r.get('flops'))} FLOPs)")
+    return out
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.1f} %"
+
+
+def _int(v: Any) -> str:
+    return "-" if v is None else f"{round(float(v)):,}"
 
 
 def _diff(a: Any, b: Any) -> float | None:

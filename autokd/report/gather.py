@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from autokd.config import OBJECTIVES
 from autokd.record import SearchRecord
 from autokd.report.classes import per_class_section
-from autokd.report.front import front_records, kd_gain_rows
+from autokd.report.front import chain_lines, front_records, kd_gain_rows
 from autokd.report.sections import (
     claim_table,
     hypervolume_curve,
@@ -91,6 +91,7 @@ def _findings(study: optuna.Study, paths: StudyPaths,
         "pruned": grouped_reasons(study, TrialState.PRUNED, "prune_reason"),
         "infeasible": grouped_reasons(study, TrialState.COMPLETE, "infeasible_reason"),
         "front": front,
+        "chains": chain_lines(front),
         "points": points,
         "claim": claim_table(points),
         "hypervolume": convergence["curve"],

@@ -88,7 +88,10 @@ def _front_section(data: dict[str, Any], png: bytes) -> str:
                        "front")
     recipes = ("<details><summary>full architecture, recipe and training settings</summary>"
                + html_table(data["front"], RECIPE_COLUMNS, "recipes") + "</details>")
-    return _section("Pareto front", "pareto", *figs, static, note, table, recipes,
+    chains = "".join(f"<li>{html.escape(line)}</li>" for line in data.get("chains") or [])
+    if chains:
+        chains = f"<h3>Teacher-assistant chains</h3><ul>{chains}</ul>"
+    return _section("Pareto front", "pareto", *figs, static, note, table, chains, recipes,
                     _per_class(data.get("per_class")))
 
 

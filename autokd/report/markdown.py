@@ -52,6 +52,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += ["\n## Teacher\n", md_table([data["teacher"]], TEACHER_COLUMNS)]
     out += ["## Pareto front\n", "![Pareto front](pareto.png)\n",
             md_table(with_lr(data["front"]), front_columns(data["front"], data.get("metric")))]
+    if data.get("chains"):
+        out += ["\n### Teacher-assistant chains\n", *[f"- {line}" for line in data["chains"]]]
     out += ["\n### Recipes of the front\n", md_table(data["front"], RECIPE_COLUMNS)]
     if data.get("per_class"):
         pc = data["per_class"]
