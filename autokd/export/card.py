@@ -233,7 +233,8 @@ def _md_artifacts(card: dict[str, Any]) -> list[str]:
             for name, a in card["artifacts"].items()]
     return ["\n## Artifacts\n", "| file | bytes | sha256 |", "|---|---|---|", *rows,
             ("\nLoad: `autokd.load_student('student.pt')`, `torch.jit.load("
-            "'student.torchscript.pt')`, or onnxruntime with input `input` (batch, "
+            "'student.torchscript.pt')`, `torch.export.load('student.pt2').module()`, or "
+            "onnxruntime (`student.onnx`, `student.int8.onnx`) with input `input` (batch, "
             f"{', '.join(map(str, card['model']['input_shape']))}) -> `logits`."),
             *([_HF_LOAD] if "hf_model" in card["artifacts"] else [])]
 
