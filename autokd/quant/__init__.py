@@ -1,0 +1,36 @@
+"""Quantisation-aware distillation: fake-quantised int8 training and the deployed INT8 model.
+
+``prepare_qat`` makes a student train with int8 rounding (straight-through estimator),
+``rounding_penalty`` is the article's ``||theta - Q(theta)||^2`` term, ``export_int8_onnx``
+writes the deployable QDQ ONNX file with int8 weights, and ``OrtModel`` runs it.
+"""
+
+from __future__ import annotations
+
+from autokd.quant.fake import (
+    QAT_FAMILIES,
+    ActQuant,
+    freeze_observers,
+    is_qat,
+    prepare_qat,
+    quant_layers,
+    quantize_weight,
+    rounding_penalty,
+    weight_scale,
+)
+from autokd.quant.onnx_int8 import OrtModel, export_int8_onnx, int8_weight_bytes
+
+__all__ = [
+    "QAT_FAMILIES",
+    "ActQuant",
+    "OrtModel",
+    "export_int8_onnx",
+    "freeze_observers",
+    "int8_weight_bytes",
+    "is_qat",
+    "prepare_qat",
+    "quant_layers",
+    "quantize_weight",
+    "rounding_penalty",
+    "weight_scale",
+]
