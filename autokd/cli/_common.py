@@ -41,6 +41,7 @@ __all__ = [
     "print_json",
     "print_kv_table",
     "progress_line",
+    "recipe_overrides",
     "resolve_teacher",
     "train_config",
     "weights_arg",
@@ -201,6 +202,11 @@ def add_kd_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", default="random", choices=d.INITS,
                    help="student's starting weights: random, or teacher (copies of the "
                         "teacher's layers picked by --hint-mapping; same family and widths)")
+    g.add_argument("--quantize", default="none", choices=d.QUANTIZE,
+                   help="none, or int8: train with fake-quantised weights and activations and "
+                        "report the INT8 ONNX model's bytes, latency and accuracy")
+    g.add_argument("--qat-weight", type=float, default=0.0, metavar="LAMBDA",
+                   help="weight of the rounding penalty lambda*||W - Q(W)||^2 (int8; default 0)")
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int = 40) -> None:
@@ -261,6 +267,33 @@ def kd_config(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--terms replaces {flags}; give one or the other")
         values["terms"] = weights_arg("--terms", args.terms, "kl=0.9")
     return KDConfig(**values).validate()
+
+
+def recipe_overrides(items: list[str] | None) -> dict[str, list[Any]] | None:
+    """``["quantize=none,int8", "alpha=0.5"]`` -> ``{"quantize": ["none", "int8"], "alpha":
+    [0.5]}``; each value is read as a YAML scalar (numbers, booleans, words)."""
+    import dataclasses
+
+    import yaml
+
+    from autokd.distill import KDConfig
+
+    if not items:
+        return None
+    known = [f.name for f in dataclasses.fields(KDConfig) if f.name != "terms"]
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, eq, text = (part.strip() for part in item.partition("="))
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not eq or not values:
+            raise ConfigError(f"--recipe {item!r}: expected KEY=V1,V2 (e.g. quantize=none,int8)")
+        if key not in known:
+            raise ConfigError(f"--recipe: unknown recipe key {key!r}; known: {', '.join(known)}")
+        try:
+            out[key] = [yaml.safe_load(v) for v in values]
+        except yaml.YAMLError:
+            raise ConfigError(f"--recipe {item!r}: cannot read its values") from None
+    return out
 
 
 def weights_arg(flag: str, text: str, example: str) -> dict[str, float]:

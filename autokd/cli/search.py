@@ -17,6 +17,7 @@ from autokd.cli._common import (
     print_front,
     print_json,
     progress_line,
+    recipe_overrides,
     weights_arg,
 )
 from autokd.errors import ConfigError
@@ -38,7 +39,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         settings=search_settings(args), name=args.name, results=args.results,
         storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
         strategy_options=_strategy_options(args), jobs=args.jobs, artifacts=args.artifacts,
-        tuner=_tuner(args))
+        tuner=_tuner(args), recipe=recipe_overrides(args.recipe))
     printer = None if args.json else progress_line
     state: dict[str, Any] = {}
     try:
@@ -143,6 +144,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
     g.add_argument("--space", help="a bundled space (cnn, cnn1d, mlp, mbv2, resnet, transformer, hf) or a "
                    "YAML file (default: by data kind)")
+    g.add_argument("--recipe", action="append", metavar="KEY=V1,V2",
+                   help="set a recipe key of the space's distillation group: one value fixes "
+                        "it, several make it a choice (e.g. quantize=none,int8); repeatable")
     g.add_argument("--budget", default="20",
                    help="finished trials in total (40) or wall time (15m, 2h); default 20 "
                         "(with --strategy asha each rung evaluation is one trial)")

@@ -27,7 +27,14 @@ from autokd.distill.feature import AttentionLoss, FitNetLoss, LearnedHintLoss, a
 from autokd.distill.hooks import FeatureHooks
 from autokd.distill.loss import DistillLoss, kd_divergence
 from autokd.distill.mapping import LearnedMapping, map_layers
-from autokd.distill.recipe import INITS, SHORTHAND, KDConfig, hint_mappings, recipe_summary
+from autokd.distill.recipe import (
+    INITS,
+    QUANTIZE,
+    SHORTHAND,
+    KDConfig,
+    hint_mappings,
+    recipe_summary,
+)
 from autokd.distill.relation import GramLoss, RKDLoss
 from autokd.distill.response import HardCELoss, KLDivergenceLoss, LogitCosineLoss, LogitMSELoss
 from autokd.distill.schedules import SCHEDULES, temperature_at
@@ -48,6 +55,7 @@ __all__ = [
     "IMPORTANCE",
     "INITS",
     "KINDS",
+    "QUANTIZE",
     "SCHEDULES",
     "SHORTHAND",
     "TEACHER_WEIGHTINGS",

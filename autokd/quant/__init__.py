@@ -7,9 +7,12 @@ writes the deployable QDQ ONNX file with int8 weights, and ``OrtModel`` runs it.
 
 from __future__ import annotations
 
+from autokd.quant.deploy import INT8_FILE, Int8Metrics, int8_cost, int8_metrics
 from autokd.quant.fake import (
+    FREEZE_AT,
     QAT_FAMILIES,
     ActQuant,
+    QuantizeError,
     freeze_observers,
     is_qat,
     prepare_qat,
@@ -21,11 +24,17 @@ from autokd.quant.fake import (
 from autokd.quant.onnx_int8 import OrtModel, export_int8_onnx, int8_weight_bytes
 
 __all__ = [
+    "FREEZE_AT",
+    "INT8_FILE",
     "QAT_FAMILIES",
     "ActQuant",
+    "Int8Metrics",
     "OrtModel",
+    "QuantizeError",
     "export_int8_onnx",
     "freeze_observers",
+    "int8_cost",
+    "int8_metrics",
     "int8_weight_bytes",
     "is_qat",
     "prepare_qat",

@@ -21,16 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autokd.errors import ConfigError
+from autokd.errors import InitError
 
 __all__ = [
     "ACT_QRANGE",
+    "FREEZE_AT",
     "QAT_FAMILIES",
     "WEIGHT_QRANGE",
     "ActQuant",
     "QuantConv1d",
     "QuantConv2d",
     "QuantLinear",
+    "QuantizeError",
     "freeze_observers",
     "is_qat",
     "prepare_qat",
@@ -47,6 +49,13 @@ WEIGHT_QRANGE = (-128, 127)
 #: (qmin, qmax) of activations: uint8, ONNX Runtime's fast U8S8 path.
 ACT_QRANGE = (0, 255)
 _EPS = 1e-8
+#: Fraction of the training schedule after which activation ranges stop moving.
+FREEZE_AT = 0.75
+
+
+class QuantizeError(InitError):
+    """The student's family is not one int8 QAT covers; a search records such a candidate
+    infeasible before training (as it does a student that cannot start from its teacher)."""
 
 
 def weight_scale(weight: torch.Tensor) -> torch.Tensor:
@@ -167,11 +176,11 @@ def prepare_qat(model: nn.Module) -> nn.Module:
     twice is a no-op. Returns ``model``.
 
     Raises:
-        ConfigError: The family is not one whose layers this module quantises.
+        QuantizeError: The family is not one whose layers this module quantises.
     """
     family = getattr(model, "family", type(model).__name__)
     if family not in QAT_FAMILIES:
-        raise ConfigError(f"quantize: int8 is not supported for family {family} "
+        raise QuantizeError(f"quantize: int8 is not supported for family {family} "
                           f"(supported: {', '.join(QAT_FAMILIES)})")
     if is_qat(model):
         return model
