@@ -136,7 +136,8 @@ def _accuracy(path: Path, data: DataSplits) -> dict[str, float]:
     return {"val": m["val"]["accuracy"], "test": m["test"]["accuracy"]}
 
 
-def _timings(files: dict[str, Path], shape: tuple[int, ...], runs: int) -> dict[str, Any]:
+def _timings(files: dict[str, Path], shape: tuple[int, ...], runs: int,
+             min_block_s: float) -> dict[str, Any]:
     """ONNX Runtime, 1 thread: per model and batch, the medians of ``runs`` interleaved rounds
     (each ``measure_latency``'s median of 7 blocks) as min/median/max."""
     models = {name: OnnxModule(files[name], threads=1) for name in MODELS}
@@ -145,7 +146,8 @@ def _timings(files: dict[str, Path], shape: tuple[int, ...], runs: int) -> dict[
     for _ in range(runs):
         for batch in BATCHES:
             for name, model in models.items():  # interleaved: load drift hits all alike
-                rounds[name][batch].append(measure_latency(model, shape, batch, threads=1)[0])
+                rounds[name][batch].append(measure_latency(model, shape, batch, threads=1,
+                                                           min_block_s=min_block_s)[0])
     out: dict[str, Any] = {
         name: {str(b): {"min_ms": min(v), "median_ms": statistics.median(v), "max_ms": max(v),
                         "rounds_ms": v} for b, v in per.items()}
@@ -196,7 +198,8 @@ def _one(dataset: str, seed: int, data: DataSplits, teacher: Teacher, teacher_pa
         bytes={"qat_int8": int8_sizes(files["qat_int8"], files["float_twin"]),
                "ptq_int8": int8_sizes(files["ptq_int8"], files["float_twin"]),
                "params": export.card["costs"]["params"], "flops": export.card["costs"]["flops"]},
-        latency=_timings(files, tuple(data.input_shape), args.runs),
+        latency=_timings(files, tuple(data.input_shape), args.runs,
+                         0.002 if args.quick else 0.02),
         cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0,
         loadavg=list(os.getloadavg()))
     return run
