@@ -190,3 +190,12 @@ def test_bad_format_names_are_one_line(qat: Any, capsys: Any) -> None:
     assert main(["export", str(paths.root), "--formats", "int4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "int4" in err[0] and "int8" in err[0] and "pt2" in err[0]
+
+
+@pytest.mark.parametrize("name", ["student.int8.onnx", "student.pt2"])
+def test_unreadable_int8_or_pt2_file_is_one_line(name: str, tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"not a model")
+    assert main(["evaluate", str(path), "--dataset", "digits", "--no-latency"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot load" in err[0] and name in err[0]
