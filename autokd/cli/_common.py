@@ -41,7 +41,6 @@ __all__ = [
     "print_json",
     "print_kv_table",
     "progress_line",
-    "recipe_overrides",
     "resolve_teacher",
     "train_config",
     "weights_arg",
@@ -267,33 +266,6 @@ def kd_config(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--terms replaces {flags}; give one or the other")
         values["terms"] = weights_arg("--terms", args.terms, "kl=0.9")
     return KDConfig(**values).validate()
-
-
-def recipe_overrides(items: list[str] | None) -> dict[str, list[Any]] | None:
-    """``["quantize=none,int8", "alpha=0.5"]`` -> ``{"quantize": ["none", "int8"], "alpha":
-    [0.5]}``; each value is read as a YAML scalar (numbers, booleans, words)."""
-    import dataclasses
-
-    import yaml
-
-    from autokd.distill import KDConfig
-
-    if not items:
-        return None
-    known = [f.name for f in dataclasses.fields(KDConfig) if f.name != "terms"]
-    out: dict[str, list[Any]] = {}
-    for item in items:
-        key, eq, text = (part.strip() for part in item.partition("="))
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        if not eq or not values:
-            raise ConfigError(f"--recipe {item!r}: expected KEY=V1,V2 (e.g. quantize=none,int8)")
-        if key not in known:
-            raise ConfigError(f"--recipe: unknown recipe key {key!r}; known: {', '.join(known)}")
-        try:
-            out[key] = [yaml.safe_load(v) for v in values]
-        except yaml.YAMLError:
-            raise ConfigError(f"--recipe {item!r}: cannot read its values") from None
-    return out
 
 
 def weights_arg(flag: str, text: str, example: str) -> dict[str, float]:

@@ -17,7 +17,6 @@ from autokd.cli._common import (
     print_front,
     print_json,
     progress_line,
-    recipe_overrides,
     weights_arg,
 )
 from autokd.errors import ConfigError
@@ -50,6 +49,33 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise
     _search_summary(args, outcome)
     return 0
+
+
+def recipe_overrides(items: list[str] | None) -> dict[str, list[Any]] | None:
+    """``["quantize=none,int8", "alpha=0.5"]`` -> ``{"quantize": ["none", "int8"], "alpha":
+    [0.5]}``; each value is read as a YAML scalar (numbers, booleans, words)."""
+    import dataclasses
+
+    import yaml
+
+    from autokd.distill import KDConfig
+
+    if not items:
+        return None
+    known = [f.name for f in dataclasses.fields(KDConfig) if f.name != "terms"]
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, eq, text = (part.strip() for part in item.partition("="))
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not eq or not values:
+            raise ConfigError(f"--recipe {item!r}: expected KEY=V1,V2 (e.g. quantize=none,int8)")
+        if key not in known:
+            raise ConfigError(f"--recipe: unknown recipe key {key!r}; known: {', '.join(known)}")
+        try:
+            out[key] = [yaml.safe_load(v) for v in values]
+        except yaml.YAMLError:
+            raise ConfigError(f"--recipe {item!r}: cannot read its values") from None
+    return out
 
 
 def _tuner(args: argparse.Namespace) -> str:
