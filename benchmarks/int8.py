@@ -214,10 +214,10 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     done = [r for r in runs if r.get("best_int8")]
     acc = {n: mean_std([r["accuracy"][n]["test"] for r in done])
            for n in ("qat_int8", "float_twin", "ptq_int8", "qat_float_weights")}
-    lat = {f"int8_over_float_b{b}": mean_std([
-        _ratio(r["latency"]["qat_int8"][str(b)]["median_ms"],
+    lat = {f"{q}_over_float_b{b}": mean_std([
+        _ratio(r["latency"][q][str(b)]["median_ms"],
                r["latency"]["float_twin"][str(b)]["median_ms"]) for r in done])
-        for b in BATCHES}
+        for q in ("qat_int8", "ptq_int8") for b in BATCHES}
     out = {
         "seeds_with_int8": len(done), "seeds": len(runs),
         "front_int8_members": mean_std([r["front"]["int8_members"] for r in runs]),
@@ -246,12 +246,22 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _notes(s: dict[str, Any]) -> list[str]:
     """Plain sentences for what the numbers say, so the JSON explains itself."""
     notes = []
-    slow = [b for b in BATCHES if (s["latency_ratio"][f"int8_over_float_b{b}"]["mean"] or 0) > 1]
+    r = s["latency_ratio"]
+    slow = [b for b in BATCHES if (r[f"qat_int8_over_float_b{b}"]["mean"] or 0) > 1]
+    ptq_faster = [b for b in slow if (r[f"ptq_int8_over_float_b{b}"]["mean"] or 2) < 1]
     if slow:
-        notes.append(f"INT8 is slower than float at batch {', '.join(map(str, slow))}: for a "
-                     "student this small each layer does little arithmetic, so quantising and "
-                     "dequantising activations at every Q/DQ pair, and the int8 kernels' "
-                     "fixed costs, outweigh what 8-bit arithmetic saves")
+        notes.append(f"the QAT INT8 model is slower than float at batch "
+                     f"{', '.join(map(str, slow))}: quantising and dequantising activations at "
+                     "every Q/DQ pair, and the int8 kernels' fixed costs, weigh heavily in a "
+                     "student doing this little arithmetic per layer")
+    if ptq_faster:
+        notes.append(f"yet post-training quantisation of the same architecture is faster than "
+                     f"float at batch {', '.join(map(str, ptq_faster))}: its graph is BatchNorm-"
+                     "folded before quantising, so ONNX Runtime fuses it into QLinearConv/"
+                     "QGemm; the QAT file quantises only each layer's input and leaves "
+                     "BatchNorm, the activation and pooling as float nodes after each "
+                     "convolution, so no DequantizeLinear-Conv-QuantizeLinear unit forms and "
+                     "the convolutions run in float on weights dequantised at every call")
     file_ratio = s["float_over_int8_file_bytes"]["mean"]
     if file_ratio is not None and file_ratio < 3:
         notes.append(f"the whole INT8 file is only {file_ratio:.2f}x smaller than the float "
