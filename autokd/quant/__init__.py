@@ -21,7 +21,7 @@ from autokd.quant.fake import (
     rounding_penalty,
     weight_scale,
 )
-from autokd.quant.onnx_int8 import OrtModel, export_int8_onnx, int8_weight_bytes
+from autokd.quant.onnx_int8 import OrtModel, export_int8_onnx, int8_weight_bytes, ort_optimized_ops
 
 __all__ = [
     "FREEZE_AT",
@@ -37,6 +37,7 @@ __all__ = [
     "int8_metrics",
     "int8_weight_bytes",
     "is_qat",
+    "ort_optimized_ops",
     "prepare_qat",
     "quant_layers",
     "quantize_weight",

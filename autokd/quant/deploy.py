@@ -46,8 +46,11 @@ def int8_cost(model: nn.Module, input_shape: tuple[int, ...], float_cost: CostRe
     """
     cfg = cfg or CostConfig()
     qat = prepare_qat(copy.deepcopy(model).cpu().eval())
+    example = _example(qat, input_shape)
+    with torch.no_grad():
+        qat(example)  # an untrained copy: give unobserved quantisers a range (not all zero)
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_int8_onnx(qat, _example(qat, input_shape), Path(tmp) / INT8_FILE)
+        path = export_int8_onnx(qat, example, Path(tmp) / INT8_FILE)
         out = dataclasses.replace(float_cost, bytes=path.stat().st_size, latency_ms=None,
                                   latency_ms_batch=None, latency_cv=None)
         if cfg.latency:

@@ -1,18 +1,31 @@
 """Fake-quantised training (QAT): int8 weights and activations simulated in float.
 
-Why this shape: a student that will ship as INT8 should learn with the rounding it will meet
-(Jacob et al. 2018; Polino et al. 2018, "quantized distillation"). Each Conv1d/Conv2d/Linear is
-swapped in place for a subclass that fake-quantises
+Why this shape: a student that will ship as INT8 should learn with the rounding it will meet,
+in the form an integer-only runtime executes (Jacob et al. 2018, "Quantization and Training of
+Neural Networks for Efficient Integer-Arithmetic-Only Inference"). Each Conv1d/Conv2d/Linear is
+swapped in place for a subclass that
 
-- its weight: symmetric per-output-channel int8, ``scale_c = max|W_c| / 127`` (zero point 0),
-- its input activation: asymmetric per-tensor uint8, the range tracked by an exponential moving
-  average of the batch min/max while training, frozen (``freeze_observers``) for the last epochs
-  so the exported scales are the ones the final weights were trained with.
+- folds the BatchNorm that follows it into its weight and bias (``W * gamma / sqrt(var + eps)``,
+  ``beta + (b - mean) * gamma / sqrt(var + eps)``) and fake-quantises the *folded* weight:
+  symmetric per-output-channel int8, ``scale_c = max|W_c| / 127`` (zero point 0). While BN
+  statistics still move, the layer runs the folded conv and rescales it back to batch
+  statistics (the "approximate" form of torch.ao's ConvBn); once they are frozen it runs
+  exactly the deployed conv, bias included;
+- rounds its bias to int32 with scale ``s_in * s_w`` (what the integer kernel adds);
+- applies the ReLU that follows it (fused), then quantises its output: asymmetric per-tensor
+  uint8, range tracked by an exponential moving average while training and frozen
+  (``freeze_observers``) for the last epochs. The model's last layer (the head) keeps float
+  logits.
 
-Rounding uses torch's ``fake_quantize_*`` ops, whose backward is the straight-through estimator
-(gradient 1 inside the clamp range, 0 outside). BatchNorm and activations stay float. The
-subclasses keep parameter names, so feature taps, optimisers and state dicts see the same
-``weight``/``bias``; the observer state adds ``<layer>.act_quant.*`` buffers.
+A layer whose input is already on the previous layer's grid (only max-pooling, dropout or
+flatten in between) *follows* that quantiser instead of observing its own, so the exported
+graph is DQ -> Conv -> Relu -> Q throughout and ONNX Runtime fuses each into QLinearConv /
+QGemm. The global average pool quantises its output too (QLinearGlobalAveragePool).
+
+Rounding uses torch's ``fake_quantize_*`` ops, whose backward is the straight-through estimator.
+The subclasses share the float layers' Parameter and buffer objects and keep their names, so
+optimisers, feature taps and state dicts see the same ``weight``/``bias``/BN entries; every
+quantiser's state lives under a module named ``act_quant``.
 """
 
 from __future__ import annotations
@@ -22,13 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from autokd.errors import InitError
+from autokd.quant.fold import FOLDABLE, FoldedBN, bn_batch_stats, bn_factor, share_bn
 
 __all__ = [
     "ACT_QRANGE",
     "FREEZE_AT",
+    "INT32_RANGE",
     "QAT_FAMILIES",
     "WEIGHT_QRANGE",
     "ActQuant",
+    "OutQuant",
     "QuantConv1d",
     "QuantConv2d",
     "QuantLinear",
@@ -42,14 +58,16 @@ __all__ = [
     "weight_scale",
 ]
 
-#: Families whose layers are all Conv1d/Conv2d/Linear + BatchNorm + ReLU-family activations.
+#: Families whose layers are all Conv1d/Conv2d/Linear + BatchNorm + activations + pools.
 QAT_FAMILIES = ("cnn", "cnn1d", "mlp")
 #: (qmin, qmax) of weights: int8 with a symmetric scale, so -128 is never produced.
 WEIGHT_QRANGE = (-128, 127)
 #: (qmin, qmax) of activations: uint8, ONNX Runtime's fast U8S8 path.
 ACT_QRANGE = (0, 255)
+#: (qmin, qmax) of biases: int32, scale ``s_in * s_w``.
+INT32_RANGE = (-(2**31), 2**31 - 1)
 _EPS = 1e-8
-#: Fraction of the training schedule after which activation ranges stop moving.
+#: Fraction of the training schedule after which activation ranges and BN statistics freeze.
 FREEZE_AT = 0.75
 
 
@@ -64,9 +82,9 @@ def weight_scale(weight: torch.Tensor) -> torch.Tensor:
     return (amax / 127.0).clamp_min(_EPS).float()
 
 
-def quantize_weight(weight: torch.Tensor) -> torch.Tensor:
+def quantize_weight(weight: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """``Q(W)``: the weight rounded to int8 per output channel and scaled back (STE backward)."""
-    scale = weight_scale(weight)
+    scale = weight_scale(weight) if scale is None else scale
     zero = torch.zeros(scale.shape, dtype=torch.int32, device=weight.device)
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, *WEIGHT_QRANGE)
 
@@ -75,7 +93,8 @@ class ActQuant(nn.Module):
     """Per-tensor uint8 fake quantisation of an activation with an observed range.
 
     Buffers (saved with the model): ``min_val``/``max_val`` (the tracked range), ``observed``
-    (at least one batch seen) and ``frozen`` (range no longer updated).
+    (at least one batch seen) and ``frozen`` (range no longer updated). A quantiser that
+    ``follow``\\ s another uses the leader's scale and zero point and observes nothing.
     """
 
     def __init__(self, momentum: float = 0.1) -> None:
@@ -85,6 +104,10 @@ class ActQuant(nn.Module):
         self.register_buffer("max_val", torch.tensor(0.0))
         self.register_buffer("observed", torch.tensor(False))
         self.register_buffer("frozen", torch.tensor(False))
+        object.__setattr__(self, "leader", None)  # not a submodule: it lives elsewhere
+
+    def follow(self, leader: ActQuant | None) -> None:
+        object.__setattr__(self, "leader", leader)
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
@@ -99,6 +122,8 @@ class ActQuant(nn.Module):
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scale, zero_point)`` of the range widened to include 0 (exact zero padding)."""
+        if self.leader is not None:
+            return self.leader.qparams()
         lo, hi = self.min_val.clamp(max=0.0), self.max_val.clamp(min=0.0)
         qmin, qmax = ACT_QRANGE
         scale = ((hi - lo) / (qmax - qmin)).clamp_min(_EPS)
@@ -106,17 +131,40 @@ class ActQuant(nn.Module):
         return scale.reshape(1), zero.reshape(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not bool(self.frozen) and (self.training or not bool(self.observed)):
+        if self.leader is None and not bool(self.frozen) and \
+                (self.training or not bool(self.observed)):
             self.observe(x)
         scale, zero = self.qparams()
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, *ACT_QRANGE)
 
 
+class OutQuant(nn.Module):
+    """A layer's output stage: the fused ReLU (if one followed the layer), then ``act_quant``."""
+
+    def __init__(self, relu: bool) -> None:
+        super().__init__()
+        self.relu = relu
+        self.act_quant = ActQuant()
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.act_quant(F.relu(y) if self.relu else y)
+
+
+def _per_channel(v: torch.Tensor, dim: int) -> torch.Tensor:
+    """(C,) -> (1, C, 1, ...) broadcastable against a (B, C, ...) tensor of ``dim`` dims."""
+    return v.reshape((1, -1) + (1,) * (dim - 2))
+
+
 class _QuantLayer:
-    """Shared by the three layer types: ``act_quant`` on the input, ``Q(weight)`` in forward."""
+    """Shared by the three layer types: ``act_quant`` on the input, the (folded) weight and bias
+    rounded to the int8 / int32 grids, ``out`` (fused ReLU + output quantiser) or None."""
 
     act_quant: ActQuant
+    out: OutQuant | None
     weight: nn.Parameter
+    bias: nn.Parameter | None
+    bn: nn.modules.batchnorm._BatchNorm | None
+    bn_frozen: bool
 
     @classmethod
     def from_float(cls, m: nn.Module) -> nn.Module:
@@ -126,7 +174,50 @@ class _QuantLayer:
         q.weight, q.bias = m.weight, m.bias
         q.train(m.training)
         q.act_quant = ActQuant().to(m.weight.device)
+        q.out = None
+        object.__setattr__(q, "bn", None)  # registered where it was, not here
+        q.bn_frozen = False
         return q
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias with the BatchNorm (running statistics) folded in; float."""
+        bn = self.bn
+        if bn is None:
+            return self.weight, self.bias
+        factor = bn_factor(self.bn)
+        w = self.weight * factor.reshape((-1,) + (1,) * (self.weight.dim() - 1))
+        b = self.bias if self.bias is not None else torch.zeros_like(bn.running_mean)
+        beta = bn.bias if bn.bias is not None else torch.zeros_like(b)
+        return w, beta + (b - bn.running_mean) * factor
+
+    def bias_scale(self, w_scale: torch.Tensor) -> torch.Tensor:
+        """``s_in * s_w`` per output channel: the int32 bias grid."""
+        return self.act_quant.qparams()[0] * w_scale
+
+    def _round_bias(self, b: torch.Tensor | None, w_scale: torch.Tensor) -> torch.Tensor | None:
+        if b is None:
+            return None
+        s = self.bias_scale(w_scale)
+        steps = torch.round(b / s).clamp(*INT32_RANGE)
+        return b + (steps * s - b).detach()  # straight-through
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act_quant(x)
+        w, b = self.folded()
+        w_scale = weight_scale(w)
+        wq = quantize_weight(w, w_scale)
+        if self.bn is not None and self.training and not self.bn_frozen:
+            factor = _per_channel(bn_factor(self.bn), x.dim())
+            y = self._op(x, wq, None) / factor  # the unfolded conv, then BN on batch stats
+            if self.bias is not None:
+                y = y + _per_channel(self.bias, y.dim())
+            y = bn_batch_stats(self.bn, y)
+        else:
+            y = self._op(x, wq, self._round_bias(b, w_scale))
+        return self.out(y) if self.out is not None else y
 
 
 class QuantLinear(_QuantLayer, nn.Linear):
@@ -134,8 +225,8 @@ class QuantLinear(_QuantLayer, nn.Linear):
     def _args(m: nn.Linear) -> tuple:
         return m.in_features, m.out_features, m.bias is not None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), quantize_weight(self.weight), self.bias)
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, w, b)
 
 
 class _QuantConv(_QuantLayer):
@@ -144,8 +235,8 @@ class _QuantConv(_QuantLayer):
         return (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
                 m.groups, m.bias is not None, m.padding_mode)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), quantize_weight(self.weight), self.bias)
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return self._conv_forward(x, w, b)
 
 
 class QuantConv1d(_QuantConv, nn.Conv1d):
@@ -156,7 +247,35 @@ class QuantConv2d(_QuantConv, nn.Conv2d):
     pass
 
 
+class _QuantPool:
+    """A global average pool whose output is quantised (``act_quant``)."""
+
+    act_quant: ActQuant
+
+    @classmethod
+    def from_float(cls, m: nn.Module) -> nn.Module:
+        q = cls(m.output_size)
+        q.act_quant = ActQuant()
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_quant(super().forward(x))
+
+
+class QuantAdaptiveAvgPool1d(_QuantPool, nn.AdaptiveAvgPool1d):
+    pass
+
+
+class QuantAdaptiveAvgPool2d(_QuantPool, nn.AdaptiveAvgPool2d):
+    pass
+
+
 _SWAP: dict[type, type] = {nn.Linear: QuantLinear, nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d}
+_POOLS: dict[type, type] = {nn.AdaptiveAvgPool1d: QuantAdaptiveAvgPool1d,
+                            nn.AdaptiveAvgPool2d: QuantAdaptiveAvgPool2d}
+#: Modules that keep a tensor on its quantisation grid (max of grid values is a grid value).
+_GRID_KEEPING = (nn.MaxPool1d, nn.MaxPool2d, nn.Dropout, nn.Identity, nn.Flatten, nn.ReLU,
+                 FoldedBN)
 
 
 def quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -169,8 +288,52 @@ def is_qat(model: nn.Module) -> bool:
     return any(isinstance(m, _QuantLayer) for m in model.modules())
 
 
+def _swap_children(parent: nn.Module) -> None:
+    """Swap conv/linear (+ following BN, + following ReLU) and global pools of one container."""
+    names = [n for n, _ in parent.named_children()]
+    for i, name in enumerate(names):
+        child = getattr(parent, name)
+        if type(child) in _POOLS:
+            setattr(parent, name, _POOLS[type(child)].from_float(child))
+        if type(child) not in _SWAP:
+            continue
+        q = _SWAP[type(child)].from_float(child)
+        setattr(parent, name, q)
+        j = i + 1
+        nxt = getattr(parent, names[j]) if j < len(names) else None
+        if type(nxt) in FOLDABLE and nxt.num_features == q.weight.shape[0]:
+            folded = share_bn(nxt)
+            setattr(parent, names[j], folded)
+            object.__setattr__(q, "bn", folded)
+            j += 1
+        nxt = getattr(parent, names[j]) if j < len(names) else None
+        relu = type(nxt) is nn.ReLU
+        if relu:
+            setattr(parent, names[j], nn.Identity())
+        q.out = OutQuant(relu).to(q.weight.device)
+
+
+def _link(module: nn.Module, last: ActQuant | None) -> ActQuant | None:
+    """Make each layer's input quantiser follow the upstream output quantiser when only
+    grid-keeping modules sit between them (module order is forward order in QAT_FAMILIES)."""
+    for child in module.children():
+        if isinstance(child, _QuantLayer):
+            child.act_quant.follow(last)
+            last = child.out.act_quant if child.out is not None else None
+        elif isinstance(child, _QuantPool):
+            last = child.act_quant
+        elif isinstance(child, _GRID_KEEPING):
+            continue
+        elif next(child.children(), None) is not None:
+            last = _link(child, last)
+        else:
+            last = None
+    return last
+
+
 def prepare_qat(model: nn.Module) -> nn.Module:
-    """Swap every Conv1d/Conv2d/Linear of ``model`` for its fake-quantised twin, in place.
+    """Make ``model`` fake-quantised, in place: conv/linear layers with folded BN, fused ReLU and
+    quantised outputs (the last layer, the head, keeps float logits), quantised global pools.
 
     The model object (and its ``family``, ``spec``, ``feature_taps``) stays the same; calling it
     twice is a no-op. Returns ``model``.
@@ -185,26 +348,34 @@ def prepare_qat(model: nn.Module) -> nn.Module:
     if is_qat(model):
         return model
     for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            swap = _SWAP.get(type(child))
-            if swap is not None:
-                setattr(parent, name, swap.from_float(child))
+        _swap_children(parent)
+    layers = quant_layers(model)
+    head = layers[-1][1]
+    if head.out is not None and not head.out.relu:  # logits stay float
+        head.out = None
+    _link(model, None)
     return model
 
 
 def freeze_observers(model: nn.Module, frozen: bool = True) -> None:
-    """Stop (or restart) updating the activation ranges: the last epochs train with fixed scales."""
+    """Stop (or restart) updating the activation ranges and the folded BatchNorm statistics:
+    the last epochs train exactly the model that is exported."""
     for m in model.modules():
         if isinstance(m, ActQuant):
             m.frozen.fill_(frozen)
+        if isinstance(m, _QuantLayer):
+            m.bn_frozen = frozen
 
 
 def rounding_penalty(model: nn.Module) -> torch.Tensor:
-    """``sum_l ||W_l - Q(W_l)||^2`` over the quantised weights (Polino et al. 2018, §11 of the
-    article): pulls weights towards their int8 grid points. ``Q(W)`` is a fixed target (no
-    gradient), else the straight-through estimator would cancel the gradient to zero."""
+    """``sum_l ||W_l - Q(W_l)||^2`` over the quantised (BN-folded) weights (Polino et al. 2018,
+    §11 of the article): pulls weights towards their int8 grid points. ``Q(W)`` is a fixed
+    target (no gradient), else the straight-through estimator would cancel the gradient."""
     layers = quant_layers(model)
     if not layers:
         return torch.zeros(())
-    terms = [(m.weight - quantize_weight(m.weight).detach()).pow(2).sum() for _, m in layers]
+    weights: list[torch.Tensor] = [m.folded()[0] for _, m in layers]
+    terms = [(w - quantize_weight(w).detach()).pow(2).sum() for w in weights]
     return torch.stack(terms).sum()
+
+

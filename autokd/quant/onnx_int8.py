@@ -1,33 +1,45 @@
 """The deployed INT8 model: a QDQ ONNX file with int8 weights, and an ONNX Runtime runner.
 
-How the file is made: a copy of the QAT student is put in *export form* (each weight replaced
-by its exact grid value ``Q(W)``, each activation quantiser with its frozen scale as a
-constant), traced by the TorchScript-based ONNX exporter (as ``autokd.export`` does for float
-students), then every quantised weight initialiser ``W`` (float32) is replaced by
-``DequantizeLinear(W_int8, scale_c, 0, axis=0)``. ``Q(W) / scale_c`` is an integer, so the
-int8 values are exact and the file holds 1 byte per weight. Activation Q/DQ pairs carry the
-QAT scales, so ONNX Runtime computes what the fake-quantised model computed, up to float
-summation order. BatchNorm stays a float node (the exporter's Conv+BN folding is switched off:
-it would move the weights off their int8 grid).
+How the file is made: a copy of the QAT student is put in *export form* (each BatchNorm folded
+into its conv/linear, each folded weight replaced by its exact grid value ``Q(W)``, each bias by
+its int32 grid value, each activation quantiser's frozen scale a constant), traced by the
+TorchScript-based ONNX exporter (as ``autokd.export`` does for float students), then every
+quantised weight initialiser becomes ``DequantizeLinear(W_int8, scale_c, 0, axis=0)`` and every
+bias ``DequantizeLinear(b_int32, s_in * s_w)``. The values are exact grid points, so the file
+holds 1 byte per weight and ONNX Runtime computes what the fake-quantised model computed.
+
+Why this form: it is the QDQ pattern ``DQ -> Conv/Gemm -> (Relu) -> Q`` that ONNX Runtime's
+QDQ transformer fuses into integer kernels (QLinearConv, QGemm, QLinearGlobalAveragePool);
+``ort_optimized_ops`` shows what it made of a file. Redundant ``Q -> DQ -> Q -> DQ`` pairs with
+equal parameters are dropped and intermediate names shortened, since for a student of a few
+thousand weights the graph's structure is a large share of the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autokd.errors import ConfigError
-from autokd.quant.fake import ACT_QRANGE, ActQuant, is_qat, quant_layers, weight_scale
+from autokd.quant.fake import (
+    ACT_QRANGE,
+    INT32_RANGE,
+    ActQuant,
+    is_qat,
+    quant_layers,
+    weight_scale,
+)
 
-__all__ = ["ONNX_OPSET", "OrtModel", "export_int8_onnx", "int8_weight_bytes"]
+__all__ = ["ONNX_OPSET", "OrtModel", "export_int8_onnx", "int8_weight_bytes", "ort_optimized_ops"]
 
 ONNX_OPSET = 17
 
@@ -45,27 +57,34 @@ class _FrozenAct(nn.Module):
 
 
 def _plain_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer with its (already grid-valued) weight used as is."""
-    x = layer.act_quant(x)
-    if isinstance(layer, nn.Linear):
-        return F.linear(x, layer.weight, layer.bias)
-    return layer._conv_forward(x, layer.weight, layer.bias)
+    """The layer as deployed: its weight and bias already on their grids, no BatchNorm."""
+    y = layer._op(layer.act_quant(x), layer.weight, layer.bias)
+    return layer.out(y) if layer.out is not None else y
 
 
 def _export_form(model: nn.Module) -> tuple[nn.Module, dict[str, np.ndarray]]:
-    """A copy whose weights are ``Q(W)`` and whose activation scales are constants; returns it
-    and ``{weight initialiser name: per-channel scale}``."""
+    """A copy whose weights are ``Q(W_folded)``, biases on the int32 grid, activation scales
+    constants; returns it and ``{initialiser name: per-channel scale}`` (weights and biases)."""
     twin = copy.deepcopy(model).cpu().eval()
     scales = {}
     for name, layer in quant_layers(twin):
         with torch.no_grad():
-            scale = weight_scale(layer.weight)  # (C_out,)
-            shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-            grid = torch.clamp(torch.round(layer.weight / scale.reshape(shape)), -127, 127)
-            layer.weight.copy_(grid * scale.reshape(shape))
-        layer.act_quant = _FrozenAct(layer.act_quant)
-        layer.forward = _plain_forward.__get__(layer)  # type: ignore[method-assign]
+            w, b = layer.folded()
+            scale = weight_scale(w)  # (C_out,)
+            shape = (-1,) + (1,) * (w.dim() - 1)
+            grid = torch.clamp(torch.round(w / scale.reshape(shape)), -127, 127)
+            layer.weight = nn.Parameter(grid * scale.reshape(shape))
+            if b is not None:
+                b_scale = layer.bias_scale(scale).reshape(-1)  # (C_out,)
+                layer.bias = nn.Parameter(torch.round(b / b_scale) * b_scale)
+                scales[f"{name}.bias"] = b_scale.numpy().astype(np.float32)
+        object.__setattr__(layer, "bn", None)
         scales[f"{name}.weight"] = scale.numpy().astype(np.float32)
+    for m in list(twin.modules()):  # constants after every bias used the live scales
+        if hasattr(m, "act_quant") and isinstance(m.act_quant, ActQuant):
+            m.act_quant = _FrozenAct(m.act_quant)
+    for _, layer in quant_layers(twin):
+        layer.forward = _plain_forward.__get__(layer)  # type: ignore[method-assign]
     return twin, scales
 
 
@@ -78,7 +97,9 @@ def _quiet() -> Iterator[None]:
 
 
 def _to_int8_weights(graph: object, scales: dict[str, np.ndarray]) -> None:
-    """Replace each float weight initialiser named in ``scales`` by int8 + DequantizeLinear."""
+    """Replace each float initialiser named in ``scales`` by its integer grid + DequantizeLinear:
+    weights as int8 (zero point 0), biases as int32 (scale ``s_in * s_w``, what QLinearConv
+    and QGemm take)."""
     from onnx import helper, numpy_helper
 
     inits = {init.name: init for init in graph.initializer}
@@ -89,17 +110,23 @@ def _to_int8_weights(graph: object, scales: dict[str, np.ndarray]) -> None:
     for name, scale in scales.items():
         w = numpy_helper.to_array(inits[name])
         shape = (-1,) + (1,) * (w.ndim - 1)
-        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        steps = np.round(w / scale.reshape(shape))
         graph.initializer.remove(inits[name])
-        graph.initializer.extend([
-            numpy_helper.from_array(q, f"{name}_quantized"),
-            numpy_helper.from_array(scale, f"{name}_scale"),
-            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
-        ])
+        graph.initializer.extend([numpy_helper.from_array(scale, f"{name}_scale")])
+        if name.endswith(".bias"):
+            q = numpy_helper.from_array(np.clip(steps, *INT32_RANGE).astype(np.int32),
+                                        f"{name}_quantized")
+            inputs = [q.name, f"{name}_scale"]
+        else:
+            q = numpy_helper.from_array(np.clip(steps, -127, 127).astype(np.int8),
+                                        f"{name}_quantized")
+            graph.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8),
+                                                             f"{name}_zero_point"))
+            inputs = [q.name, f"{name}_scale", f"{name}_zero_point"]
+        graph.initializer.append(q)
         out = f"{name}_dequantized"
-        new_nodes.append(helper.make_node(
-            "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
-            [out], name=f"{name}_DequantizeLinear", axis=0))
+        new_nodes.append(helper.make_node("DequantizeLinear", inputs, [out],
+                                          name=f"{name}_DequantizeLinear", axis=0))
         for node in graph.node:
             for i, inp in enumerate(node.input):
                 if inp == name:
@@ -107,6 +134,63 @@ def _to_int8_weights(graph: object, scales: dict[str, np.ndarray]) -> None:
     nodes = new_nodes + list(graph.node)  # DQ nodes read only initialisers: first is topological
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _const_values(graph: object) -> dict[str, bytes]:
+    """Constant and initialiser tensors by value name, as comparable bytes (dtype + data)."""
+    from onnx import numpy_helper
+
+    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return {k: v.dtype.str.encode() + v.tobytes() for k, v in out.items()}
+
+
+def _drop_double_qdq(graph: object) -> None:
+    """Remove ``Q -> DQ -> Q' -> DQ'`` where Q' re-quantises with the same scale and zero point
+    (a layer's input quantiser following the previous output with nothing in between)."""
+    values = _const_values(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    rename: dict[str, str] = {}
+    dead = set()
+    for q in graph.node:
+        dq = producer.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        first = producer.get(dq.input[0])
+        same = [values.get(a) for a in q.input[1:3]] == [values.get(b) for b in dq.input[1:3]]
+        if first is None or first.op_type != "QuantizeLinear" or not same:
+            continue
+        for dq2 in (n for n in graph.node if n.op_type == "DequantizeLinear" and
+                    n.input[0] == q.output[0]):
+            rename[dq2.output[0]] = dq.output[0]
+            dead.add(id(dq2))
+        dead.add(id(q))
+    nodes = [n for n in graph.node if id(n) not in dead]
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+    used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _short_names(graph: object) -> None:
+    """Short intermediate value names, no node names or doc strings: for a student of a few
+    thousand weights, the exporter's long scoped names are a large share of the file."""
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | \
+        {i.name for i in graph.initializer}
+    names: dict[str, str] = {}
+    for node in graph.node:
+        node.name, node.doc_string = "", ""
+        for i, name in enumerate(node.output):
+            if name not in keep:
+                names[name] = node.output[i] = f"t{len(names)}"
+        for i, name in enumerate(node.input):
+            node.input[i] = names.get(name, name)
+    del graph.value_info[:]
 
 
 def export_int8_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
@@ -131,6 +215,8 @@ def export_int8_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) 
                           opset_version=ONNX_OPSET, training=torch.onnx.TrainingMode.PRESERVE)
     proto = onnx.load(str(path))
     _to_int8_weights(proto.graph, scales)
+    _drop_double_qdq(proto.graph)
+    _short_names(proto.graph)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
@@ -143,6 +229,20 @@ def int8_weight_bytes(path: str | Path) -> int:
     proto = onnx.load(str(path))
     return sum(len(i.raw_data) for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8
                and i.name.endswith("_quantized"))
+
+
+def ort_optimized_ops(path: str | Path) -> Counter[str]:
+    """Operator counts of the graph ONNX Runtime runs after its optimisations (CPU provider):
+    whether the QDQ pattern became integer kernels (QLinearConv, QGemm) or stayed float."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3  # the "hardware specific optimizations" notice
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
 
 
 class OrtModel(nn.Module):
