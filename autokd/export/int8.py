@@ -47,8 +47,8 @@ def float_student(model: nn.Module) -> nn.Module:
     if not is_qat(model):
         return model
     twin = build_student(model.family, model.spec, tuple(model.input_shape), model.num_classes)
-    state = {k: v for k, v in model.state_dict().items() if ".act_quant." not in k}
-    twin.load_state_dict(state)  # quantised layers keep the float layers' parameter names
+    wanted = twin.state_dict().keys()  # quantised layers keep the float layers' names
+    twin.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
     return twin.eval()
 
 
