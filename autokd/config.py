@@ -341,6 +341,9 @@ class SearchConfig:
     jobs: int = 1  # local worker processes sharing the storage
     artifacts: str | None = None  # teacher artifact store; None: results/<name>/artifacts
     tuner: str = "tpe"  # --strategy nni: tpe, evolution, anneal or random
+    #: recipe keys set on the space's ``distillation`` group (``--recipe KEY=V1,V2``); several
+    #: values make a choice (``autokd.space.with_recipe``)
+    recipe: dict[str, list[Any]] | None = None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -33,7 +33,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    first = next(model.parameters(), None)  # a runtime behind the call (ONNX) has none
+    device = first.device if first is not None else torch.device("cpu")
     cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
         else nullcontext()
     with cast:

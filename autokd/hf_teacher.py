@@ -70,7 +70,9 @@ def hf_space(space: SearchSpace, sources: list[str] | None) -> SearchSpace:
     depth = _depth(base)
     params = [_within(p, depth) for p in space.params if p.name != "base"]
     params.insert(0, Param("base", "architecture", "fixed", value=base))
-    return SearchSpace(space.family, params, space.source, space.description)
+    out = SearchSpace(space.family, params, space.source, space.description)
+    out.raw = space.raw
+    return out
 
 
 def hf_student_spec(family: str, spec: dict[str, Any], sources: list[str] | None) -> dict[str, Any]:

@@ -26,11 +26,18 @@ from autokd.config import (
     TrainConfig,
     objective_key,
 )
-from autokd.cost import CostReport, measure_cost
+from autokd.cost import CostReport
 from autokd.data import DataSplits
 from autokd.errors import ConfigError, InitError, TrainingError
 from autokd.pareto import FrontScale, as_losses, non_dominated
-from autokd.pipeline import RunResult, build_seeded, compare, init_student, run_distillation
+from autokd.pipeline import (
+    RunResult,
+    build_seeded,
+    compare,
+    init_student,
+    measure_student_cost,
+    run_distillation,
+)
 from autokd.record import TrialLog, TrialRecord, feasible, recorded
 from autokd.space import Candidate, SearchSpace
 from autokd.study import StudyPaths
@@ -279,10 +286,12 @@ class Objective:
             self.checkpoints.remove(key)
 
     def _cost(self, cand: Candidate, model: Any) -> CostReport:
-        """Costs depend on the architecture only, so a repeated spec is measured once."""
-        key = json.dumps([cand.family, model.spec], sort_keys=True, default=str)
+        """Costs depend on the architecture (and, for an int8 recipe, on its INT8 file) only,
+        so a repeated spec is measured once."""
+        key = json.dumps([cand.family, model.spec, cand.kd.quantize], sort_keys=True, default=str)
         if key not in self._costs:
-            self._costs[key] = measure_cost(model, self.data.input_shape, self.settings.cost)
+            self._costs[key] = measure_student_cost(model, self.data, cand.kd,
+                                                    self.settings.cost)
         return self._costs[key]
 
     def _constraints(self, costs: dict[str, Any]) -> list[float]:

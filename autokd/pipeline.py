@@ -6,6 +6,7 @@ retraining are the same run; keeping it here means they report identical metrics
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from autokd.distill import KDConfig
 from autokd.errors import InitError
 from autokd.metrics import classification_metrics
 from autokd.models import build_student, get_family
+from autokd.quant import QAT_FAMILIES, int8_cost, int8_metrics, prepare_qat
 from autokd.teachers import Teacher
 from autokd.train import Callback, Trainer, TrainResult, seed_everything
 from autokd.train_state import TrainState
@@ -29,6 +31,7 @@ __all__ = [
     "build_seeded",
     "compare",
     "init_student",
+    "measure_student_cost",
     "run_distillation",
     "teacher_profile",
     "teacher_scores",
@@ -48,6 +51,8 @@ class RunResult:
     train: TrainResult
     cost: CostReport
     teacher: dict[str, Any] = field(default_factory=dict)
+    #: an int8 student's deployed-model numbers (``deploy_int8``); empty for a float one
+    deployed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model(self) -> nn.Module:
@@ -61,6 +66,7 @@ class RunResult:
         out.update(self.cost.to_dict())
         out.update(train_seconds=self.train.train_seconds, best_epoch=self.train.best_epoch,
                    epochs_run=self.train.epochs_run)
+        out.update(self.deployed)
         out.update(compare(out, self.teacher))
         return out
 
@@ -131,17 +137,24 @@ def build_seeded(family: str, spec: dict[str, Any], data: DataSplits, seed: int)
 
 
 def init_student(model: nn.Module, kd: KDConfig, teacher: Teacher | None) -> None:
-    """Copy the teacher's layers into ``model`` when the recipe says ``init: teacher``.
+    """Put ``model`` in the form the recipe starts from: the teacher's layers copied in when
+    it says ``init: teacher``, fake-quantised layers when it says ``quantize: int8``.
 
     The teacher's network is its first member's (as for feature terms); the layers are picked
     by ``kd.hint_mapping`` (``autokd.distill.init``).
 
     Raises:
-        InitError: No teacher network, a family without ``teacher_init``, or shapes that do
-            not match (a search records the candidate infeasible before training).
+        InitError: No teacher network, a family without ``teacher_init``, shapes that do
+            not match, or a family int8 does not cover (``QuantizeError``); a search records
+            the candidate infeasible before training.
     """
-    if kd.init != "teacher":
-        return
+    if kd.init == "teacher":
+        _init_from_teacher(model, kd, teacher)
+    if kd.quantize == "int8":
+        prepare_qat(model)
+
+
+def _init_from_teacher(model: nn.Module, kd: KDConfig, teacher: Teacher | None) -> None:
     family = get_family(model.family)
     if family.teacher_init is None:
         raise InitError(f"family {family.name} cannot be initialised from a teacher")
@@ -177,7 +190,33 @@ def run_distillation(data: DataSplits, teacher: Teacher | None, family: str, spe
             trainer.add_callback(event, fn)
     result = trainer.fit()
     student = result.model.cpu().eval()
-    cost = cost or measure_cost(student, data.input_shape, cost_cfg or CostConfig())
+    cost = cost or measure_student_cost(student, data, kd, cost_cfg)
     profile = teacher_profile(teacher, data, cost_cfg) if teacher is not None else {}
-    return RunResult(family, dict(student.spec), kd, result, cost, profile)
+    run = RunResult(family, dict(student.spec), kd, result, cost, profile)
+    return deploy_int8(run, data, teacher) if kd.quantize == "int8" else run
+
+
+def measure_student_cost(model: nn.Module, data: DataSplits, kd: KDConfig,
+                         cost_cfg: CostConfig | None = None) -> CostReport:
+    """The costs a candidate is ranked by: the network's, and for ``quantize: int8`` the bytes
+    and ONNX Runtime latency of its INT8 file (``autokd.quant.int8_cost``). A family int8 does
+    not cover keeps its float costs (``init_student`` then refuses it)."""
+    cfg = cost_cfg or CostConfig()
+    cost = measure_cost(model, data.input_shape, cfg)
+    if kd.quantize != "int8" or getattr(model, "family", None) not in QAT_FAMILIES:
+        return cost
+    return int8_cost(model, data.input_shape, cost, cfg)
+
+
+def deploy_int8(run: RunResult, data: DataSplits, teacher: Teacher | None) -> RunResult:
+    """Score an int8 run as the model that ships: val/test metrics become the INT8 ONNX
+    model's own (ONNX Runtime), the fake-quantised model's kept as ``float_*_accuracy``."""
+    logits = {s: teacher.outputs(data, s) for s in ("val", "test")} if teacher else None
+    got = int8_metrics(run.model, data, logits, run.kd.temperature)
+    run.deployed = {"float_val_accuracy": run.train.val.get("accuracy"),
+                    "float_test_accuracy": run.train.test.get("accuracy"),
+                    "int8_max_abs_diff": got.max_abs_diff}
+    run.train.val, run.train.test = got.val, got.test
+    run.cost = dataclasses.replace(run.cost, bytes=got.bytes)
+    return run
 

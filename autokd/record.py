@@ -108,6 +108,11 @@ class TrialRecord:
     params_compression: float | None = None
     flops_compression: float | None = None
     latency_speedup: float | None = None
+    # an int8 recipe (quantize: int8): the val/test metrics above are the INT8 ONNX model's;
+    # these are the fake-quantised float model's, and its logits' distance from the INT8 file's
+    float_val_accuracy: float | None = None
+    float_test_accuracy: float | None = None
+    int8_max_abs_diff: float | None = None
     score: float | None = None
     checkpoint: str | None = None
     # what the whole trial cost (build, costing, training, evaluation), however it ended

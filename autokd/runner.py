@@ -140,7 +140,9 @@ def _scale(space: SearchSpace, data: DataSplits, settings: SearchSettings,
 
 
 def _space_yaml(space: SearchSpace) -> Any:
-    """The space file's content: a worker elsewhere rebuilds the space from it."""
+    """The space's YAML (``--recipe`` applied): a worker elsewhere rebuilds the space from it."""
+    if space.raw is not None:
+        return space.raw
     try:
         return yaml.safe_load(Path(space.source).read_text())
     except (OSError, yaml.YAMLError) as exc:

@@ -38,7 +38,7 @@ from autokd.runner import (
     run_controllers,
     write_config,
 )
-from autokd.space import SearchSpace, load_space
+from autokd.space import SearchSpace, load_space, with_recipe
 from autokd.study import StudyPaths, recover_stale_trials, storage_url, study_paths
 from autokd.teachers import Teacher, default_teacher, load_teachers
 
@@ -91,7 +91,10 @@ def prepare(cfg: SearchConfig) -> tuple[DataSplits, SearchSpace, StudyPaths]:
     family cannot take this data or the folder cannot be written."""
     cfg.data = hf_data_config(cfg.data, cfg.teacher)  # text: read with an hf: teacher's tokenizer
     data = load_data(cfg.data)
-    space = hf_space(load_space(cfg.space or default_space_name(data)), cfg.teacher)
+    space = load_space(cfg.space or default_space_name(data))
+    if cfg.recipe:  # the modified YAML is what the study records, so workers/resume see it
+        space = SearchSpace.from_dict(with_recipe(space.raw or {}, cfg.recipe), space.source)
+    space = hf_space(space, cfg.teacher)
     build_student(space.family, hf_student_spec(space.family, {}, cfg.teacher), data.input_shape,
                   data.num_classes, tokens=data.tokens)
     _check_augment(space, data.kind)

@@ -38,6 +38,7 @@ from autokd.errors import TeacherError
 from autokd.hf_teacher import is_hf, load_hf_teacher
 from autokd.models import build_student, family_for, get_family, input_kind
 from autokd.progress import ProgressMeter, epoch_callback
+from autokd.quant import is_qat, prepare_qat
 from autokd.train import TrainResult, distill, evaluate, seed_everything
 from autokd.train_taps import split_taps
 
@@ -239,6 +240,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **meta: Any) -> Path:
         "spec": model.spec,
         "input_shape": list(model.input_shape),
         "num_classes": model.num_classes,
+        "quantize": "int8" if is_qat(model) else "none",  # a QAT student has observer buffers
         "state_dict": model.state_dict(),
         "meta": meta,
     }
@@ -255,6 +257,8 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[nn.Module, d
     try:  # a token student's spec holds its vocab_size, so it rebuilds for token ids
         model = build_student(payload["family"], payload["spec"], tuple(payload["input_shape"]),
                               payload["num_classes"])
+        if payload.get("quantize") == "int8":
+            prepare_qat(model)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise TeacherError(f"{path} is a damaged autokd checkpoint: {_reason(exc)}") from None

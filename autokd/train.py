@@ -17,6 +17,9 @@ Why it looks like this:
 - A run can stop after some epochs and continue later exactly where it stopped (``TrainState``):
   the LR and temperature schedules span ``cfg.schedule_epochs``, so training to epoch 3 and
   resuming to epoch 9 gives the same student as training straight to epoch 9.
+- A ``quantize: int8`` recipe trains the student fake-quantised (``autokd.quant``): its
+  activation ranges freeze for the last quarter of the schedule and the loss adds
+  ``qat_weight * ||W - Q(W)||^2``.
 - With augmentation (``cfg.augment``) each batch is augmented by ``autokd.replay``'s
   ``BatchAugmenter``, which also hands back the teacher logits of the augmented batch (the
   teacher run online, or an augmentation-replay cache); the clean-data caches are then unused.
@@ -43,6 +46,7 @@ from autokd.device import resolve_device, to_device, uses_channels_last
 from autokd.distill import DistillLoss, KDConfig
 from autokd.errors import ConfigError, TrainingError
 from autokd.evaluation import evaluate
+from autokd.quant import FREEZE_AT, freeze_observers, prepare_qat, rounding_penalty
 from autokd.replay import BatchAugmenter
 from autokd.train_state import RunHistory, TrainState
 from autokd.train_taps import TapPlan, Taps
@@ -140,6 +144,8 @@ class Trainer:
         self.device = resolve_device(self.cfg.device)
         self.channels_last = uses_channels_last(self.device, data.x_train)
         check_unlabeled(data, self.kd, self.cfg)
+        self.qat = self.kd.quantize == "int8"
+        student = prepare_qat(student) if self.qat else student
         self.student = student.to(self.device, memory_format=self._memory_format)
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_train_end": []}
         self.taps = TapPlan(self.kd, self.student, teacher, data)  # hooked activations
@@ -241,6 +247,8 @@ class Trainer:
         start, seen = time.perf_counter(), 0
         for epoch in range(track.epoch + 1, cfg.epochs + 1):
             progress = (epoch - 1) / max(1, horizon)
+            if self.qat and progress >= FREEZE_AT:
+                freeze_observers(self.student)
             with self.taps.enabled():
                 train_loss = self._epoch(t_train, gen, opt, sched, progress, epoch)
             seen += self._epoch_samples
@@ -366,10 +374,14 @@ class Trainer:
         """The recipe's loss on one batch; ``t_batch`` is (M, B, K) cached teacher logits and
         ``t_taps`` the cached teacher taps of the batch (None: run the teacher)."""
         if not self.taps:
-            return self.loss_fn.total(self.student(xb), yb, t_batch, progress=progress, step=step)
-        run = self.taps.run(xb, t_taps)
-        return self.loss_fn.total(run.pop("logits"), yb, t_batch, progress=progress, step=step,
-                                  **run)
+            loss = self.loss_fn.total(self.student(xb), yb, t_batch, progress=progress, step=step)
+        else:
+            run = self.taps.run(xb, t_taps)
+            loss = self.loss_fn.total(run.pop("logits"), yb, t_batch, progress=progress,
+                                      step=step, **run)
+        if self.qat and self.kd.qat_weight:
+            loss = loss + self.kd.qat_weight * rounding_penalty(self.student)
+        return loss
 
     def _finish(self, track: RunHistory, seconds: float, seen: int) -> TrainResult:
         if track.best_state is not None:

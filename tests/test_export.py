@@ -97,8 +97,8 @@ def test_export_writes_verified_artifacts(tiny: Any, exported: Any) -> None:
     card = exported.card
     assert exported.directory == paths.export / str(exported.trial)
     names = {p.name for p in exported.directory.iterdir()}
-    assert names == {"student.pt", "student.torchscript.pt", "student.onnx", "model_card.json",
-                     "model_card.md"}
+    assert names == {"student.pt", "student.torchscript.pt", "student.pt2", "student.onnx",
+                     "model_card.json", "model_card.md"}  # no int8 for a float student
     best = study.trials[exported.trial]
     top = max(TrialRecord.of(t).get("val_accuracy") or -1 for t in study.trials)
     assert TrialRecord.of(best).get("val_accuracy") == top
@@ -107,7 +107,8 @@ def test_export_writes_verified_artifacts(tiny: Any, exported: Any) -> None:
     for name, entry in on_disk["artifacts"].items():
         assert sha256_file(exported.directory / name) == entry["sha256"]
     v = card["verification"]
-    assert v["torchscript"]["max_abs_diff"] <= PARITY_TOL and v["onnx"]["max_abs_diff"] <= PARITY_TOL
+    for fmt in ("torchscript", "pt2", "onnx"):
+        assert v[fmt]["max_abs_diff"] <= PARITY_TOL, fmt
     assert v["onnx"]["test_accuracy"] == card["metrics"]["test"]["accuracy"]
     assert card["metrics"]["test"]["accuracy"] == pytest.approx(TrialRecord.of(best).get("test_accuracy"))
     lat = card["costs"]["latency"]
@@ -137,7 +138,7 @@ def test_onnx_and_torchscript_match_pytorch_on_any_batch(exported: Any) -> None:
 def test_evaluate_every_format_reproduces_the_card(exported: Any) -> None:
     data = load_data("digits")
     want = exported.card["metrics"]["test"]["accuracy"]
-    for name in ("student.pt", "student.torchscript.pt", "student.onnx"):
+    for name in ("student.pt", "student.torchscript.pt", "student.pt2", "student.onnx"):
         out = evaluate_artifact(exported.directory / name, data, latency=name.endswith("onnx"))
         assert out["test_accuracy"] == want and out["card"]["verified"], name
     assert out["latency_ms"] > 0

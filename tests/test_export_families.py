@@ -1,6 +1,7 @@
 """Every student family exports to TorchScript and ONNX with outputs within ``PARITY_TOL``
 of PyTorch (hard-swish, hard-sigmoid, depthwise and 1-D convs included), through the same
-writers and parity check ``autokd export`` uses."""
+writers and parity check ``autokd export`` uses; torch.export (.pt2) on one case per input
+kind (each program costs about a second to export)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("transformer", "tokens", {"layers": 2, "hidden": 16, "heads": 2}),
     ("transformer", "tokens", {"layers": 1, "hidden": 16, "heads": 4, "pooling": "mean"}),
 ]
+# torch.export on an image, a 1-D signal and token ids (SE, hard-swish and attention inside)
+PT2_CASES = {("mbv2", "digits"), ("cnn1d", "mnist1d"), ("transformer", "tokens")}
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +79,15 @@ def test_export_parity(family: str, dataset: str, spec: dict[str, Any], tmp_path
     model = _trained_looking(build_student(family, spec, data.input_shape, data.num_classes,
                                            tokens=data.tokens))
     example = data.x_test[:2]
-    files = write_artifacts(model, tmp_path, ("pt", "torchscript", "onnx"), {}, example)
+    formats = ("pt", "torchscript", "pt2", "onnx") if (family, dataset) in PT2_CASES else \
+        ("pt", "torchscript", "onnx")
+    files = write_artifacts(model, tmp_path, formats, {}, example)
     report = verify_artifacts(model, files, data)
-    for fmt in ("pt", "torchscript", "onnx"):
+    for fmt in formats:
         assert report[fmt]["passed"] and report[fmt]["max_abs_diff"] <= report["tolerance"]
-    onnx_model = run_artifact(files["onnx"], "onnx")
     batch = data.x_test[:7]  # a batch size other than the traced one (dynamic axis)
-    assert onnx_model(batch).shape == (7, data.num_classes)
+    for fmt in formats[2:]:
+        assert run_artifact(files[fmt], fmt)(batch).shape == (7, data.num_classes), fmt
 
 
 def test_token_artifacts_mask_padding_like_the_model(tmp_path: Path,

@@ -430,7 +430,7 @@ def test_hf_formats_refuse_other_students(data: DataSplits) -> None:
     from autokd.export import applicable_formats
 
     mlp = build_student("mlp", {"depth": 1}, (16,), 2)
-    assert applicable_formats(None, mlp) == ("pt", "torchscript", "onnx")
+    assert applicable_formats(None, mlp) == ("pt", "torchscript", "pt2", "onnx")
     with pytest.raises(ExportError, match="cannot hold a mlp student"):
         applicable_formats(("pt", "hf"), mlp)
 

@@ -219,6 +219,11 @@ def add_kd_args(p: argparse.ArgumentParser) -> None:
                    help="who teaches the student: the teacher (none), or auto: a teacher "
                         "assistant at the geometric mean of teacher and student FLOPs (in a "
                         "search a finished trial of that size, else one trained first)")
+    g.add_argument("--quantize", default="none", choices=d.QUANTIZE,
+                   help="none, or int8: train with fake-quantised weights and activations and "
+                        "report the INT8 ONNX model's bytes, latency and accuracy")
+    g.add_argument("--qat-weight", type=float, default=0.0, metavar="LAMBDA",
+                   help="weight of the rounding penalty lambda*||W - Q(W)||^2 (int8; default 0)")
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int = 40) -> None:

@@ -45,7 +45,8 @@ def add_parsers(sub: Any) -> None:
     """Add the report, export and evaluate subcommands."""
     p = sub.add_parser("report", help="write report.html, report.md, pareto.png and the tables")
     _add_study_args(p)
-    p = sub.add_parser("export", help="export a student (pt, TorchScript, ONNX) with a model card")
+    p = sub.add_parser("export", help="export a student (pt, TorchScript, torch.export, ONNX, "
+                                      "INT8 ONNX) with a model card")
     _add_study_args(p)
     g = p.add_argument_group("which student (one of)").add_mutually_exclusive_group()
     g.add_argument("--trial", type=int, help="trial number")
@@ -62,14 +63,17 @@ def add_parsers(sub: Any) -> None:
                    help="epochs when training again (default: 2x the search's with --retrain; "
                         "the search's own when reproducing a trial whose weights were not kept)")
     p.add_argument("--formats",
-                   help="comma-separated: pt, torchscript, onnx; for hf students also hf_onnx "
-                        "(input_ids + attention_mask) and hf (save_pretrained folder) "
-                        "(default: every format the student fits)")
+                   help="comma-separated: pt, torchscript, pt2 (torch.export), onnx, int8 "
+                        "(INT8 ONNX: the QAT model, or post-training quantisation of a float "
+                        "student); for hf students hf_onnx (input_ids + attention_mask) and "
+                        "hf (save_pretrained folder) (default: every format the student fits; "
+                        "int8 only for a student trained with quantize: int8)")
     p.add_argument("--out", help="output directory (default results/<study>/export/<trial>)")
     p.add_argument("--trust", action="store_true",
                    help="allow a teacher whose loading runs code when training again")
     p = sub.add_parser("evaluate", help="re-measure accuracy and latency of an exported file")
-    p.add_argument("artifact", help=".pt autokd checkpoint, .torchscript.pt or .onnx file")
+    p.add_argument("artifact", help=".pt autokd checkpoint, .torchscript.pt, .pt2 or .onnx "
+                                    "(also .int8.onnx) file")
     add_data_args(p)
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -142,11 +146,10 @@ def _print_export(result: Any) -> None:
              f"{fmt(m['test']['accuracy'])} / {fmt(m['search']['test_accuracy'])}"),
             ("val accuracy", m["val"]["accuracy"]), ("retention", m["retention"]),
             ("params", c["params"]), ("FLOPs", c["flops"])]
-    for name in ("search", "export", "torchscript", "onnx", "hf_onnx", "hf"):
-        if name in lat:
+    for name, v in lat.items():
+        if isinstance(v, dict):
             rows.append((f"latency ms b1 / b{lat['batch_size']} ({name})",
-                         (f"{fmt(lat[name]['latency_ms'])} / "
-                         f"{fmt(lat[name]['latency_ms_batch'])}")))
+                         f"{fmt(v['latency_ms'])} / {fmt(v['latency_ms_batch'])}"))
     for kind, v in card["verification"].items():
         if isinstance(v, dict):
             rows.append((f"{kind} max abs diff / test acc",

@@ -38,7 +38,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         settings=search_settings(args), name=args.name, results=args.results,
         storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
         strategy_options=_strategy_options(args), jobs=args.jobs, artifacts=args.artifacts,
-        tuner=_tuner(args))
+        tuner=_tuner(args), recipe=recipe_overrides(args.recipe))
     printer = None if args.json else progress_line
     state: dict[str, Any] = {}
     try:
@@ -49,6 +49,33 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise
     _search_summary(args, outcome)
     return 0
+
+
+def recipe_overrides(items: list[str] | None) -> dict[str, list[Any]] | None:
+    """``["quantize=none,int8", "alpha=0.5"]`` -> ``{"quantize": ["none", "int8"], "alpha":
+    [0.5]}``; each value is read as a YAML scalar (numbers, booleans, words)."""
+    import dataclasses
+
+    import yaml
+
+    from autokd.distill import KDConfig
+
+    if not items:
+        return None
+    known = [f.name for f in dataclasses.fields(KDConfig) if f.name != "terms"]
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, eq, text = (part.strip() for part in item.partition("="))
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not eq or not values:
+            raise ConfigError(f"--recipe {item!r}: expected KEY=V1,V2 (e.g. quantize=none,int8)")
+        if key not in known:
+            raise ConfigError(f"--recipe: unknown recipe key {key!r}; known: {', '.join(known)}")
+        try:
+            out[key] = [yaml.safe_load(v) for v in values]
+        except yaml.YAMLError:
+            raise ConfigError(f"--recipe {item!r}: cannot read its values") from None
+    return out
 
 
 def _tuner(args: argparse.Namespace) -> str:
@@ -143,6 +170,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
     g.add_argument("--space", help="a bundled space (cnn, cnn1d, mlp, mbv2, resnet, transformer, hf) or a "
                    "YAML file (default: by data kind)")
+    g.add_argument("--recipe", action="append", metavar="KEY=V1,V2",
+                   help="set a recipe key of the space's distillation group: one value fixes "
+                        "it, several make it a choice (e.g. quantize=none,int8); repeatable")
     g.add_argument("--budget", default="20",
                    help="finished trials in total (40) or wall time (15m, 2h); default 20 "
                         "(with --strategy asha each rung evaluation is one trial)")

@@ -160,6 +160,12 @@ def _report_distill(args: argparse.Namespace, data: Any, family: str, run: Any,
         *_data_rows(data.describe()),
         *assistant_rows(assistant),
     ]
+    if run.kd.quantize == "int8":  # the rows above are the INT8 ONNX model's own
+        rows[1:1] = [("quantize", "int8 (accuracy, bytes and latency of the INT8 ONNX model)")]
+        rows += [("INT8 ONNX bytes", metrics.get("bytes")),
+                 ("test accuracy (INT8 / fake-quant float)",
+                  f"{fmt(metrics['test_accuracy'])} / {fmt(metrics.get('float_test_accuracy'))}"),
+                 ("max |logit diff| INT8 vs fake-quant", metrics.get("int8_max_abs_diff"))]
     print_kv_table(f"distillation on {data.name}", rows)
 
 

@@ -30,6 +30,7 @@ from autokd.distill.mapping import LearnedMapping, map_layers
 from autokd.distill.recipe import (
     ASSISTANTS,
     INITS,
+    QUANTIZE,
     SHORTHAND,
     KDConfig,
     hint_mappings,
@@ -56,6 +57,7 @@ __all__ = [
     "IMPORTANCE",
     "INITS",
     "KINDS",
+    "QUANTIZE",
     "SCHEDULES",
     "SHORTHAND",
     "TEACHER_WEIGHTINGS",

@@ -19,7 +19,8 @@ from autokd.distill.schedules import SCHEDULES
 from autokd.distill.weighting import IMPORTANCE, TEACHER_WEIGHTINGS
 from autokd.errors import ConfigError
 
-__all__ = ["ASSISTANTS", "INITS", "SHORTHAND", "KDConfig", "hint_mappings", "recipe_summary"]
+__all__ = ["ASSISTANTS", "INITS", "QUANTIZE", "SHORTHAND", "KDConfig", "hint_mappings",
+           "recipe_summary"]
 
 #: How a student's weights start: its family's random initialisation, or copies of its
 #: teacher's layers (``autokd.distill.init``; the layers picked by ``hint_mapping``).
@@ -28,6 +29,9 @@ INITS = ("random", "teacher")
 #: taught by the teacher (``auto``: a teacher assistant, Mirzadeh et al. 2020; found or built
 #: by ``autokd.chains``), which narrows a wide capacity gap.
 ASSISTANTS = ("none", "auto")
+#: What the student ships as: float, or int8 trained with fake quantisation (``autokd.quant``)
+#: and costed as the INT8 ONNX model.
+QUANTIZE = ("none", "int8")
 
 # the fields that ``terms`` replaces (a recipe gives one form or the other)
 SHORTHAND = ("soft_loss", "alpha", "hint_weight", "relation", "relation_weight",
@@ -68,6 +72,9 @@ class KDConfig:
     weights start (``random`` or ``teacher``: copies of the teacher's layers, picked by
     ``hint_mapping``; see ``autokd.distill.init``). ``assistant: auto`` distils through a
     teacher assistant (``autokd.chains``) instead of from the teacher directly.
+    ``quantize: int8`` trains the student with fake-quantised weights and activations plus
+    ``qat_weight * ||W - Q(W)||^2`` (Polino et al. 2018) and scores it as the deployed INT8
+    model (``autokd.quant``).
     """
 
     soft_loss: str = "kl"
@@ -86,6 +93,8 @@ class KDConfig:
     terms: dict[str, float] | None = None
     init: str = "random"
     assistant: str = "none"
+    quantize: str = "none"
+    qat_weight: float = 0.0
 
     def validate(self) -> KDConfig:
         _one_of("soft_loss", self.soft_loss, [*names_of_kind("soft"), "none"])
@@ -96,6 +105,8 @@ class KDConfig:
         _one_of("teacher_weighting", self.teacher_weighting, TEACHER_WEIGHTINGS.names())
         _one_of("init", self.init, list(INITS))
         _one_of("assistant", self.assistant, list(ASSISTANTS))
+        _one_of("quantize", self.quantize, list(QUANTIZE))
+        _finite("qat_weight", self.qat_weight, 0.0, 1e4)
         _finite("temperature", self.temperature, 0.05, 100.0)
         _finite("t_decay", self.t_decay, 0.0, 100.0)
         _finite("alpha", self.alpha, 0.0, 1.0)
@@ -153,12 +164,15 @@ class KDConfig:
     def scratch(self) -> KDConfig:
         """The same recipe with every teacher term switched off and a random start (the
         KD-gain comparison: nothing of the teacher reaches the student)."""
-        return KDConfig(soft_loss="none", alpha=0.0, label_smoothing=self.label_smoothing)
+        return KDConfig(soft_loss="none", alpha=0.0, label_smoothing=self.label_smoothing,
+                        quantize=self.quantize, qat_weight=self.qat_weight)
 
     def summary(self) -> str:
         """A short label for tables and reports, written by the terms themselves."""
         weights = self.weights()
         init = f"init={self.init}" if self.init != "random" else ""
+        if self.quantize != "none":
+            init = " ".join(p for p in (init, self._quant_label()) if p)
         if set(weights) <= {"ce"}:
             return " ".join(p for p in ("scratch", init) if p)
         if self.assistant != "none":
@@ -168,6 +182,9 @@ class KDConfig:
             if TERMS.get(name).kind not in ("soft", "hard"):
                 parts.append(TERMS.get(name).label(weight, self))
         return " ".join(p for p in (*parts, init) if p)
+
+    def _quant_label(self) -> str:
+        return self.quantize + (f" qat={self.qat_weight:g}" if self.qat_weight else "")
 
 
 def _response_label(kd: KDConfig, weights: dict[str, float]) -> str:

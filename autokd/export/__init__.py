@@ -10,9 +10,14 @@ Why it is built like this:
   teacher and data split, both checked by hash so an export never mixes runs
   (:mod:`autokd.export.source`).
 - Everything is written to a staging folder and renamed into place only after every artifact
-  verified: TorchScript and ONNX match the PyTorch student within ``PARITY_TOL`` on the whole
-  test split, and each format's test accuracy equals the card's. A failed export leaves nothing
-  (:mod:`autokd.export.formats`, :mod:`autokd.export.verify`, :mod:`autokd.export.publish`).
+  verified: TorchScript, torch.export and ONNX match the PyTorch student within ``PARITY_TOL``
+  on the whole test split, and each format's test accuracy equals the card's. A failed export
+  leaves nothing (:mod:`autokd.export.formats`, :mod:`autokd.export.verify`,
+  :mod:`autokd.export.publish`).
+- INT8 (``student.int8.onnx``) is the QAT student's deployed model, or post-training
+  quantisation of a float student (the baseline); it is exempt from float parity, reproduces
+  the INT8 model whose accuracy the card states, and reports its deviation from the float
+  student (:mod:`autokd.export.int8`).
 - The model card records sha256 of every artifact, so ``evaluate`` and ``load_student`` refuse
   a file that was changed after export (:mod:`autokd.export.card`).
 
@@ -53,6 +58,14 @@ from autokd.export.formats import (
     sha256_file,
     write_artifacts,
 )
+from autokd.export.int8 import (
+    INT8,
+    calibration_samples,
+    float_student,
+    int8_method,
+    int8_reference,
+    int8_sizes,
+)
 from autokd.export.publish import export_target, staged
 from autokd.export.select import PICKS, select_trial
 from autokd.export.source import (
@@ -74,6 +87,7 @@ from autokd.export.verify import (
     verify_artifacts,
 )
 from autokd.export.where import parse_where, where_matches, where_metrics
+from autokd.quant import is_qat
 from autokd.study import StudyPaths
 
 __all__ = [
@@ -155,8 +169,10 @@ def export_student(study: optuna.Study, paths: StudyPaths, *, trial: int | None 
         epochs: Training epochs when the student is trained again (default: with ``retrain``
             the search's epochs x ``RETRAIN_FACTOR``; for a trial whose weights were not kept,
             the search's epochs, which reproduces the trial).
-        formats: Any of the registered ``FORMATS`` (``pt``, ``torchscript``, ``onnx``, and
-            for ``hf`` students ``hf_onnx``, ``hf``); default every format the student fits.
+        formats: Any of the registered ``FORMATS`` (``pt``, ``torchscript``, ``pt2``,
+            ``onnx``, ``int8``, and for ``hf`` students ``hf_onnx``, ``hf``); default every
+            format the student fits, ``int8`` only for a student trained with
+            ``quantize: int8`` (for a float student it is the post-training baseline).
         out: Output directory (default ``results/<study>/export/<trial>``).
         trust: Allow a teacher whose loading runs code when the student is trained again
             (``--trust``; what the study's config.yaml says is not enough).
@@ -184,8 +200,9 @@ def _prepare(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, selection: 
     model, weights = student_model(study, paths, t, data, retrain_it, epochs, trust=trust)
     model = model.cpu().eval()
     ex = ExportRecord(study, paths, t, selection, data, model, weights)
-    ex.metrics = test_metrics(model, data)
-    ex.cost = measure_cost(model, data.input_shape, cost_config(study)).to_dict()
+    ex.float_model = float_student(model)  # what the float artifacts hold
+    ex.metrics = ex.float_metrics = test_metrics(ex.float_model, data)
+    ex.cost = measure_cost(ex.float_model, data.input_shape, cost_config(study)).to_dict()
     return ex
 
 
@@ -193,8 +210,24 @@ def _produce(ex: ExportRecord, folder: Path, formats: tuple[str, ...]) -> dict[s
     """Write, verify and time every artifact into ``folder``, then the card."""
     cfg = cost_config(ex.study)
     example = ex.data.head("test", 2)  # (2, *input_shape): batch > 1 so the batch axis stays free
-    ex.files = write_artifacts(ex.model, folder, formats, checkpoint_meta(ex), example)
-    ex.verification = verify_artifacts(ex.model, ex.files, ex.data, cfg.threads)
+    floats = tuple(f for f in formats if f != INT8)
+    calibration = reference = None
+    if INT8 in formats:
+        calibration = None if is_qat(ex.model) else calibration_samples(ex.data)
+        reference = int8_reference(ex.model, example, calibration, cfg.threads)
+        ex.int8 = {"method": int8_method(ex.model),
+                   "calibration_samples": None if calibration is None else len(calibration),
+                   **test_metrics(reference, ex.data)}
+        if is_qat(ex.model):  # the deployed model is the INT8 one: the card states its numbers
+            ex.metrics = {s: ex.int8[s] for s in ("val", "test")}
+    meta = checkpoint_meta(ex)
+    files = write_artifacts(ex.float_model, folder, floats, meta, example)
+    if INT8 in formats:
+        files |= write_artifacts(ex.model, folder, (INT8,), meta, example, calibration)
+        ex.int8["sizes"] = int8_sizes(files[INT8], files.get("onnx"))
+    ex.files = {f: files[f] for f in formats}
+    ex.verification = verify_artifacts(ex.float_model, ex.files, ex.data, cfg.threads,
+                                       int8_reference=reference)
     ex.latency = latency_table(ex.trial, ex.cost, ex.files, ex.data.input_shape, cfg,
                                ex.data.tokens.vocab_size if ex.data.tokens else None)
     card = build_card(ex)

@@ -45,7 +45,10 @@ class ExportRecord:
     data: DataSplits
     model: nn.Module
     weights: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # the card's: INT8 for a QAT student
+    float_model: nn.Module | None = None  # the student without fake quantisation
+    float_metrics: dict[str, Any] = field(default_factory=dict)  # what the float files score
+    int8: dict[str, Any] = field(default_factory=dict)  # method, val, test, sizes
     cost: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
@@ -65,9 +68,10 @@ def _versions() -> dict[str, str]:
 def checkpoint_meta(ex: ExportRecord) -> dict[str, Any]:
     """Metadata stored inside student.pt (plain data, loadable with weights_only=True)."""
     a = TrialRecord.of(ex.trial).fields()
+    own = ex.float_metrics or ex.metrics  # student.pt holds the float student
     return {"data": ex.data.describe(), "recipe": a.get("recipe"), "train": a.get("train"),
-            "metrics": {"val_accuracy": ex.metrics["val"]["accuracy"],
-                        "test_accuracy": ex.metrics["test"]["accuracy"]},
+            "metrics": {"val_accuracy": own["val"]["accuracy"],
+                        "test_accuracy": own["test"]["accuracy"]},
             "teacher_hash": SearchRecord.of(ex.study).get("teacher_hash"),
             "study": ex.study.study_name, "trial": ex.trial.number,
             "class_names": list(ex.data.class_names)}
@@ -112,15 +116,23 @@ def _metrics_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
     a = TrialRecord.of(ex.trial).fields()
     metric = SearchRecord.of(ex.study).metric or "accuracy"
     keys = dict.fromkeys(("val_accuracy", "test_accuracy", f"val_{metric}", f"test_{metric}"))
-    return {"test": ex.metrics["test"], "val": ex.metrics["val"],
-            "retention": ratios["retention"], "val_retention": ratios["val_retention"],
-            "selection_metric": metric, "search": {k: a.get(k) for k in keys}}
+    out = {"test": ex.metrics["test"], "val": ex.metrics["val"],
+           "retention": ratios["retention"], "val_retention": ratios["val_retention"],
+           "selection_metric": metric, "search": {k: a.get(k) for k in keys}}
+    if ex.int8:
+        out["int8"] = {k: v for k, v in ex.int8.items() if k != "sizes"}
+        out["float"] = {s: ex.float_metrics[s] for s in ("val", "test")}
+        out["stated"] = "int8" if ex.int8["method"] == "qat" else "float"
+    return out
 
 
 def _costs_entry(ex: ExportRecord, ratios: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: ex.cost.get(k) for k in ("params", "flops", "bytes", "peak_memory_bytes")},
-            **{k: ratios[k] for k in ("params_compression", "flops_compression",
-                                      "latency_speedup")}, "latency": ex.latency}
+    out = {**{k: ex.cost.get(k) for k in ("params", "flops", "bytes", "peak_memory_bytes")},
+           **{k: ratios[k] for k in ("params_compression", "flops_compression",
+                                     "latency_speedup")}, "latency": ex.latency}
+    if ex.int8.get("sizes"):
+        out["int8"] = ex.int8["sizes"]
+    return out
 
 
 def _hyperparameters_entry(ex: ExportRecord) -> dict[str, Any]:
@@ -155,7 +167,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def card_markdown(card: dict[str, Any]) -> str:
     """model_card.md: the card for people (same numbers as model_card.json)."""
-    lines = (_md_head(card) + _md_metrics(card["metrics"])
+    lines = (_md_head(card) + _md_metrics(card["metrics"]) + _md_int8(card)
              + _md_costs(card["costs"], card["costs"]["latency"]) + _md_hyper(card)
              + _md_verification(card) + _md_artifacts(card))
     return "\n".join(lines) + "\n"
@@ -211,6 +223,31 @@ def _md_metrics(m: dict[str, Any]) -> list[str]:
     ]
 
 
+def _md_int8(card: dict[str, Any]) -> list[str]:
+    """The INT8 model next to the float student: accuracy, deviation, sizes."""
+    q = card["metrics"].get("int8")
+    if not q:
+        return []
+    f, v = card["metrics"]["float"], card["verification"].get("int8", {})
+    sizes = card["costs"].get("int8") or {}
+    how = ("quantisation-aware KD (the scales learned in training)" if q["method"] == "qat" else
+           f"post-training quantisation ({q['calibration_samples']} training samples "
+           "calibrate the activations)")
+    stated = "INT8" if card["metrics"].get("stated") == "int8" else "float"
+    return ["\n## INT8\n", (f"- `student.int8.onnx`: {how}; the metrics above are the "
+                             f"{stated} model's"),
+            (f"- test accuracy INT8 {_fmt(q['test']['accuracy'])} vs float "
+             f"{_fmt(f['test']['accuracy'])}; val {_fmt(q['val']['accuracy'])} vs "
+             f"{_fmt(f['val']['accuracy'])}"),
+            (f"- max abs deviation of INT8 logits from the float student "
+             f"{_fmt(v.get('max_abs_diff'), 3)}; same prediction on "
+             f"{_fmt(v.get('prediction_agreement'))} of test samples"),
+            (f"- bytes: file {_fmt(sizes.get('file_bytes'))} (float ONNX "
+             f"{_fmt(sizes.get('float_file_bytes'))}); weights and scales "
+             f"{_fmt(sizes.get('initializer_bytes'))} (float "
+             f"{_fmt(sizes.get('float_initializer_bytes'))})")]
+
+
 def _md_selection(m: dict[str, Any]) -> list[str]:
     """The selection metric's line, when the search chose one other than accuracy."""
     metric = m.get("selection_metric") or "accuracy"
@@ -245,8 +282,11 @@ def _md_verification(card: dict[str, Any]) -> list[str]:
     v = card["verification"]
     rows = [f"| {fmt} | {_fmt(r['max_abs_diff'], 3)} | {_fmt(r['test_accuracy'])} |"
             for fmt, r in v.items() if isinstance(r, dict)]
+    note = (" INT8 is exempt: its row is its deviation from the float student; it must "
+            "reproduce the INT8 model the card measured within the tolerance."
+            if "int8" in v else "")
     return ["\n## Verification\n", (f"On all {v['test_samples']} test samples; tolerance "
-            f"{v['tolerance']:g} max abs difference vs the PyTorch student.\n"),
+            f"{v['tolerance']:g} max abs difference vs the PyTorch student.{note}\n"),
             "| artifact | max abs diff | test accuracy |", "|---|---|---|", *rows]
 
 
@@ -255,7 +295,8 @@ def _md_artifacts(card: dict[str, Any]) -> list[str]:
             for name, a in card["artifacts"].items()]
     return ["\n## Artifacts\n", "| file | bytes | sha256 |", "|---|---|---|", *rows,
             ("\nLoad: `autokd.load_student('student.pt')`, `torch.jit.load("
-            "'student.torchscript.pt')`, or onnxruntime with input `input` (batch, "
+            "'student.torchscript.pt')`, `torch.export.load('student.pt2').module()`, or "
+            "onnxruntime (`student.onnx`, `student.int8.onnx`) with input `input` (batch, "
             f"{', '.join(map(str, card['model']['input_shape']))}) -> `logits`."),
             *([_HF_LOAD] if "hf_model" in card["artifacts"] else [])]
 
@@ -272,8 +313,13 @@ def _artifact_entries(folder: Path, names: list[str]) -> dict[str, Any]:
 
 
 def write_card(card: dict[str, Any], folder: Path, files: dict[str, Path]) -> None:
-    """model_card.md, then model_card.json holding the hashes of every file including the md."""
+    """model_card.md, then model_card.json holding the hashes of every file including the md;
+    each artifact's entry also has its own verified test accuracy (an INT8 file's differs)."""
     card["artifacts"] = _artifact_entries(folder, [p.name for p in files.values()])
+    for fmt, path in files.items():
+        checked = (card.get("verification") or {}).get(fmt)
+        if isinstance(checked, dict) and "test_accuracy" in checked:
+            card["artifacts"][path.name]["test_accuracy"] = checked["test_accuracy"]
     (folder / CARD_MD).write_text(card_markdown(card))
     card["artifacts"].update(_artifact_entries(folder, [CARD_MD]))
     (folder / CARD_JSON).write_text(json.dumps(card, indent=2, default=str))

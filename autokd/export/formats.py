@@ -25,7 +25,8 @@ from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
 from autokd.registry import Registry
 from autokd.teachers import is_torchscript, load_checkpoint, save_checkpoint
 
-__all__ = ["ARTIFACT_NAMES", "FORMATS", "ONNX_OPSET", "PAD_ID_KEY", "ArtifactFormat", "OnnxModule",
+__all__ = ["ARTIFACT_NAMES", "FORMATS", "ONNX_OPSET", "PAD_ID_KEY", "ArtifactFormat",
+           "ExportedProgramModule", "OnnxModule",
            "applicable_formats", "artifact_format", "format_names", "parse_formats",
            "quiet_torch_export", "run_artifact", "sha256_file", "sha256_path", "size_of",
            "write_artifacts"]
@@ -45,17 +46,24 @@ class ArtifactFormat:
         write: ``write(model, path, meta, example)``; ``meta`` is plain data about the export,
             ``example`` a (2, *input_shape) batch for tracing.
         run: ``run(path, threads)``: the artifact as an eval-mode module returning logits.
-        applies: Whether the format can hold a given student (None: every student); the
-            default export writes only the formats that apply.
+        applies: Whether the format can hold a given student (None: every student).
+        default: Whether the default export writes it for a student it fits (None: always);
+            e.g. INT8 is written by default only for a student trained for it.
+        calibrated: The writer also takes ``calibration=`` (training-split samples).
     """
 
     filename: str
     write: Writer
     run: Runner
     applies: Callable[[nn.Module], bool] | None = None
+    default: Callable[[nn.Module], bool] | None = None
+    calibrated: bool = False
 
     def fits(self, model: nn.Module) -> bool:
         return self.applies is None or self.applies(model)
+
+    def by_default(self, model: nn.Module) -> bool:
+        return self.fits(model) and (self.default is None or self.default(model))
 
 
 FORMATS: Registry[ArtifactFormat] = Registry("artifact format")
@@ -82,18 +90,19 @@ def parse_formats(formats: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
 
 
 def applicable_formats(formats: tuple[str, ...] | None, model: nn.Module) -> tuple[str, ...]:
-    """The formats to write for ``model``: all that fit it (``formats`` None), else ``formats``.
+    """The formats to write for ``model``: its defaults (``formats`` None), else ``formats``.
 
     Raises:
         ExportError: A format named explicitly cannot hold this student.
     """
     if formats is None:
-        return tuple(f for f in format_names() if FORMATS.get(f).fits(model))
+        return tuple(f for f in format_names() if FORMATS.get(f).by_default(model))
     bad = [f for f in formats if not FORMATS.get(f).fits(model)]
     if bad:
         family = getattr(model, "family", type(model).__name__)
+        fit = [f for f in format_names() if FORMATS.get(f).fits(model)]
         raise ExportError(f"format(s) {', '.join(bad)} cannot hold a {family} student; "
-                          f"known for it: {', '.join(applicable_formats(None, model))}")
+                          f"known for it: {', '.join(fit)}")
     return formats
 
 
@@ -137,9 +146,22 @@ def _write_onnx(model: nn.Module, path: Path, meta: dict[str, Any], example: tor
     onnx.checker.check_model(str(path))
 
 
+def _write_pt2(model: nn.Module, path: Path, meta: dict[str, Any], example: torch.Tensor) -> None:
+    """A ``torch.export`` program with a dynamic batch: TorchScript's successor (torch.jit is
+    deprecated), loadable without autokd by ``torch.export.load(path).module()``."""
+    batch = torch.export.Dim("batch", min=1)
+    with quiet_torch_export(), torch.no_grad():
+        program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
+
+
 def write_artifacts(model: nn.Module, folder: Path, formats: tuple[str, ...],
-                    meta: dict[str, Any], example: torch.Tensor) -> dict[str, Path]:
+                    meta: dict[str, Any], example: torch.Tensor,
+                    calibration: torch.Tensor | None = None) -> dict[str, Path]:
     """Write each format into ``folder``; an exporter's failure becomes one line.
+
+    ``calibration``: training-split samples for formats that calibrate (``int8`` of a float
+    student); ignored by the others.
 
     Raises:
         ExportError: A writer failed (the exporter's own message, first line).
@@ -149,7 +171,10 @@ def write_artifacts(model: nn.Module, folder: Path, formats: tuple[str, ...],
         spec = FORMATS.get(fmt)
         path = folder / spec.filename
         try:
-            spec.write(model, path, meta, example)
+            if spec.calibrated:
+                spec.write(model, path, meta, example, calibration=calibration)  # type: ignore[call-arg]
+            else:
+                spec.write(model, path, meta, example)
         except AutokdError:
             raise
         except Exception as exc:  # noqa: BLE001 - exporter failures are the user's answer: one line
@@ -232,6 +257,27 @@ def _run_torchscript(path: Path, threads: int = 1) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu").eval()
 
 
+class ExportedProgramModule(nn.Module):
+    """A loaded ``torch.export`` program behind a plain module.
+
+    Why a holder: the program's module refuses ``.eval()`` (it is exported in eval mode), and
+    verification and timing call it on every model; the program is kept out of the child
+    modules so ``eval()`` never reaches it.
+    """
+
+    def __init__(self, program: Any) -> None:
+        super().__init__()
+        self._run = [program.module()]  # a list: not registered as a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run[0](x)
+
+
+def _run_pt2(path: Path, threads: int = 1) -> nn.Module:
+    with quiet_torch_export():
+        return ExportedProgramModule(torch.export.load(str(path))).eval()
+
+
 def run_artifact(path: Path, fmt: str, threads: int = 1) -> nn.Module:
     """A callable module for any artifact; load failures become one ``ExportError`` line."""
     try:
@@ -243,19 +289,29 @@ def run_artifact(path: Path, fmt: str, threads: int = 1) -> nn.Module:
 
 
 def artifact_format(path: Path) -> str:
-    """``onnx``, ``torchscript`` or ``pt`` (an autokd checkpoint), by suffix and content."""
+    """``onnx``, ``int8`` (``*.int8.onnx``), ``pt2``, ``torchscript`` or ``pt`` (an autokd
+    checkpoint), by suffix and content."""
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return "onnx"
+        return "int8" if path.name.lower().endswith(".int8.onnx") and "int8" in FORMATS \
+            else "onnx"
+    if suffix == ".pt2":
+        return "pt2"
     if suffix not in (".pt", ".pth"):
         raise ExportError(f"{path.name}: unknown artifact type; expected a .pt autokd "
-                          "checkpoint, a .torchscript.pt file or an .onnx file")
+                          "checkpoint, a .torchscript.pt, .pt2 or .onnx file")
     return "torchscript" if is_torchscript(path) else "pt"
+
+
+def _not_hf(model: nn.Module) -> bool:
+    """Hugging Face students deploy through their own formats (``hf``, ``hf_onnx``)."""
+    return getattr(model, "family", None) != "hf"
 
 
 # -- the formats, in the order they are written, verified, timed and listed ------------------
 FORMATS.register("pt", ArtifactFormat("student.pt", _write_pt, _run_pt))
 FORMATS.register("torchscript",
                  ArtifactFormat("student.torchscript.pt", _write_torchscript, _run_torchscript))
+FORMATS.register("pt2", ArtifactFormat("student.pt2", _write_pt2, _run_pt2, _not_hf))
 FORMATS.register("onnx", ArtifactFormat("student.onnx", _write_onnx, OnnxModule))
 ARTIFACT_NAMES = {name: FORMATS.get(name).filename for name in format_names()}

@@ -27,7 +27,7 @@ from autokd.study import StudyPaths
 from autokd.teachers import Teacher, load_checkpoint, load_teachers, network_teacher
 
 __all__ = ["RETRAIN_FACTOR", "assistant_teacher", "cost_config", "kept_weights", "retrain",
-           "search_epochs", "student_model", "study_data", "study_teacher"]
+           "search_epochs", "student_model", "study_data", "study_teacher", "trial_train_config"]
 
 logger = logging.getLogger(__name__)
 RETRAIN_FACTOR = 2
@@ -119,7 +119,7 @@ def search_epochs(study: optuna.Study, t: FrozenTrial) -> int:
                or (settings.get("train") or {}).get("epochs") or TrainConfig().epochs)
 
 
-def _train_config(study: optuna.Study, t: FrozenTrial, epochs: int) -> TrainConfig:
+def trial_train_config(study: optuna.Study, t: FrozenTrial, epochs: int) -> TrainConfig:
     """The search's training settings with the trial's own on top, at ``epochs`` (a rung trial
     reproduced at its own epochs keeps the schedule of its candidate's full run)."""
     base = dict(SearchRecord.of(study).settings.get("train") or {})
@@ -144,7 +144,7 @@ def retrain(study: optuna.Study, paths: StudyPaths, t: FrozenTrial, data: DataSp
     """Train the trial's student again with its recorded recipe, seed and teacher."""
     rec = TrialRecord.of(t)
     teacher = study_teacher(study, paths, data, trust=trust)
-    cfg = _train_config(study, t, epochs)
+    cfg = trial_train_config(study, t, epochs)
     kd = KDConfig(**(rec.recipe or {})).validate()
     if kd.assistant != "none" and kd.uses_teacher:
         teacher = assistant_teacher(study, paths, rec, data, teacher, kd, cfg)

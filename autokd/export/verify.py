@@ -32,7 +32,7 @@ from autokd.metrics import classification_metrics
 from autokd.record import TrialRecord
 
 __all__ = ["PARITY_TOL", "check_card", "evaluate_artifact", "latency_table", "load_student",
-           "test_metrics", "verify_artifacts"]
+           "test_metrics", "verify_artifacts", "verify_int8"]
 
 PARITY_TOL = 1e-4
 
@@ -45,8 +45,12 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tenso
 
 # -- at export time --------------------------------------------------------------------------
 def verify_artifacts(model: nn.Module, files: dict[str, Path], data: DataSplits,
-                     threads: int = 1) -> dict[str, Any]:
+                     threads: int = 1, int8_reference: nn.Module | None = None) -> dict[str, Any]:
     """Every artifact against the PyTorch student on the whole test split.
+
+    ``model`` is the float student; the ``int8`` artifact is checked against
+    ``int8_reference`` (the INT8 model whose accuracy the card states) instead, see
+    :func:`verify_int8`.
 
     Raises:
         ExportError: An output differs by more than ``PARITY_TOL`` or a format's test accuracy
@@ -59,6 +63,9 @@ def verify_artifacts(model: nn.Module, files: dict[str, Path], data: DataSplits,
                            "reference_test_accuracy": correct / len(y)}
     for fmt, path in files.items():
         logits = _predict(run_artifact(path, fmt, threads), x)
+        if fmt == "int8":
+            out[fmt] = verify_int8(logits, ref, int8_reference, x, y)
+            continue
         diff = float((logits - ref).abs().max())
         got = int((logits.argmax(1) == y).sum())
         out[fmt] = {"max_abs_diff": diff, "test_accuracy": got / len(y), "passed": True}
@@ -69,6 +76,36 @@ def verify_artifacts(model: nn.Module, files: dict[str, Path], data: DataSplits,
             raise ExportError(f"{fmt} export scores {got}/{len(y)} on test, the PyTorch "
                               f"student {correct}/{len(y)}")
     return out
+
+
+def verify_int8(logits: torch.Tensor, float_logits: torch.Tensor,
+                reference: nn.Module | None, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """The INT8 file's test logits against the INT8 model the card measured.
+
+    INT8 is exempt from the 1e-4 parity with the float student: its deviation and prediction
+    agreement are reported. It must reproduce the reference INT8 model's logits within
+    ``PARITY_TOL`` and its test accuracy exactly, so a file that is not the model the card
+    describes (a weight changed on its way to disk) is refused.
+
+    Raises:
+        ExportError: No reference, or the file does not reproduce it.
+    """
+    if reference is None:
+        raise ExportError("int8 verification needs the INT8 model the card measured")
+    want = _predict(reference, x)
+    got, expected = int((logits.argmax(1) == y).sum()), int((want.argmax(1) == y).sum())
+    drift = float((logits - want).abs().max())
+    if not drift <= PARITY_TOL:
+        raise ExportError(f"int8 export does not match the INT8 model the card measured: max "
+                          f"abs difference {drift:.2e} > {PARITY_TOL:g}")
+    if got != expected:
+        raise ExportError(f"int8 export scores {got}/{len(y)} on test, the card's INT8 model "
+                          f"{expected}/{len(y)}")
+    agree = float((logits.argmax(1) == float_logits.argmax(1)).float().mean())
+    return {"max_abs_diff": float((logits - float_logits).abs().max()), "parity": "exempt",
+            "reference_max_abs_diff": drift, "test_accuracy": got / len(y),
+            "float_test_accuracy": int((float_logits.argmax(1) == y).sum()) / len(y),
+            "prediction_agreement": agree, "passed": True}
 
 
 def _latency_pair(model: nn.Module, shape: tuple[int, ...], cfg: CostConfig) -> dict[str, Any]:
@@ -151,8 +188,10 @@ def check_card(path: Path) -> dict[str, Any] | None:
     if digest != entry.get("sha256"):
         raise ExportError(f"{path} does not match its model card (sha256 {digest[:12]}… != "
                           f"{str(entry.get('sha256'))[:12]}…): the file was modified after export")
+    own = entry.get("test_accuracy")  # an INT8 file's own accuracy, not the float student's
     return {"card": str(card_path), "verified": True, "sha256": digest,
-            "test_accuracy": (card.get("metrics") or {}).get("test", {}).get("accuracy"),
+            "test_accuracy": own if own is not None else
+            (card.get("metrics") or {}).get("test", {}).get("accuracy"),
             "split_hash": (card.get("dataset") or {}).get("split_hash")}
 
 
@@ -187,7 +226,8 @@ def _check_fits(model: nn.Module, path: Path, data: DataSplits) -> None:
 
 def evaluate_artifact(path: str | Path, data: DataSplits, *, latency: bool = True,
                       cost: CostConfig | None = None) -> dict[str, Any]:
-    """Accuracy (val, test) and latency of any exported file: .pt, .torchscript.pt or .onnx.
+    """Accuracy (val, test) and latency of any exported file: .pt, .torchscript.pt, .pt2 or
+    .onnx (an INT8 file included).
 
     Raises:
         ExportError: Missing, unloadable or tampered file, or one that does not fit ``data``.

@@ -21,6 +21,7 @@ replaces the shorthand ``soft_loss/alpha/hint_weight/relation/relation_weight/at
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 from pathlib import Path
@@ -40,7 +41,7 @@ from autokd.space.params import (
 from autokd.space.parse import SpaceParser
 
 __all__ = ["SPACES_DIR", "TERM_PREFIX", "Candidate", "Param", "SearchSpace", "TrialLike",
-           "load_space", "recipe_from_values", "space_names"]
+           "load_space", "recipe_from_values", "space_names", "with_recipe"]
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 
@@ -52,11 +53,14 @@ class SearchSpace:
                  description: str = "") -> None:
         self.family, self.params, self.source, self.description = family, params, source, description
         self.name = Path(source).stem if source != "<dict>" else family
+        self.raw: dict[str, Any] | None = None  # the YAML dict it was parsed from
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<dict>") -> SearchSpace:
         family, params, description = SpaceParser(source).parse(raw)
-        return cls(family, params, source, description)
+        space = cls(family, params, source, description)
+        space.raw = copy.deepcopy(raw)
+        return space
 
     def group(self, group: str) -> list[Param]:
         return [p for p in self.params if p.group == group]
@@ -123,6 +127,28 @@ class SearchSpace:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "source": self.source,
                 "params": [dataclasses.asdict(p) for p in self.params]}
+
+
+def with_recipe(raw: dict[str, Any], overrides: dict[str, list[Any]]) -> dict[str, Any]:
+    """A copy of a space's YAML dict whose ``distillation`` group sets each key in ``overrides``:
+    one value fixes it, several make it a choice (``--recipe quantize=none,int8``).
+
+    Pure: ``raw`` is not changed. Keys and values are checked when the result is parsed
+    (``SearchSpace.from_dict``), so a typo is the parser's one-line ``SpaceError``.
+
+    Raises:
+        SpaceError: ``raw`` is not a mapping, or a key has no value.
+    """
+    if not isinstance(raw, dict):
+        raise SpaceError("a search space must be a mapping to override its recipe")
+    out = copy.deepcopy(raw)
+    group = dict(out.get("distillation") or {})
+    for key, values in overrides.items():
+        if not values:
+            raise SpaceError(f"--recipe {key}: give at least one value")
+        group[key] = values[0] if len(values) == 1 else {"choice": list(values)}
+    out["distillation"] = group
+    return out
 
 
 def space_names() -> list[str]:
