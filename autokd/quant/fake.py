@@ -94,7 +94,8 @@ class ActQuant(nn.Module):
 
     Buffers (saved with the model): ``min_val``/``max_val`` (the tracked range), ``observed``
     (at least one batch seen) and ``frozen`` (range no longer updated). A quantiser that
-    ``follow``\\ s another uses the leader's scale and zero point and observes nothing.
+    ``follow``\\ s another has the leader's scale and zero point (the exported Q/DQ pair, the
+    bias grid) and observes nothing.
     """
 
     def __init__(self, momentum: float = 0.1) -> None:
@@ -131,8 +132,11 @@ class ActQuant(nn.Module):
         return scale.reshape(1), zero.reshape(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.leader is None and not bool(self.frozen) and \
-                (self.training or not bool(self.observed)):
+        if self.leader is not None:
+            # at inference x is already on the leader's grid (max-pooling and flatten keep it
+            # there), so rounding is the identity; in training it would clip dropout's rescale
+            return x
+        if not bool(self.frozen) and (self.training or not bool(self.observed)):
             self.observe(x)
         scale, zero = self.qparams()
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, *ACT_QRANGE)
