@@ -17,9 +17,7 @@ import hashlib
 import importlib
 import logging
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +27,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from autokd._io import atomic_write, cache_dir
+from autokd._io import cache_dir
 from autokd.config import TrainConfig
 from autokd.data import DataSplits
 from autokd.distill import KDConfig
 from autokd.distill.hooks import model_tap_groups
 from autokd.errors import TeacherError
 from autokd.hf_teacher import is_hf, load_hf_teacher
+from autokd.model_files import (
+    _atomic_torch_save,
+    _reason,
+    _torch_load,
+    is_torchscript,
+    load_checkpoint,
+    save_checkpoint,
+)
 from autokd.models import build_student, family_for, get_family, input_kind
 from autokd.progress import ProgressMeter, epoch_callback
-from autokd.quant import is_qat, prepare_qat
 from autokd.train import TrainResult, distill, evaluate, seed_everything
 from autokd.train_taps import split_taps
 
@@ -58,7 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = "autokd-model"
 _MODULE_FN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(@.+)?$")
 _OUTPUT_CACHE: dict[tuple[str, str, str], torch.Tensor] = {}
 _FEATURE_CACHE: dict[tuple[str, str, str], list[torch.Tensor]] = {}
@@ -218,86 +222,6 @@ class Teacher:
         y = data.split(split)[1]
         probs = torch.softmax(self.outputs(data, split), -1).mean(0)
         return (probs.argmax(1) == y).float().mean().item()
-
-
-def _reason(exc: BaseException) -> str:
-    """First line of an error (its type when the message is empty, e.g. ``EOFError()``)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-# -- checkpoints ---------------------------------------------------------------------------
-def save_checkpoint(model: nn.Module, path: str | Path, **meta: Any) -> Path:
-    """Write weights + architecture spec + metadata; loadable with ``weights_only=True``."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": 1,
-        "family": model.family,
-        "spec": model.spec,
-        "input_shape": list(model.input_shape),
-        "num_classes": model.num_classes,
-        "quantize": "int8" if is_qat(model) else "none",  # a QAT student has observer buffers
-        "state_dict": model.state_dict(),
-        "meta": meta,
-    }
-    path = Path(path)
-    _atomic_torch_save(payload, path)
-    return path
-
-
-def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Load an autokd checkpoint (teacher or student) into a model; returns (model, payload)."""
-    payload = _torch_load(Path(path), trust)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise TeacherError(f"{path} is not an autokd checkpoint")
-    try:  # a token student's spec holds its vocab_size, so it rebuilds for token ids
-        model = build_student(payload["family"], payload["spec"], tuple(payload["input_shape"]),
-                              payload["num_classes"])
-        if payload.get("quantize") == "int8":
-            prepare_qat(model)
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise TeacherError(f"{path} is a damaged autokd checkpoint: {_reason(exc)}") from None
-    model.eval()
-    return model, payload
-
-
-def _torch_load(path: Path, trust: bool) -> Any:
-    if not path.exists():
-        raise TeacherError(f"teacher file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported operand" in str(exc):  # not a pickle at all (e.g. text): no --trust hint
-            raise _unreadable(path, pickle.UnpicklingError("unknown pickle opcode")) from None
-        if not trust:
-            raise TeacherError(f"{path} holds pickled Python objects that could run code; "
-                               "refusing to load it without --trust") from None
-    except Exception as exc:
-        raise _unreadable(path, exc) from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise _unreadable(path, exc) from None
-
-
-def _unreadable(path: Path, exc: BaseException) -> TeacherError:
-    return TeacherError(f"cannot read {path}: truncated, or not a PyTorch checkpoint or "
-                        f"TorchScript file ({_reason(exc)})")
-
-
-# -- loading teachers ----------------------------------------------------------------------
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive has a code/ folder; a torch.save zip does not."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def _from_file(path: Path, trust: bool, data: DataSplits | None) -> _Member:
