@@ -28,6 +28,7 @@ from autokd.controllers.distributed import (
     worker_id,
 )
 from autokd.data import DataSplits, load_data
+from autokd.datafree import apply_data_free
 from autokd.errors import StudyError
 from autokd.hf_teacher import hf_space
 from autokd.objective import Objective
@@ -153,8 +154,11 @@ def _run_worker(opts: WorkerOptions, progress: ProgressFn | None) -> WorkerOutco
     check_results_dir(paths.root)
     cfg = _search_config(record, opts, url)
     data = load_data(cfg.data)
-    _check_data(data, study, record)
+    if cfg.data.data_free is None:
+        _check_data(data, study, record)
     teacher = _teacher(record, study, opts, paths, data)
+    data = apply_data_free(data, teacher, cfg.data)  # the search's synthetic split (cached)
+    _check_data(data, study, record)
     space = hf_space(SearchSpace.from_dict(record.space_yaml, record.space or "<study>"),
                      [entry.get("ref") for entry in record.teachers])
     budget = remaining_budget(record)

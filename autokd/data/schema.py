@@ -140,7 +140,8 @@ class DataSplits:
             "sizes": self.sizes(),
             "split_hash": self.split_hash,
         } | ({"skipped_files": self.meta["skipped_files"]} if "skipped_files" in self.meta
-             else {}) | ({"tokens": dataclasses.asdict(self.tokens)} if self.tokens else {})
+             else {}) | ({"tokens": dataclasses.asdict(self.tokens)} if self.tokens else {}) \
+            | ({"data_free": self.meta["data_free"]} if "data_free" in self.meta else {})
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Invert ``apply_normalizer``: raw (encoded) features ``(x * std + mean) / scale``.
