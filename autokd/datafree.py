@@ -147,9 +147,10 @@ def synthesize(data: DataSplits, teacher: Teacher, n: int, seed: int,
     path = cache_dir() / "datafree" / f"{digest}.pt"
     x, y, info = _load(path, n, tuple(data.input_shape))
     if x is None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         x, y, info = _run(teacher, layers, data, n, seed, cfg)
-        info["seconds"] = round(time.perf_counter() - start, 3)
+        info.update(seconds=round(time.perf_counter() - start, 3),
+                    cpu_seconds=round(time.process_time() - cpu, 3))
         atomic_write(path, lambda tmp: torch.save({"x": x, "y": y, "info": info}, tmp))
         logger.info("synthesised %d inputs in %.1f s (cached at %s)", n, info["seconds"], path)
     meta = {**data.meta, "data_free": {**info, "n": n, "seed": seed, "source_split": data.split_hash,

@@ -200,3 +200,28 @@ def test_search_and_worker_share_the_synthetic_split(bn_teacher_path: Path, tmp_
     assert out.ran == 1 and count_done(out.study) == 2
     mine = torch.load(tmp_path / "cache-b" / "datafree" / cached.name, weights_only=True)
     assert torch.equal(mine["x"], torch.load(cached, weights_only=True)["x"])
+
+
+@pytest.mark.slow
+def test_benchmark_quick_runs_every_arm_and_resumes(bn_teacher_path: Path, tmp_path: Path,
+                                                    fresh_cache: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks/data_free.py --quick`` (in process, with the tiny teacher): every arm runs,
+    the file is what it returns, and a rerun resumes instead of training again."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _common
+    import data_free
+
+    monkeypatch.setattr(_common, "QUICK_OUT_DIR", tmp_path)
+    argv = ["--quick", "--teacher", str(bn_teacher_path)]
+    doc = data_free.main(argv)
+    assert json.loads((tmp_path / "data_free.json").read_text()) == json.loads(
+        json.dumps(doc, default=str))
+    run = doc["runs"]["digits/0"]
+    assert run["n"] == 64 and set(data_free.ARMS) <= set(run)
+    summary = doc["summary"]["digits"]
+    assert summary["data_free"]["n"] == 1 and "teacher" in summary["text"]
+    monkeypatch.setattr(data_free, "one_seed", lambda *a: pytest.fail("reran a finished seed"))
+    assert data_free.main(argv)["runs"] == doc["runs"]
