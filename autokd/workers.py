@@ -106,10 +106,12 @@ def _search_config(record: SearchRecord, opts: WorkerOptions, url: str) -> Searc
 
 def _check_data(data: DataSplits, study: optuna.Study, record: SearchRecord) -> None:
     if record.dataset_hash != data.split_hash:
+        extra = ", and for --data-free the same AUTOKD_DATAFREE_STEPS" \
+            if "data_free" in data.meta else ""
         raise StudyError(f"this worker's data differs from study {study.study_name!r}: "
                          f"{data.name} splits to {data.split_hash} here but the study ran on "
-                         f"{record.dataset_hash} (same data, fractions and --data-seed needed); "
-                         "not starting")
+                         f"{record.dataset_hash} (same data, fractions and --data-seed "
+                         f"needed{extra}); not starting")
 
 
 def _teacher(record: SearchRecord, study: optuna.Study, opts: WorkerOptions, paths: StudyPaths,

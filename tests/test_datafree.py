@@ -21,7 +21,7 @@ from autokd.cli import main
 from autokd.config import CostConfig, DataConfig, SearchConfig, SearchSettings, TrainConfig
 from autokd.data import DataSplits
 from autokd.distill import KDConfig
-from autokd.errors import ConfigError, DataError, TeacherError
+from autokd.errors import ConfigError, DataError, StudyError, TeacherError
 from autokd.models import build_student
 from autokd.pipeline import run_distillation
 from autokd.record import SearchRecord, count_done
@@ -200,6 +200,11 @@ def test_search_and_worker_share_the_synthetic_split(bn_teacher_path: Path, tmp_
     assert out.ran == 1 and count_done(out.study) == 2
     mine = torch.load(tmp_path / "cache-b" / "datafree" / cached.name, weights_only=True)
     assert torch.equal(mine["x"], torch.load(cached, weights_only=True)["x"])
+    monkeypatch.setenv("AUTOKD_DATAFREE_STEPS", "16")  # other inputs: refused, not mixed in
+    update_search_record(study, budget={"trials": 3, "seconds": None})
+    with pytest.raises(StudyError, match="data differs.*AUTOKD_DATAFREE_STEPS"):
+        run_worker(WorkerOptions("df", storage=f"sqlite:///{tmp_path / 'a' / 'df' / 'study.db'}",
+                                 results=str(tmp_path / "b"), device="cpu", seed=1))
 
 
 @pytest.mark.slow
