@@ -25,6 +25,8 @@ from autokd.errors import ConfigError, DataError, StudyError, TeacherError
 from autokd.models import build_student
 from autokd.pipeline import run_distillation
 from autokd.record import SearchRecord, count_done
+from autokd.report.gather import report_data
+from autokd.report.text import summary_rows
 from autokd.search import run_search
 from autokd.teachers import Teacher, _Member, load_teacher, save_checkpoint
 from autokd.workers import WorkerOptions, run_worker
@@ -187,9 +189,12 @@ def test_search_and_worker_share_the_synthetic_split(bn_teacher_path: Path, tmp_
     cfg = SearchConfig(data=DataConfig(data_free=48), teacher=[str(bn_teacher_path)],
                        space=str(tmp_path / "tiny.yaml"), budget=1, name="df",
                        results=str(tmp_path / "a"), device="cpu", settings=settings)
-    study = run_search(cfg).study
+    outcome = run_search(cfg)
+    study = outcome.study
     record = SearchRecord.of(study)
     assert record.data["data_free"] == 48 and record.dataset["sizes"]["train"] == 48
+    rows = dict(summary_rows(report_data(study, outcome.paths)))
+    assert "train 48 synthesised from the teacher (--data-free)" in rows["dataset"]
     (cached,) = (tmp_path / "cache-a" / "datafree").iterdir()
     assert cached.stem == record.dataset_hash
     # another machine: its own cache, so it synthesises again, and gets the same inputs
