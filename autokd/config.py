@@ -63,6 +63,9 @@ class DataConfig:
     max_length: int = 64  # tokens per sample after truncation or padding
     tokenizer: str | None = None  # tokenizer.json, or a directory holding one; None: train one
     tokenizer_kind: str = "wordpiece"  # wordpiece | bpe, for a trained tokenizer
+    # data-free distillation: the train split is this many inputs synthesised from the teacher
+    # (``autokd.datafree``); val and test stay real. Part of the identity via the new split hash
+    data_free: int | None = None
     # how data is held: not part of its identity (in memory and streamed hash the same)
     memory_budget: str | int | None = None  # bytes, "512M", "4G"; None: 25 % of physical RAM
     loader_workers: int | None = None  # streaming DataLoader workers; None: min(4, cpus - 1)
@@ -87,6 +90,10 @@ class DataConfig:
                f"unknown channels {self.channels!r}; known: auto, 1, 3")
         self.channels = str(self.channels)
         self._validate_text()
+        _check(self.data_free is None or (isinstance(self.data_free, int)
+                                          and not isinstance(self.data_free, bool)
+                                          and 1 <= self.data_free <= 1_000_000),
+               f"data_free must be an integer in 1..1000000, got {self.data_free!r}")
         _check(self.loader_workers is None or (isinstance(self.loader_workers, int)
                                                and self.loader_workers >= 0),
                f"loader_workers must be an integer >= 0, got {self.loader_workers!r}")
@@ -114,6 +121,11 @@ class DataConfig:
                or self.shots_per_class is not None,
                "unlabeled 'rest' means the train samples left out by train_fraction or "
                "shots_per_class; give one of them")
+        mixed = [n for n in ("unlabeled", "train_fraction", "shots_per_class", "student_features")
+                 if getattr(self, n) is not None]
+        _check(self.data_free is None or not mixed,
+               f"data_free trains on inputs synthesised from the teacher only; it cannot be "
+               f"combined with {', '.join(mixed)}")
 
     def _validate_text(self) -> None:
         _check(isinstance(self.text_column, str) and bool(self.text_column.strip()),

@@ -21,6 +21,7 @@ from autokd._io import atomic_write
 from autokd.config import CostConfig, DataConfig, SearchConfig, SearchSettings, TrainConfig
 from autokd.controllers.base import Budget, ProgressFn, parse_budget
 from autokd.data import DataSplits, load_data
+from autokd.datafree import apply_data_free
 from autokd.distill import KDConfig
 from autokd.errors import ConfigError
 from autokd.front import pareto_front
@@ -129,6 +130,7 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     url = storage_url(paths, cfg.storage)
     study = module.open_for_search(paths.root.name, url, cfg, settings)
     teacher, teacher_ref = _teacher(cfg, data, paths)
+    data = apply_data_free(data, teacher, cfg.data)  # the study records the synthetic split
     full = dataclasses.replace(CostConfig(), latency=settings.cost.latency,
                                batch_size=settings.cost.batch_size, threads=settings.cost.threads,
                                device=settings.cost.device)

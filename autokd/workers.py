@@ -28,6 +28,7 @@ from autokd.controllers.distributed import (
     worker_id,
 )
 from autokd.data import DataSplits, load_data
+from autokd.datafree import apply_data_free
 from autokd.errors import StudyError
 from autokd.hf_teacher import hf_space
 from autokd.objective import Objective
@@ -105,10 +106,12 @@ def _search_config(record: SearchRecord, opts: WorkerOptions, url: str) -> Searc
 
 def _check_data(data: DataSplits, study: optuna.Study, record: SearchRecord) -> None:
     if record.dataset_hash != data.split_hash:
+        extra = ", and for --data-free the same AUTOKD_DATAFREE_STEPS" \
+            if "data_free" in data.meta else ""
         raise StudyError(f"this worker's data differs from study {study.study_name!r}: "
                          f"{data.name} splits to {data.split_hash} here but the study ran on "
-                         f"{record.dataset_hash} (same data, fractions and --data-seed needed); "
-                         "not starting")
+                         f"{record.dataset_hash} (same data, fractions and --data-seed "
+                         f"needed{extra}); not starting")
 
 
 def _teacher(record: SearchRecord, study: optuna.Study, opts: WorkerOptions, paths: StudyPaths,
@@ -153,8 +156,11 @@ def _run_worker(opts: WorkerOptions, progress: ProgressFn | None) -> WorkerOutco
     check_results_dir(paths.root)
     cfg = _search_config(record, opts, url)
     data = load_data(cfg.data)
-    _check_data(data, study, record)
+    if cfg.data.data_free is None:
+        _check_data(data, study, record)
     teacher = _teacher(record, study, opts, paths, data)
+    data = apply_data_free(data, teacher, cfg.data)  # the search's synthetic split (cached)
+    _check_data(data, study, record)
     space = hf_space(SearchSpace.from_dict(record.space_yaml, record.space or "<study>"),
                      [entry.get("ref") for entry in record.teachers])
     budget = remaining_budget(record)

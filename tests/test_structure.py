@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "autokd.cost": 2, "autokd.quant": 2,
     "autokd.latency_table": 2, "autokd.block_latency": 2, "autokd.model_files": 2,
     "autokd.teachers": 3, "autokd.hf_teacher": 3, "autokd.space": 3, "autokd.pipeline": 3,
+    "autokd.datafree": 3,
     "autokd.objective": 4, "autokd.study": 4, "autokd.record": 4, "autokd.front": 4,
     "autokd.scale": 4, "autokd.chains": 4,
     "autokd.tables": 4, "autokd.artifacts": 4, "autokd.checkpoints": 4,

@@ -150,6 +150,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                         "save_pretrained writes), used instead of training one")
     g.add_argument("--tokenizer-kind", default="wordpiece", choices=("wordpiece", "bpe"),
                    help="text:PATH: the kind of tokenizer trained (default wordpiece)")
+    g.add_argument("--data-free", type=positive_int, metavar="N",
+                   help="no training data: the student learns from N inputs synthesised from "
+                        "the teacher (DeepInversion: matches its BatchNorm statistics; needs a "
+                        "PyTorch teacher with BatchNorm); val and test stay real")
     g.add_argument("--memory-budget", metavar="BYTES",
                    help="data whose float32 tensors exceed this (e.g. 512M, 4G) is streamed "
                         "from disk (default 25%% of physical memory)")
@@ -263,7 +267,7 @@ def data_config(args: argparse.Namespace) -> Any:
                       channels=args.channels, skip_bad_files=args.skip_bad_files,
                       text_column=args.text_column, vocab_size=args.vocab_size,
                       max_length=args.max_length, tokenizer=args.tokenizer,
-                      tokenizer_kind=args.tokenizer_kind,
+                      tokenizer_kind=args.tokenizer_kind, data_free=args.data_free,
                       memory_budget=args.memory_budget,
                       loader_workers=args.loader_workers,
                       unlabeled=args.unlabeled, train_fraction=args.train_fraction,

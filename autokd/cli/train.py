@@ -76,6 +76,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from autokd.data import load_data
     from autokd.data.augment import get_augment
+    from autokd.datafree import apply_data_free
     from autokd.hf_teacher import hf_data_config, hf_student_spec
     from autokd.models import build_student, parse_student_arg
     from autokd.pipeline import run_distillation
@@ -83,8 +84,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     train_cfg = train_config(args)  # bad options fail before data is loaded
     cost_cfg = latency_config(args)
+    data_cfg = hf_data_config(data_config(args), args.teacher)
     with _progress(args):
-        data = load_data(hf_data_config(data_config(args), args.teacher))
+        data = load_data(data_cfg)
     family, spec = parse_student_arg(args.student) if args.student else _default_student(data)
     spec = hf_student_spec(family, spec, args.teacher)
     kd = kd_config(args)
@@ -100,6 +102,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         check_writable(Path(args.out))
     with _progress(args):
         teacher, teacher_ref = resolve_teacher(args, data)
+        data = apply_data_free(data, teacher, data_cfg)
         assistant = assistant_for(data, teacher, family, spec, kd, train_cfg, cost_cfg)
         meter = ProgressMeter(train_cfg.epochs, f"distill ({family})", "epochs")
         with meter:
@@ -155,6 +158,7 @@ def _report_distill(args: argparse.Namespace, data: Any, family: str, run: Any,
          f"{fmt(metrics.get('params_compression'))}x / {fmt(metrics.get('flops_compression'))}x"),
         ("latency ms b1 (student / teacher)",
          f"{fmt(metrics.get('latency_ms'))} / {fmt(t.get('latency_ms'))}"),
+        *_data_free_rows(data),
         ("best epoch", metrics["best_epoch"]),
         ("train seconds", metrics["train_seconds"]),
         *_data_rows(data.describe()),
@@ -184,6 +188,16 @@ def _data_rows(described: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.append(("student columns (of teacher's)",
                      f"{len(d['indices'])} ({d['teacher_input_shape'][0]})"))
     return rows
+
+
+def _data_free_rows(data: Any) -> list[tuple[str, Any]]:
+    """What the student learnt from when it saw no real training data."""
+    info = data.meta.get("data_free")
+    if not info:
+        return []
+    text = (f"{info['n']} inputs synthesised from the teacher (DeepInversion, {info['steps']} "
+            f"steps; the teacher agrees with the target on {fmt(info.get('target_hit_rate'))})")
+    return [("train data", text)]
 
 
 def add_parsers(sub: Any) -> None:

@@ -172,7 +172,7 @@ class DataSplits:
             "split_hash": self.split_hash,
         } | ({"skipped_files": self.meta["skipped_files"]} if "skipped_files" in self.meta
              else {}) | ({"tokens": dataclasses.asdict(self.tokens)} if self.tokens else {}) \
-            | {k: self.meta[k] for k in ("labels", "unlabeled", "student_features")
+            | {k: self.meta[k] for k in ("labels", "unlabeled", "student_features", "data_free")
                if k in self.meta}
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:

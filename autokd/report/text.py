@@ -25,7 +25,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("status", data["status"]["note"]),
         ("objectives", ", ".join(data["objectives"]) + f" ({data['mode']})"),
-        ("dataset", (f"{ds.get('name', '?')} — train {sizes.get('train', '?')}, "
+        ("dataset", (f"{ds.get('name', '?')} — train {sizes.get('train', '?')}"
+                    f"{' synthesised from the teacher (--data-free)' if ds.get('data_free') else ''}, "
                     f"validation {sizes.get('val', '?')}, test {sizes.get('test', '?')} samples; "
                     f"split hash {ds.get('split_hash', '?')}")),
         ("trials", (f"{counts['complete']} complete, {counts['pruned']} pruned, "
