@@ -148,6 +148,16 @@ def test_bad_data_free_flags(argv: list[str], needle: str,
     assert exc.value.code == 2 and needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags", [["--unlabeled", "digits"], ["--train-fraction", "0.5"],
+                                   ["--shots-per-class", "3"]])
+def test_data_free_refuses_the_real_data_options(flags: list[str],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Real training inputs (a pool, a labelled subset) would break "no training data"."""
+    code = main(["distill", "--dataset", "digits", "--data-free", "10", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot be combined" in err[0]
+
+
 def test_bad_values_at_library_level(digits: DataSplits, bn_teacher: Teacher,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="data_free must be an integer"):
