@@ -121,6 +121,8 @@ class Objective:
         self.paths, self.strategy = paths, strategy
         self.teacher_profile = teacher_profile or {}
         self._costs: dict[str, CostReport] = {}
+        # int8 and float students side by side: cost both as ONNX files under ONNX Runtime
+        self._mixed_int8 = space.offers_int8()
         location = artifacts or (str(paths.root / "artifacts") if paths else None)
         every = self.settings.checkpoint_every
         self.checkpoints = TrialCheckpoints(location, every) if location and every > 0 else None
@@ -291,7 +293,7 @@ class Objective:
         key = json.dumps([cand.family, model.spec, cand.kd.quantize], sort_keys=True, default=str)
         if key not in self._costs:
             self._costs[key] = measure_student_cost(model, self.data, cand.kd,
-                                                    self.settings.cost)
+                                                    self.settings.cost, self._mixed_int8)
         return self._costs[key]
 
     def _constraints(self, costs: dict[str, Any]) -> list[float]:

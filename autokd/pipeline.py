@@ -21,7 +21,7 @@ from autokd.distill import KDConfig
 from autokd.errors import InitError
 from autokd.metrics import classification_metrics
 from autokd.models import build_student, get_family
-from autokd.quant import QAT_FAMILIES, int8_cost, int8_metrics, prepare_qat
+from autokd.quant import QAT_FAMILIES, float_onnx_cost, int8_cost, int8_metrics, prepare_qat
 from autokd.teachers import Teacher
 from autokd.train import Callback, Trainer, TrainResult, seed_everything
 from autokd.train_state import TrainState
@@ -197,15 +197,20 @@ def run_distillation(data: DataSplits, teacher: Teacher | None, family: str, spe
 
 
 def measure_student_cost(model: nn.Module, data: DataSplits, kd: KDConfig,
-                         cost_cfg: CostConfig | None = None) -> CostReport:
+                         cost_cfg: CostConfig | None = None,
+                         as_onnx: bool = False) -> CostReport:
     """The costs a candidate is ranked by: the network's, and for ``quantize: int8`` the bytes
     and ONNX Runtime latency of its INT8 file (``autokd.quant.int8_cost``). A family int8 does
-    not cover keeps its float costs (``init_student`` then refuses it)."""
+    not cover keeps its float costs (``init_student`` then refuses it). ``as_onnx`` (a search
+    that offers int8 beside float) costs a float student as its float ONNX file under ONNX
+    Runtime too, so both kinds of member are measured in the same runtime."""
     cfg = cost_cfg or CostConfig()
     cost = measure_cost(model, data.input_shape, cfg)
-    if kd.quantize != "int8" or getattr(model, "family", None) not in QAT_FAMILIES:
+    if getattr(model, "family", None) not in QAT_FAMILIES:
         return cost
-    return int8_cost(model, data.input_shape, cost, cfg)
+    if kd.quantize == "int8":
+        return int8_cost(model, data.input_shape, cost, cfg)
+    return float_onnx_cost(model, data.input_shape, cost, cfg) if as_onnx else cost
 
 
 def deploy_int8(run: RunResult, data: DataSplits, teacher: Teacher | None) -> RunResult:

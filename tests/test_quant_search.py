@@ -111,3 +111,28 @@ def test_cli_refuses_bad_quantisation_flags_in_one_line(
     code = main([*argv, "--results", str(tmp_path)] if argv[0] == "search" else argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_float_members_of_a_mixed_search_are_costed_as_onnx_files(digits, digits_teacher,
+                                                                    monkeypatch,
+                                                                    tmp_path: Path) -> None:
+    """With int8 beside float in the space, a float candidate's bytes and latency are its
+    float ONNX file's under ONNX Runtime (one runtime for the whole front), not PyTorch's."""
+    from autokd.quant import export_float_onnx
+    from autokd.quant.deploy import _example
+
+    mixed = with_recipe(MLP_SPACE, {"quantize": ["none", "int8"]})
+    assert SearchSpace.from_dict(mixed).offers_int8()
+    assert not SearchSpace.from_dict(MLP_SPACE).offers_int8()  # int8 only: nothing to match
+    monkeypatch.setattr("autokd.objective.run_distillation", lambda *a, **k: 1 / 0)
+    objective = Objective(SearchSpace.from_dict(mixed), digits, digits_teacher,
+                          SearchSettings(cost=QUICK, objectives=["accuracy", "bytes"]))
+    trial = optuna.trial.FixedTrial({"quantize": "none"})
+    with pytest.raises(ZeroDivisionError):  # costed before training; training not needed here
+        objective(trial)
+    rec = TrialRecord.of(trial)
+    model = build_student("mlp", {"depth": 1, "widths": 32}, digits.input_shape, 10)
+    onnx_file = export_float_onnx(model, _example(model, digits.input_shape),
+                                  tmp_path / "student.onnx")
+    assert rec.recipe["quantize"] == "none" and rec.bytes == onnx_file.stat().st_size
+    assert rec.bytes != measure_cost(model, digits.input_shape, CostConfig(latency=False)).bytes

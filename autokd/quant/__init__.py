@@ -7,7 +7,7 @@ writes the deployable QDQ ONNX file with int8 weights, and ``OrtModel`` runs it.
 
 from __future__ import annotations
 
-from autokd.quant.deploy import INT8_FILE, Int8Metrics, int8_cost, int8_metrics
+from autokd.quant.deploy import INT8_FILE, Int8Metrics, float_onnx_cost, int8_cost, int8_metrics
 from autokd.quant.fake import (
     FREEZE_AT,
     QAT_FAMILIES,
@@ -21,7 +21,13 @@ from autokd.quant.fake import (
     rounding_penalty,
     weight_scale,
 )
-from autokd.quant.onnx_int8 import OrtModel, export_int8_onnx, int8_weight_bytes, ort_optimized_ops
+from autokd.quant.onnx_int8 import (
+    OrtModel,
+    export_float_onnx,
+    export_int8_onnx,
+    int8_weight_bytes,
+    ort_optimized_ops,
+)
 
 __all__ = [
     "FREEZE_AT",
@@ -31,7 +37,9 @@ __all__ = [
     "Int8Metrics",
     "OrtModel",
     "QuantizeError",
+    "export_float_onnx",
     "export_int8_onnx",
+    "float_onnx_cost",
     "freeze_observers",
     "int8_cost",
     "int8_metrics",

@@ -25,9 +25,9 @@ from autokd.cost._model import example_input
 from autokd.data import DataSplits
 from autokd.evaluation import evaluate
 from autokd.quant.fake import prepare_qat
-from autokd.quant.onnx_int8 import OrtModel, export_int8_onnx
+from autokd.quant.onnx_int8 import OrtModel, export_float_onnx, export_int8_onnx
 
-__all__ = ["INT8_FILE", "Int8Metrics", "int8_cost", "int8_metrics"]
+__all__ = ["INT8_FILE", "Int8Metrics", "float_onnx_cost", "int8_cost", "int8_metrics"]
 
 INT8_FILE = "student.int8.onnx"
 
@@ -44,26 +44,45 @@ def int8_cost(model: nn.Module, input_shape: tuple[int, ...], float_cost: CostRe
     params and peak memory stay the architecture's. Latency is ONNX Runtime's on the CPU with
     ``cfg.threads`` threads, measured by ``measure_latency`` (same warm-up and median rules).
     """
-    cfg = cfg or CostConfig()
     qat = prepare_qat(copy.deepcopy(model).cpu().eval())
     example = _example(qat, input_shape)
     with torch.no_grad():
         qat(example)  # an untrained copy: give unobserved quantisers a range (not all zero)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_int8_onnx(qat, example, Path(tmp) / INT8_FILE)
-        out = dataclasses.replace(float_cost, bytes=path.stat().st_size, latency_ms=None,
-                                  latency_ms_batch=None, latency_cv=None)
-        if cfg.latency:
-            runner = OrtModel(path, threads=cfg.threads or 1)
+        return _file_cost(path, input_shape, float_cost, cfg or CostConfig())
 
-            def timed(batch: int) -> tuple[float, float]:
-                return measure_latency(runner, input_shape, batch, warmup=cfg.warmup,
-                                       repeats=cfg.repeats, threads=cfg.threads, device="cpu",
-                                       min_block_s=cfg.min_block_s)
 
-            out.latency_ms, out.latency_cv = timed(1)
-            out.latency_ms_batch = out.latency_ms if cfg.batch_size == 1 else \
-                timed(cfg.batch_size)[0]
+def float_onnx_cost(model: nn.Module, input_shape: tuple[int, ...], float_cost: CostReport,
+                    cfg: CostConfig | None = None) -> CostReport:
+    """``float_cost`` with ``bytes`` and latency of the float ONNX model under ONNX Runtime.
+
+    Why: when a search offers int8 and float students side by side, both must be costed as
+    the files that ship in the same runtime; PyTorch eager latency of a tiny float student is
+    mostly Python dispatch and would flatter every INT8 member against it.
+    """
+    twin = copy.deepcopy(model).cpu().eval()
+    example = _example(twin, input_shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_float_onnx(twin, example, Path(tmp) / "student.onnx")
+        return _file_cost(path, input_shape, float_cost, cfg or CostConfig())
+
+
+def _file_cost(path: Path, input_shape: tuple[int, ...], base: CostReport,
+               cfg: CostConfig) -> CostReport:
+    out = dataclasses.replace(base, bytes=path.stat().st_size, latency_ms=None,
+                              latency_ms_batch=None, latency_cv=None)
+    if cfg.latency:
+        runner = OrtModel(path, threads=cfg.threads or 1)
+
+        def timed(batch: int) -> tuple[float, float]:
+            return measure_latency(runner, input_shape, batch, warmup=cfg.warmup,
+                                   repeats=cfg.repeats, threads=cfg.threads, device="cpu",
+                                   min_block_s=cfg.min_block_s)
+
+        out.latency_ms, out.latency_cv = timed(1)
+        out.latency_ms_batch = out.latency_ms if cfg.batch_size == 1 else \
+            timed(cfg.batch_size)[0]
     return out
 
 

@@ -222,6 +222,18 @@ def export_int8_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) 
     return path
 
 
+def export_float_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """Write a float student as ONNX with the same names, opset and dynamic batch as the INT8
+    file, so the two are costed in the same runtime (``autokd.quant.deploy``)."""
+    path = Path(path)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(model, (example.cpu(),), str(path), dynamo=False,
+                          input_names=["input"], output_names=["logits"], dynamic_axes=axes,
+                          opset_version=ONNX_OPSET)
+    return path
+
+
 def int8_weight_bytes(path: str | Path) -> int:
     """Bytes of the int8 weight initialisers in an exported file (the ~4x smaller part)."""
     import onnx

@@ -124,6 +124,12 @@ class SearchSpace:
                 out[p.name] = p.options()
         return out
 
+    def offers_int8(self) -> bool:
+        """True when ``quantize`` may be int8 beside float: then every candidate is costed as
+        the ONNX file it ships as, so int8 and float members share one runtime."""
+        p = next((q for q in self.group("distillation") if q.name == "quantize"), None)
+        return p is not None and "int8" in p.options() and len(set(p.options())) > 1
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "source": self.source,
                 "params": [dataclasses.asdict(p) for p in self.params]}
