@@ -10,6 +10,7 @@ the activation scales it learned (``autokd.quant.export_int8_onnx``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -80,13 +81,13 @@ def quantize_onnx_static(float_onnx: str | Path, out: str | Path, calibration: t
             # shape inference + graph optimisation (BN folded, Conv+Relu seen as one op) first,
             # as ORT advises, so the quantiser places Q/DQ where the kernels will fuse them
             quant_pre_process(str(float_onnx), str(pre), skip_symbolic_shape=True)
-            _quiet_quantizer()
-            quantize_static(
-                str(pre), str(out), _Batches(_input_name(pre), x, batch),
-                quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+            with _quiet_quantizer():
+                quantize_static(
+                    str(pre), str(out), _Batches(_input_name(pre), x, batch),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
         except Exception as exc:  # noqa: BLE001 - the quantiser's failure: one line
             raise ExportError("post-training quantisation failed: "
                               f"{str(exc).splitlines()[0][:200]}") from None
@@ -99,9 +100,17 @@ def _input_name(path: Path) -> str:
     return onnx.load(str(path), load_external_data=False).graph.input[0].name
 
 
-def _quiet_quantizer() -> None:
-    """ORT's quantiser logs advice about pre-processing at WARNING on every call."""
-    logging.getLogger("root").setLevel(logging.ERROR)
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ORT's quantiser logs advice about pre-processing at WARNING on the root logger on every
+    call; silence that for the call only (the user's logging is left as it was)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def int8_initializers(path: str | Path) -> dict[str, np.ndarray]:
