@@ -136,3 +136,15 @@ def test_float_members_of_a_mixed_search_are_costed_as_onnx_files(digits, digits
                                   tmp_path / "student.onnx")
     assert rec.recipe["quantize"] == "none" and rec.bytes == onnx_file.stat().st_size
     assert rec.bytes != measure_cost(model, digits.input_shape, CostConfig(latency=False)).bytes
+
+
+def test_int8_without_onnx_runtime_is_one_line(monkeypatch, capsys) -> None:
+    """The INT8 model is scored in ONNX Runtime: without the export extra, say so up front."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    code = main(["distill", "--quantize", "int8", "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "autokd[export]" in err[0]

@@ -9,6 +9,7 @@ fitnet: 0.5}``), which reaches any registered term, including ones added later.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,10 @@ def _finite(name: str, value: Any, low: float, high: float) -> None:
     _check(ok, f"{name} must be a number")
     _check(value >= low, f"{name} must be >= {low}, got {value}")
     _check(value <= high, f"{name} must be <= {high}, got {value}")
+
+
+def _has_onnx_runtime() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 def _one_of(name: str, value: Any, known: list[str]) -> None:
@@ -106,6 +111,9 @@ class KDConfig:
         _one_of("init", self.init, list(INITS))
         _one_of("assistant", self.assistant, list(ASSISTANTS))
         _one_of("quantize", self.quantize, list(QUANTIZE))
+        _check(self.quantize == "none" or _has_onnx_runtime(),
+               "quantize: int8 is scored as its ONNX Runtime model and needs onnx and "
+               "onnxruntime: pip install 'autokd[export]'")
         _finite("qat_weight", self.qat_weight, 0.0, 1e4)
         _finite("temperature", self.temperature, 0.05, 100.0)
         _finite("t_decay", self.t_decay, 0.0, 100.0)
