@@ -119,6 +119,24 @@ def test_int8_onnx_matches_fake_quant_model(tmp_path: Path, family: str, spec: d
     assert not ops["DequantizeLinear"] and not ops["Conv"] and not ops["Gemm"]
 
 
+def test_layers_with_equal_biases_keep_their_own_grids(tmp_path: Path) -> None:
+    """Two stages whose folded biases are equal (BN at beta 0, mean 0: both 0) must not be
+    merged into one initialiser by the exporter: each has its own int32 scale."""
+    model = _qat("cnn", {"depth": 2, "widths": 8}, (1, 8, 8))
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0)
+            bn.bias.zero_()
+    path = export_int8_onnx(model, torch.randn(2, 1, 8, 8), tmp_path / "m.int8.onnx")
+    graph = onnx.load(str(path)).graph
+    assert [v.name for v in graph.input] == ["input"]  # initialisers are constants, not inputs
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(OrtModel(path)(x).argmax(1), model(x).argmax(1))
+    assert ort_optimized_ops(path)["QLinearConv"] == 2
+
+
 def test_batchnorm_is_folded_into_the_quantised_conv(tmp_path: Path) -> None:
     torch.manual_seed(0)
     plain = build_student("cnn", {"depth": 1, "widths": 4}, (1, 6, 6), 3).eval()

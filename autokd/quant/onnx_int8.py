@@ -96,6 +96,15 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _drop_initializer_inputs(graph: object) -> None:
+    """Initialisers listed as graph inputs could be overridden at run time, so ONNX Runtime
+    would not fold or fuse them: keep only the real input."""
+    inits = {init.name for init in graph.initializer}
+    keep = [v for v in graph.input if v.name not in inits]
+    del graph.input[:]
+    graph.input.extend(keep)
+
+
 def _to_int8_weights(graph: object, scales: dict[str, np.ndarray]) -> None:
     """Replace each float initialiser named in ``scales`` by its integer grid + DequantizeLinear:
     weights as int8 (zero point 0), biases as int32 (scale ``s_in * s_w``, what QLinearConv
@@ -210,10 +219,15 @@ def export_int8_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) 
     path = Path(path)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
     with _quiet(), torch.no_grad():
+        # keep_initializers_as_inputs: the exporter would otherwise merge initialisers of
+        # equal value (two layers' biases both on 0 after BN folding) into one, and each needs
+        # its own int8/int32 grid and scale; the extra graph inputs are removed below
         torch.onnx.export(twin, (example.cpu(),), str(path), dynamo=False,
                           input_names=["input"], output_names=["logits"], dynamic_axes=axes,
-                          opset_version=ONNX_OPSET, training=torch.onnx.TrainingMode.PRESERVE)
+                          opset_version=ONNX_OPSET, training=torch.onnx.TrainingMode.PRESERVE,
+                          keep_initializers_as_inputs=True)
     proto = onnx.load(str(path))
+    _drop_initializer_inputs(proto.graph)
     _to_int8_weights(proto.graph, scales)
     _drop_double_qdq(proto.graph)
     _short_names(proto.graph)
