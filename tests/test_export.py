@@ -21,6 +21,7 @@ from autokd.cli import main
 from autokd.data import load_data
 from autokd.errors import ConfigError, ExportError
 from autokd.export import (
+    FORMATS,
     PARITY_TOL,
     OnnxModule,
     evaluate_artifact,
@@ -32,6 +33,7 @@ from autokd.export import (
 )
 from autokd.record import SearchRecord, TrialRecord
 from autokd.study import StudyPaths, find_study
+from tests._corrupt import corrupting
 from tests._helpers import quick_study
 
 TINY_SPACE = """
@@ -201,17 +203,16 @@ def test_unwritable_output_leaves_nothing(tiny: Any, tmp_path: Path) -> None:
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
-def test_failed_verification_publishes_nothing(tiny: Any, tmp_path: Path,
+def test_failed_verification_publishes_nothing(tiny: Any, tmp_path: Path, capsys: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    study, paths = tiny
-
-    def broken(*_: Any, **__: Any) -> None:
-        raise ExportError("onnx export does not match the PyTorch student")
-
-    monkeypatch.setattr("autokd.export.verify_artifacts", broken)
+    """A weight changed inside the ONNX file as it is written, before its sha256 is carded:
+    parity refuses it, and neither the folder nor a card is left behind."""
+    _, paths = tiny
+    monkeypatch.setitem(FORMATS._items, "onnx", corrupting(FORMATS.get("onnx"), "onnx"))
     out = tmp_path / "exports" / "x"
-    with pytest.raises(ExportError, match="does not match"):
-        export_student(study, paths, out=out, formats="pt,onnx")
+    assert main(["export", str(paths.root), "--formats", "pt,onnx", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnx export does not match the PyTorch student" in err[0], err
     assert not out.exists() and not (tmp_path / "exports").exists()
 
 
