@@ -108,13 +108,34 @@ def test_an_autokd_01_study_reads_as_a_search_record() -> None:
     ([[0.5, 0.5, 0.5]], 0.125),
     ([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5]], 0.25 + 0.25 - 0.125),  # inclusion-exclusion
     ([[0.3]], 0.7),
+    ([[0.3], [0.6]], 0.7),
     ([], 0.0),
+    # a staircase: 0.9*0.2 + 0.6*0.4 + 0.2*0.3, the same as inclusion-exclusion 0.72-0.28+0.04
+    ([[0.1, 0.8], [0.4, 0.4], [0.8, 0.1]], 0.48),
+    ([[0.5, 0.5], [0.5, 0.5]], 0.25),  # a duplicate counts once
+    ([[1.0, 0.2]], 0.0),  # on the reference: adds nothing
+    ([[0.5, 1.2], [0.5, 0.5]], 0.25),  # beyond the reference in one objective: adds nothing
+    # each point dominates half the cube; only the corner [0, 0.5)^3 is left: 1 - 0.125
+    ([[0.0, 0.0, 0.5], [0.0, 0.5, 0.0], [0.5, 0.0, 0.0]], 0.875),
+    ([[0.5, 0.5, 0.5], [0.25, 0.75, 0.5]], 0.125 + 0.75 * 0.25 * 0.5 - 0.5 * 0.25 * 0.5),
 ])
 def test_hypervolume_known_values(losses: list[list[float]], expected: float) -> None:
     import numpy as np
 
     arr = np.asarray(losses, dtype=float).reshape(len(losses), -1 if losses else 2)
     assert hypervolume(arr) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("losses", "reference", "expected"), [
+    ([[1.0, 1.0]], [2.0, 3.0], 2.0),
+    ([[1.0, 1.0, 1.0], [1.5, 1.5, 1.5]], [2.0, 2.0, 2.0], 1.0),  # the second is dominated
+    ([[-1.0, 0.0]], [1.0, 1.0], 2.0),  # losses below zero (better than the ideal) count fully
+])
+def test_hypervolume_with_a_reference_point(losses: list[list[float]], reference: list[float],
+                                            expected: float) -> None:
+    import numpy as np
+
+    assert hypervolume(np.asarray(losses), reference) == pytest.approx(expected)
 
 
 def test_hypervolume_matches_optuna_in_four_dimensions() -> None:

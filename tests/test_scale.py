@@ -35,6 +35,20 @@ def test_ideal_point_fills_the_box_and_the_reference_adds_nothing() -> None:
     assert SCALE.hypervolume([], NAMES) == 0.0
 
 
+def test_three_objectives_by_hand() -> None:
+    """Losses (0.5, 0.5, 0) below the reference (1, 1.1, 1.1): 0.5 * 0.6 * 1.1 of a 1.21 box;
+    a second point at losses (0, 1, 1) adds its 1 * 0.1 * 0.1 box less the 0.5 * 0.1 * 0.1
+    the first already holds; points past the floor or the dearest cost add nothing."""
+    scale = FrontScale((0.1, 0.9), {"flops": (100.0, 10_000.0), "params": (10.0, 1000.0)})
+    names = ["accuracy", "flops", "params"]
+    assert scale.hypervolume([[0.5, 1000.0, 10.0]], names) == pytest.approx(0.33 / 1.21)
+    both = [[0.5, 1000.0, 10.0], [0.9, 10_000.0, 1000.0]]
+    assert scale.hypervolume(both, names) == pytest.approx((0.33 + 0.01 - 0.005) / 1.21)
+    useless = [[0.05, 100.0, 10.0], [0.9, 100_000.0, 10.0]]  # loss 1.06; flops loss 1.5
+    assert scale.hypervolume([*both, *useless], names) == pytest.approx(0.335 / 1.21)
+    assert scale.gain(both, useless[0], names) == 0.0
+
+
 def test_cost_matters_as_much_as_accuracy() -> None:
     """The old scale (cost / teacher cost) gave two fronts 1 % apart; this one tells a 10x
     cheaper student with the same accuracy from the dear one."""
