@@ -27,7 +27,7 @@ from _common import log, write_result
 from optuna.trial import TrialState
 
 from autokd.config import CostConfig, SearchSettings
-from autokd.record import TrialRecord
+from autokd.record import SEARCH_ATTR, SearchRecord, TrialRecord
 from autokd.search import SearchConfig, run_search
 
 SPACE = {
@@ -53,7 +53,9 @@ def _study(root: Path, name: str, epochs: int) -> Any:
 def _run(root: Path, workers: int, trials: int, epochs: int) -> dict[str, Any]:
     name = f"w{workers}"
     study = _study(root, name, epochs)
-    study.set_user_attr("budget", {"trials": trials + 1, "seconds": None})
+    record = SearchRecord.of(study)  # the workers read the budget from the search's record
+    record.budget = {"trials": trials + 1, "seconds": None}
+    study.set_user_attr(SEARCH_ATTR, record.to_dict())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "AUTOKD_STORAGE": f"sqlite:///{root / name / 'study.db'}"}
     cmd = [sys.executable, "-m", "autokd", "worker", name, "--results", str(root),
