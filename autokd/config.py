@@ -323,7 +323,7 @@ class SearchSettings:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0.0 <= value <= 1.0):  # NaN fails the range too
                 raise ConfigError(f"--{key.replace('_', '-')} must be a number in [0, 1], "
-                                  f"got {value}")
+                                  f"got {value:g}")
         return self
 
     @property

@@ -83,15 +83,14 @@ class UsefulnessFloor:
         return cls(min_retention, majority, tuple((rec.teacher or {}).items()))
 
     def reason(self, trial: FrozenTrial) -> str | None:
-        """Why ``trial`` is below the floor, or None when it is useful."""
-        acc = TrialRecord.of(trial).val_accuracy
+        """Why ``trial`` is below the floor (each part it misses), or None when it is useful."""
+        acc, why = TrialRecord.of(trial).val_accuracy, []
         if self.majority is not None and acc is not None and acc <= self.majority:
-            return (f"val accuracy {acc:.3f} at/below the majority class's "
-                    f"{self.majority:.3f}")
+            why.append(f"val accuracy {acc:.3f} at/below the majority class's {self.majority:.3f}")
         kept = val_retention(trial, dict(self.teacher))
         if kept is not None and kept < self.min_retention:
-            return f"val retention {kept:.3f} < {self.min_retention:g}"
-        return None
+            why.append(f"val retention {kept:.3f} < {self.min_retention:g}")
+        return "; ".join(why) or None
 
     def describe(self) -> str:
         """The floor in words, as reports and the CLI print it."""
