@@ -19,6 +19,7 @@ from autokd.metrics import check_metric
 __all__ = [
     "CONSTRAINTS",
     "COST_KEYS",
+    "MINIMA",
     "OBJECTIVES",
     "SCORE_TERMS",
     "CostConfig",
@@ -261,6 +262,12 @@ CONSTRAINTS: dict[str, str] = {
     "max_bytes": "bytes",
     "max_latency_ms": "latency_ms",
 }
+# minimum option -> what it bounds, on the validation split; known only after training, so a
+# trial below one is trained, then recorded as infeasible (``autokd.objective``)
+MINIMA: dict[str, str] = {
+    "min_accuracy": "accuracy",  # the search's --metric (accuracy by default)
+    "min_retention": "val_retention",
+}
 SCORE_TERMS = {"bytes": "bytes", "flops": "flops", "latency": "latency_ms"}
 COST_KEYS = ("flops", "params", "bytes", "latency_ms")
 
@@ -277,6 +284,8 @@ class SearchSettings:
     max_params: float | None = None
     max_bytes: float | None = None
     max_latency_ms: float | None = None
+    min_accuracy: float | None = None  # validation value of ``metric`` a student must reach
+    min_retention: float | None = None  # validation accuracy / the teacher's it must keep
     train: TrainConfig = field(default_factory=lambda: TrainConfig(threads=1))
     cost: CostConfig = field(default_factory=CostConfig.for_search)
     pareto_pruning: bool = True
@@ -309,6 +318,12 @@ class SearchSettings:
             value = getattr(self, key)
             if value is not None and (not math.isfinite(value) or value <= 0):
                 raise ConfigError(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+        for key in MINIMA:
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.0 <= value <= 1.0):  # NaN fails the range too
+                raise ConfigError(f"--{key.replace('_', '-')} must be a number in [0, 1], "
+                                  f"got {value:g}")
         return self
 
     @property
@@ -328,6 +343,10 @@ class SearchSettings:
 
     def limits(self) -> dict[str, float]:
         return {CONSTRAINTS[k]: getattr(self, k) for k in CONSTRAINTS if getattr(self, k) is not None}
+
+    def minima(self) -> dict[str, float]:
+        """The minima given (``min_accuracy``, ``min_retention``), by option name."""
+        return {k: float(getattr(self, k)) for k in MINIMA if getattr(self, k) is not None}
 
 
 @dataclass

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from autokd.checkpoints import TrialCheckpoints, run_key
 from autokd.config import (
     CONSTRAINTS,
+    MINIMA,
     OBJECTIVES,
     SCORE_TERMS,
     SearchSettings,
@@ -218,6 +219,7 @@ class Objective:
         metrics = run.metrics()
         metrics.update(compare(metrics, self.teacher_profile))
         log.update(**metrics)
+        self._check_minima(trial, log, metrics, violations)
         if self.settings.score:
             log.update(score=self._score(metrics))
         log.update(checkpoint=self._keep_weights(trial, run.model, metrics, cand))
@@ -303,6 +305,31 @@ class Objective:
             value = costs.get(metric)
             out.append(0.0 if limit is None or value is None else (float(value) - limit) / limit)
         return out
+
+    def _check_minima(self, trial: optuna.Trial, log: TrialLog, metrics: dict[str, Any],
+                      violations: list[float]) -> None:
+        """``--min-accuracy`` / ``--min-retention``: known only once trained, so they are set
+        as constraints now (shortfall below the minimum; > 0 infeasible), before the trial is
+        told, so samplers learn from them and the front leaves the student off. The trial
+        stays trained (it counts towards the budget); its reason says what it missed."""
+        given = {k: v for k, v in ((k, getattr(self.settings, k)) for k in MINIMA) if v is not None}
+        if not given:
+            return
+        shortfall, missed = {}, []
+        for key, minimum in given.items():
+            metric = MINIMA[key]
+            value = metrics.get(objective_key(metric, self.settings.metric)
+                                if metric == "accuracy" else metric)
+            # unknown (no teacher accuracy to divide by): nothing to hold it against
+            shortfall[key] = 0.0 if value is None else float(minimum) - float(value)
+            if shortfall[key] > 0:
+                missed.append(f"{_label(key, self.settings.metric)} {float(value):.4f} < "
+                              f"--{key.replace('_', '-')} {minimum:g}")
+        for key, value in shortfall.items():
+            trial.set_constraint(key, value)
+        log.update(constraints=[*violations, *shortfall.values()])
+        if missed:
+            log.update(infeasible_reason=f"below the minimum after training: {'; '.join(missed)}")
 
     def _infeasible(self, log: TrialLog, costs: dict[str, Any], viol: list[float],
                     reason: str | None = None) -> Any:
@@ -401,6 +428,11 @@ class Objective:
                         train=cand.train, metrics=_jsonable(metrics),
                         teacher_hash=self.teacher.hash)
         return str(Path("students") / str(trial.number) / "student.pt")
+
+
+def _label(key: str, metric: str) -> str:
+    """What a minimum bounds, in words: ``val accuracy``, ``val macro_f1``, ``val retention``."""
+    return f"val {metric}" if MINIMA[key] == "accuracy" else "val retention"
 
 
 def _exception_reason(exc: BaseException) -> str:

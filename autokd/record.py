@@ -240,6 +240,9 @@ class SearchRecord:
             studies written before it existed.
         metric: The selection metric (``--metric``): what the accuracy objective, the scale's
             accuracy axis, best epochs and pruning use; ``accuracy`` in older studies.
+        majority_accuracy: Validation accuracy of always predicting the most common training
+            class: the usefulness floor's absolute part (``autokd.front``); None in older
+            studies.
     """
 
     version: str = ""
@@ -272,6 +275,7 @@ class SearchRecord:
     started_at: float | None = None
     scale: dict[str, Any] = field(default_factory=dict)
     metric: str = "accuracy"
+    majority_accuracy: float | None = None
 
     @classmethod
     def of(cls, study: optuna.Study) -> SearchRecord:

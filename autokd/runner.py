@@ -32,7 +32,7 @@ from autokd.errors import StudyError
 from autokd.front import pareto_front
 from autokd.objective import Objective
 from autokd.record import SEARCH_ATTR, SearchRecord
-from autokd.scale import space_scale
+from autokd.scale import majority_accuracy, space_scale
 from autokd.space import SearchSpace
 from autokd.study import StudyPaths, atomic_write_text, redact_url
 from autokd.tables import write_tables
@@ -112,7 +112,7 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
         trust=cfg.trust, artifacts=location, space=space.source, space_yaml=_space_yaml(space),
         space_name=space.name, family=space.family,
         settings=old.settings if old.exists else dataclasses.asdict(settings),
-        metric=settings.metric,
+        metric=settings.metric, majority_accuracy=majority_accuracy(data),
         limits=old.limits if old.exists else settings.limits(),
         budget={"trials": budget.trials, "seconds": budget.seconds}, strategy=cfg.strategy,
         sampler=cfg.sampler, pruner=cfg.pruner, tuner=cfg.tuner, seed=cfg.seed,
@@ -202,7 +202,7 @@ def finalize(study: optuna.Study, paths: StudyPaths) -> None:
     not masked."""
     try:
         write_tables(study, paths)
-        keep = {t.number for t in pareto_front(study)}
+        keep = {t.number for t in pareto_front(study, floor=False)}  # a floor may change
         keep |= {t.number for t in study.get_trials(deepcopy=False) if not t.state.is_finished()}
     except Exception as exc:
         if not is_storage_error(exc):

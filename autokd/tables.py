@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 
 from autokd.distill import recipe_summary
-from autokd.front import pareto_front
+from autokd.front import UsefulnessFloor, pareto_front
 from autokd.record import BASELINE_ATTR, TrialRecord
 from autokd.study import StudyPaths, atomic_write_text, trials_frame
 
@@ -50,11 +50,13 @@ def spec_summary(spec: Any) -> str:
     return " ".join(parts)
 
 
-def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One dict per Pareto member: key metrics, architecture and recipe."""
+def front_rows(study: optuna.Study, floor: UsefulnessFloor | None = None,
+               ) -> list[dict[str, Any]]:
+    """One dict per Pareto member (above ``floor``, default the study's): key metrics,
+    architecture and recipe."""
     rows = []
     baseline = study.user_attrs.get(BASELINE_ATTR, {})
-    for t in pareto_front(study):
+    for t in pareto_front(study, floor=floor):
         a = TrialRecord.of(t).fields()
         row = {k: a.get(k) for k in KEY_COLUMNS if k != "trial"}
         row = {"trial": t.number, **row, "strategy": a.get("strategy"),

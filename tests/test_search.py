@@ -120,7 +120,8 @@ def test_search_writes_study_and_tables(tmp_path, digits_teacher) -> None:
                 "test_accuracy", "retention", "flops", "params", "bytes", "flops_compression",
                 "params_compression", "param_depth", "spec", "recipe"):
         assert col in trials.columns, col
-    front = pareto_front(study)
+    # the raw front (students of 2 epochs under 5000 FLOPs may sit below the usefulness floor)
+    front = pareto_front(study, floor=False)
     assert front and all(TrialRecord.of(t).get("flops") <= 5000 for t in front)
     kept = {p.name for p in (root / "students").iterdir()}
     assert kept == {str(t.number) for t in front}  # weights kept for Pareto members only

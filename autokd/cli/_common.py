@@ -391,8 +391,13 @@ def progress_line(p: Any) -> None:
           f"{format_eta(p.elapsed)} {eta} | front {p.front_size}{hv} best {best}", flush=True)
 
 
-def print_front(name: str, rows: list[dict[str, Any]], teacher: dict[str, Any]) -> None:
+def print_front(name: str, rows: list[dict[str, Any]], teacher: dict[str, Any],
+                usefulness: dict[str, Any] | None = None) -> None:
+    """The front as a table; ``usefulness`` (``report_data``'s) says how many students below
+    the usefulness floor it leaves off."""
     from rich.table import Table
+
+    from autokd.report.text import left_off_text
 
     table = Table(title=f"Pareto front of {name} (teacher: test acc "
                         f"{fmt(teacher.get('test_accuracy'))}, FLOPs {fmt(teacher.get('flops'))}, "
@@ -410,3 +415,5 @@ def print_front(name: str, rows: list[dict[str, Any]], teacher: dict[str, Any]) 
     if not rows:
         table.add_row(*(["-"] * len(cols)))
     _console().print(table)
+    if left_off_text(usefulness):
+        print(left_off_text(usefulness))

@@ -100,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                 f"{fmt(data['teacher'].get('test_accuracy'))}")),
         ("params", data["teacher"].get("params")), ("FLOPs", data["teacher"].get("flops")),
         ("latency ms", data["teacher"].get("latency_ms"))])
-    print_front(data["study"], _front_rows(data["front"]), data["teacher"])
+    print_front(data["study"], _front_rows(data["front"]), data["teacher"], data["usefulness"])
     _print_claims(data["claim"])
     print("wrote " + ", ".join(data["files"].values()))
     return 0

@@ -116,7 +116,8 @@ def search_settings(args: argparse.Namespace) -> Any:
     return SearchSettings(
         objectives=objectives, score=args.score, score_weights=weights,
         max_flops=args.max_flops, max_params=args.max_params, max_bytes=args.max_bytes,
-        max_latency_ms=args.max_latency_ms, epochs=args.epochs,
+        max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy,
+        min_retention=args.min_retention, epochs=args.epochs,
         train=TrainConfig(threads=args.threads),
         cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
                                    threads=args.latency_threads,
@@ -136,20 +137,24 @@ def _resume_hint(outcome: Any, args: argparse.Namespace) -> None:
 
 
 def _search_summary(args: argparse.Namespace, outcome: Any) -> None:
+    from autokd.front import UsefulnessFloor, useful_trials
     from autokd.record import count_done
     from autokd.tables import front_rows
 
-    rows = front_rows(outcome.study)
+    floor = UsefulnessFloor.of(outcome.study)
+    rows = front_rows(outcome.study, floor)
+    below = useful_trials(outcome.study, floor)[1]
+    usefulness = floor.summary(below)
     done = count_done(outcome.study)
     if args.json:
         print_json({"study": outcome.study.study_name, "results": str(outcome.paths.root),
                     "status": outcome.status, "finished_trials": done,
-                    "teacher": outcome.teacher, "pareto": rows})
+                    "teacher": outcome.teacher, "usefulness": usefulness, "pareto": rows})
         return
     if outcome.status == "already_finished":
         print(f"study {outcome.study.study_name!r} already has {done} finished trials "
               f"(budget {outcome.budget}); pass a larger --budget to extend it")
-    print_front(outcome.study.study_name, rows, outcome.teacher)
+    print_front(outcome.study.study_name, rows, outcome.teacher, usefulness)
     print(f"results: {outcome.paths.root} (trials.csv, pareto.csv); "
           f"next: autokd report {outcome.paths.root}")
 
@@ -192,6 +197,13 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-params", type=float, help="hard limit on parameters")
     g.add_argument("--max-bytes", type=float, help="hard limit on serialized bytes")
     g.add_argument("--max-latency-ms", type=float, help="hard limit on batch-1 latency (ms)")
+    g.add_argument("--min-accuracy", type=float, metavar="X",
+                   help="validation accuracy (of --metric) a student must reach, in [0, 1]; "
+                        "known after training, so a student below it is trained, kept in the "
+                        "study and left off the front as infeasible")
+    g.add_argument("--min-retention", type=float, metavar="X",
+                   help="validation retention (student / teacher val accuracy) a student must "
+                        "keep, in [0, 1]; checked after training like --min-accuracy")
     g.add_argument("--epochs", type=positive_int, help="override the space's epochs per trial")
     g.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads per trial (default 1: small students gain nothing "

@@ -2,6 +2,9 @@
 
 Why only complete, feasible trials: the search's hard limits must hold for whatever is shipped,
 and a trial that failed or was pruned has no trained student. Ties go to the smaller student.
+``--pick`` also skips students below the usefulness floor (``autokd.front``), as the front does:
+the smallest student is otherwise the one that learnt nothing. ``--trial`` and ``--where`` name
+their student explicitly and may take one.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autokd.errors import ConfigError, ExportError
 from autokd.export.where import ALIASES, parse_where, where_matches, where_metrics
-from autokd.front import usable_trials
-from autokd.pipeline import compare
+from autokd.front import UsefulnessFloor, usable_trials, useful_trials, val_retention
 from autokd.record import SearchRecord, TrialRecord, feasible
 
 __all__ = ["PICKS", "TEST_METRICS", "select_trial"]
@@ -44,7 +46,12 @@ def select_trial(study: optuna.Study, *, trial: int | None = None, pick: str | N
                           "limits; nothing to export yet")
     if where is not None:
         return _by_where(candidates, where)
-    return _by_pick(study, candidates, pick or "accuracy", min_retention)
+    floor = UsefulnessFloor.of(study)
+    useful, below = useful_trials(study, floor, candidates)
+    if not useful:
+        raise ExportError(f"all {len(below)} feasible students are below the usefulness floor "
+                          f"({floor.describe()}); name one with --trial to export it anyway")
+    return _by_pick(study, useful, pick or "accuracy", min_retention)
 
 
 def _by_number(study: optuna.Study, number: int) -> FrozenTrial:
@@ -89,7 +96,7 @@ def _by_pick(study: optuna.Study, candidates: list[FrozenTrial], pick: str,
         return _best_accuracy(candidates), "best validation accuracy", []
     key = "params" if pick == "smallest" else "latency_ms"
     teacher = SearchRecord.of(study).get("teacher") or {}
-    keep = [t for t in candidates if (_val_retention(t, teacher) or 0.0) >= min_retention
+    keep = [t for t in candidates if (val_retention(t, teacher) or 0.0) >= min_retention
             and _metric(t, key) is not None]
     if not keep:
         raise ExportError(_no_pick_message(candidates, teacher, key, min_retention))
@@ -98,22 +105,14 @@ def _by_pick(study: optuna.Study, candidates: list[FrozenTrial], pick: str,
     return best, f"{what} with val retention >= {min_retention:g}", []
 
 
-def _val_retention(t: FrozenTrial, teacher: dict[str, Any]) -> float | None:
-    """Recorded by newer searches; recomputed from the teacher's profile for older ones."""
-    recorded = _metric(t, "val_retention")
-    if recorded is not None:
-        return recorded
-    return compare(TrialRecord.of(t).fields(), teacher)["val_retention"]
-
-
 def _no_pick_message(candidates: list[FrozenTrial], teacher: dict[str, Any], key: str,
                      min_retention: float) -> str:
     """Why nothing qualified, and what to change."""
     if all(_metric(t, key) is None for t in candidates):
         return f"no trial recorded {key} (the search ran without that measurement)"
-    best = max(candidates, key=lambda t: _val_retention(t, teacher) or 0.0)
+    best = max(candidates, key=lambda t: val_retention(t, teacher) or 0.0)
     return (f"no student keeps val retention >= {min_retention:g}; the best is "
-            f"{_val_retention(best, teacher) or 0:.3f} (trial {best.number}); "
+            f"{val_retention(best, teacher) or 0:.3f} (trial {best.number}); "
             "lower --min-retention")
 
 

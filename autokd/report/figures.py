@@ -53,7 +53,9 @@ def _png_title(data: dict[str, Any]) -> str:
     n = len(data["front"])
     if not data["points"]:
         return f"{data['study']}: no complete trials yet"
-    return f"{data['study']}: Pareto front ({n} of {len(data['points'])} usable trials)"
+    left = (data.get("usefulness") or {}).get("left_off")
+    below = f"; {left} below the usefulness floor not shown" if left else ""
+    return f"{data['study']}: Pareto front ({n} of {len(data['points'])} useful trials{below})"
 
 
 def _mpl_pair(ax: Any, data: dict[str, Any], axes: tuple[str, str], connect: bool) -> None:

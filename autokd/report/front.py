@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from autokd.front import pareto_front
+from autokd.front import UsefulnessFloor, pareto_front
 from autokd.record import BASELINE_ATTR, TrialRecord
 from autokd.report.trials import architecture, ratios
 from autokd.study import StudyPaths
@@ -31,14 +31,17 @@ MEMBER_KEYS = ("val_accuracy", "test_accuracy", "val_nll", "test_nll", "retentio
 
 
 def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPaths | None = None,
-                  epochs: int | None = None) -> list[dict[str, Any]]:
-    """The Pareto members with metrics, ratios vs the teacher, recipe and KD gain.
+                  epochs: int | None = None, floor: UsefulnessFloor | None = None,
+                  ) -> list[dict[str, Any]]:
+    """The Pareto members (students above ``floor``, default the study's) with metrics, ratios
+    vs the teacher, recipe and KD gain.
 
     ``epochs`` is the search's epochs override: shown in each member's training settings
     instead of the space's nominal epochs, which the search did not use.
     """
     baseline = study.user_attrs.get(BASELINE_ATTR) or {}
-    rows = [_member(t, teacher, baseline.get(str(t.number)), paths) for t in pareto_front(study)]
+    rows = [_member(t, teacher, baseline.get(str(t.number)), paths)
+            for t in pareto_front(study, floor=floor)]
     for row in rows:
         if epochs is not None and isinstance(row.get("train"), dict):
             row["train"] = {**row["train"], "epochs": epochs}

@@ -17,7 +17,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from autokd.config import OBJECTIVES
+from autokd.config import MINIMA, OBJECTIVES
+from autokd.front import UsefulnessFloor, useful_trials
 from autokd.record import SearchRecord
 from autokd.report.classes import per_class_section
 from autokd.report.front import chain_lines, front_records, kd_gain_rows
@@ -38,7 +39,7 @@ __all__ = ["json_summary", "plot_objectives", "report_data", "storage_label"]
 def json_summary(data: dict[str, Any]) -> dict[str, Any]:
     """The part ``autokd report --json`` prints: the Pareto front and what frames it."""
     keys = ("study", "results", "status", "objectives", "dataset", "teacher", "counts",
-            "front", "files")
+            "usefulness", "front", "files")
     return {k: data.get(k) for k in keys}
 
 
@@ -72,6 +73,8 @@ def _study_facts(study: optuna.Study, paths: StudyPaths, storage: str,
         "dataset": attrs.get("dataset") or {},
         "teacher": teacher,
         "limits": attrs.get("limits") or {},
+        "minima": {k: v for k, v in (attrs.get("settings") or {}).items()
+                   if k in MINIMA and v is not None},
         "budget": attrs.get("budget") or {},
         "search_epochs": _search_epochs(attrs.get("settings") or {}),
         "metric": attrs.metric or "accuracy",
@@ -82,11 +85,15 @@ def _findings(study: optuna.Study, paths: StudyPaths,
               teacher: dict[str, Any]) -> dict[str, Any]:
     """What the trials found: counts, reasons, the front, every point and each analysis."""
     attrs = SearchRecord.of(study)
-    front = front_records(study, teacher, paths, _search_epochs(attrs.get("settings") or {}))
-    points = trial_points(study, {r["trial"] for r in front})
+    floor = UsefulnessFloor.of(study)
+    useful, below = useful_trials(study, floor)
+    front = front_records(study, teacher, paths, _search_epochs(attrs.get("settings") or {}),
+                          floor)
+    points = trial_points(study, {r["trial"] for r in front}, useful)
     convergence = hypervolume_curve(study)
     return {
         "counts": trial_counts(study),
+        "usefulness": floor.summary(below),
         "failures": grouped_reasons(study, TrialState.FAIL, "fail_reason"),
         "pruned": grouped_reasons(study, TrialState.PRUNED, "prune_reason"),
         "infeasible": grouped_reasons(study, TrialState.COMPLETE, "infeasible_reason"),

@@ -40,6 +40,7 @@ from autokd.report.text import (
     hypervolume_text,
     importance_text,
     latency_text,
+    left_off_text,
     selection_text,
     summary_rows,
 )
@@ -83,7 +84,8 @@ def _front_section(data: dict[str, Any], png: bytes) -> str:
     static = (f"<details><summary>static image (pareto.png)</summary><img alt='Pareto front' "
               f"src='data:image/png;base64,{img}'></details>")
     note = _p("Members of the front: feasible, complete trials that no other trial beats on "
-              "every objective. Retention = student / teacher accuracy; × = teacher / student.")
+              "every objective. Retention = student / teacher accuracy; × = teacher / student. "
+              + left_off_text(data.get("usefulness")))
     table = html_table(with_lr(data["front"]), front_columns(data["front"], data.get("metric")),
                        "front")
     recipes = ("<details><summary>full architecture, recipe and training settings</summary>"

@@ -27,6 +27,7 @@ from autokd.report.text import (
     hypervolume_text,
     importance_text,
     latency_text,
+    left_off_text,
     selection_text,
     summary_rows,
 )
@@ -50,8 +51,10 @@ def render_markdown(data: dict[str, Any]) -> str:
     out = [f"# autokd report: {data['study']}\n", f"_generated {data['generated']}_\n"]
     out += [f"- **{k}**: {v}" for k, v in summary_rows(data)]
     out += ["\n## Teacher\n", md_table([data["teacher"]], TEACHER_COLUMNS)]
-    out += ["## Pareto front\n", "![Pareto front](pareto.png)\n",
-            md_table(with_lr(data["front"]), front_columns(data["front"], data.get("metric")))]
+    out += ["## Pareto front\n", "![Pareto front](pareto.png)\n"]
+    if left_off_text(data.get("usefulness")):
+        out += [f"_{left_off_text(data.get('usefulness'))}_\n"]
+    out += [md_table(with_lr(data["front"]), front_columns(data["front"], data.get("metric")))]
     if data.get("chains"):
         out += ["\n### Teacher-assistant chains\n", *[f"- {line}" for line in data["chains"]]]
     out += ["\n### Recipes of the front\n", md_table(data["front"], RECIPE_COLUMNS)]

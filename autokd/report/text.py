@@ -12,7 +12,7 @@ from autokd.metrics import metric_label
 from autokd.report.format import fmt
 
 __all__ = ["NO_BASELINE", "hypervolume_text", "importance_text", "latency_text",
-           "selection_text", "summary_rows"]
+           "left_off_text", "limits_text", "selection_text", "summary_rows"]
 
 NO_BASELINE = ("Not recorded: rerun the search with --baseline to train each front member "
                "from scratch and measure what distillation adds.")
@@ -34,7 +34,8 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
                    f"{counts['running'] + counts['waiting']} running/waiting "
                    f"(budget {_budget_text(data['budget'])})")),
         ("controllers", ", ".join(f"{k}: {v}" for k, v in counts["strategies"].items()) or "-"),
-        ("hard limits", ", ".join(f"{k} ≤ {fmt(v)}" for k, v in data["limits"].items()) or "none"),
+        ("hard limits", limits_text(data)),
+        ("usefulness floor", _floor_text(data.get("usefulness"))),
         ("epochs per trial", fmt(data["search_epochs"], "int") if data["search_epochs"]
          else "as set by the search space"),
         ("selection metric", metric_label(data.get("metric") or "accuracy")
@@ -42,6 +43,30 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("validation accuracy ±1 SE", fmt(sel["val_accuracy_se"], "pp").lstrip("+")),
         ("storage", data["storage"]),
     ]
+
+
+def limits_text(data: dict[str, Any]) -> str:
+    """Cost maxima (checked before training) and validation minima (after), or ``none``."""
+    parts = [f"{k} ≤ {fmt(v)}" for k, v in data["limits"].items()]
+    parts += [f"val {k.removeprefix('min_')} ≥ {fmt(v)}" for k, v in
+              (data.get("minima") or {}).items()]
+    return ", ".join(parts) or "none"
+
+
+def left_off_text(usefulness: dict[str, Any] | None) -> str:
+    """How many trained students the front leaves off as not useful, and by which rule."""
+    if not usefulness or not usefulness.get("left_off"):
+        return ""
+    n = usefulness["left_off"]
+    return (f"{n} student{'s' if n != 1 else ''} below the usefulness floor "
+            f"({usefulness['rule']}) left off the front, its tables and plots; trials.csv keeps "
+            "them.")
+
+
+def _floor_text(usefulness: dict[str, Any] | None) -> str:
+    if not usefulness:
+        return "-"
+    return f"{usefulness['rule']}: {usefulness.get('left_off', 0)} student(s) left off the front"
 
 
 def _budget_text(budget: dict[str, Any]) -> str:

@@ -62,11 +62,13 @@ def grouped_reasons(study: optuna.Study, state: TrialState, attr: str) -> list[d
     return sorted(rows, key=lambda r: -r["count"])
 
 
-def trial_points(study: optuna.Study, front: set[int]) -> list[dict[str, Any]]:
-    """One point per usable (complete, feasible, trained) trial, for plots and the claim table."""
+def trial_points(study: optuna.Study, front: set[int],
+                 trials: list[FrozenTrial] | None = None) -> list[dict[str, Any]]:
+    """One point per usable (complete, feasible, trained) trial, for plots and the claim table;
+    ``trials`` narrows them (the report passes the useful ones)."""
     teacher = SearchRecord.of(study).get("teacher") or {}
     out = []
-    for t in usable_trials(study):
+    for t in usable_trials(study) if trials is None else trials:
         a = TrialRecord.of(t).fields()
         point = {"trial": t.number, "on_front": t.number in front,
                  "strategy": a.get("strategy"), "architecture": architecture(a)}
