@@ -19,6 +19,7 @@ run resumes where it stopped. Layout of one member's entry::
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,8 @@ LR_FACTORS = (0.3, 1.0, 3.0)
 SEED_BASE = 1_000_000
 
 Scores = dict[str, Any]
+
+logger = logging.getLogger(__name__)
 
 
 def check_seeds(n: int) -> int:
@@ -129,6 +132,8 @@ def _train_config(settings: SearchSettings, rec: TrialRecord) -> TrainConfig:
 
 def _scores(data: DataSplits, teacher: Teacher, rec: TrialRecord, kd: KDConfig,
             train: TrainConfig, settings: SearchSettings) -> Scores:
+    logger.info("baseline: %s student of trial spec %s, seed %d, lr %.3g",
+                "scratch" if not kd.uses_teacher else "KD", rec.spec, train.seed, train.lr)
     cost = dataclasses.replace(settings.cost, latency=False)  # costs are the trial's; not read
     m = run_distillation(data, teacher, rec.family, rec.spec, kd, train, cost).metrics()
     keys = {"val_accuracy", "test_accuracy", f"val_{settings.metric}",

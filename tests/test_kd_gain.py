@@ -20,7 +20,8 @@ from autokd.report import build_report
 from autokd.search import SearchConfig, run_search
 from autokd.study import study_paths
 from autokd.tables import front_rows
-from tests._helpers import TINY_SPACE
+from autokd.teachers import load_teachers
+from tests._helpers import TINY_SPACE, quick_teacher
 
 SETTINGS = SearchSettings(cost=CostConfig(latency=False), epochs=2)
 
@@ -85,15 +86,15 @@ def test_api_refuses_bad_seed_counts() -> None:
     assert 7 not in repeat_seeds(7, 5) and len(set(repeat_seeds(7, 5))) == 5
 
 
-def test_seeded_baseline_records_resumes_and_reports(tmp_path: Path, digits, digits_teacher,
-                                                     monkeypatch) -> None:
+def test_seeded_baseline_records_resumes_and_reports(tmp_path: Path, digits, monkeypatch) -> None:
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump({**TINY_SPACE, "training": {"lr": 0.005, "epochs": 2}}))
-    cfg = SearchConfig(space=str(space), budget=1, name="t", settings=SETTINGS,
+    teacher = str(quick_teacher(tmp_path))
+    cfg = SearchConfig(space=str(space), budget=1, name="t", settings=SETTINGS, teacher=[teacher],
                        results=str(tmp_path / "results"), seed=0, device="cpu",
                        baseline_seeds=2)
     # a run killed during the third training of the baseline keeps the first two
-    import autokd.kd_gain as kd_gain
+    from autokd import kd_gain
 
     real, calls = kd_gain.run_distillation, []
 
@@ -138,10 +139,11 @@ def test_seeded_baseline_records_resumes_and_reports(tmp_path: Path, digits, dig
 
     # scratch's lr is chosen on validation: poisoned test labels change no choice
     kill["on"] = False
-    before = dict(study.user_attrs[BASELINE_ATTR])
-    study.set_user_attr(BASELINE_ATTR, {})
+    before = study.user_attrs[BASELINE_ATTR]
+    kept = {**entry, "repeats": {**rep, "lr_grid": {}, "scratch": {}}}  # KD runs are kept
+    study.set_user_attr(BASELINE_ATTR, {str(member.number): kept})
     poisoned = dataclasses.replace(digits, y_test=(digits.y_test + 1) % digits.num_classes)
-    run_baselines(study, poisoned, digits_teacher, SETTINGS, seeds=2)
+    run_baselines(study, poisoned, load_teachers([teacher], data=digits), SETTINGS, seeds=2)
     after = study.user_attrs[BASELINE_ATTR][str(member.number)]["repeats"]
     old = before[str(member.number)]["repeats"]
     assert after["scratch_lr"] == old["scratch_lr"]
