@@ -368,6 +368,8 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"
     baseline: bool = False
+    #: ``--baseline-seeds N``: re-train KD and scratch on N seeds each (0: off; implies baseline)
+    baseline_seeds: int = 0
     strategy_options: dict[str, Any] = field(default_factory=dict)
     jobs: int = 1  # local worker processes sharing the storage
     artifacts: str | None = None  # teacher artifact store; None: results/<name>/artifacts

@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autokd.paired import gain_summary
+
 __all__ = [
     "BASELINE_ATTR",
     "RECORD_ATTR",
@@ -33,13 +35,16 @@ __all__ = [
     "feasible",
     "patch_trial",
     "recorded",
+    "repeat_summary",
     "retry_attrs",
 ]
 
 RECORD_ATTR = "autokd"  # trial user attribute holding the TrialRecord
 SEARCH_ATTR = "autokd_search"  # study user attribute holding the SearchRecord
 # study attributes that are results rather than settings (changed as a search goes on)
-BASELINE_ATTR = "baseline"  # scratch twins of front members: {trial: {val/test accuracy}}
+# scratch twins of front members: {trial: {val/test accuracy, "repeats": N-seed runs}}
+# (layout in autokd.kd_gain; repeat_summary reads it)
+BASELINE_ATTR = "baseline"
 REQUEUED_ATTR = "requeued"  # trials already re-queued after a dead process
 
 
@@ -231,7 +236,7 @@ class SearchRecord:
         space_name: The space's name; ``family`` its student family.
         settings: ``SearchSettings`` as a dict; ``limits`` the hard constraints it sets.
         budget: ``{"trials": N}`` or ``{"seconds": S}``, counted across workers.
-        strategy, sampler, pruner, tuner, seed, strategy_options, device, baseline: As given to
+        strategy, sampler, pruner, tuner, seed, strategy_options, device, baseline, baseline_seeds: As given to
             ``autokd search``.
         started_at: When the budget's clock started (a time budget ends for every worker at
             ``started_at + seconds``).
@@ -272,6 +277,7 @@ class SearchRecord:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     baseline: bool = False
+    baseline_seeds: int = 0
     started_at: float | None = None
     scale: dict[str, Any] = field(default_factory=dict)
     metric: str = "accuracy"
@@ -345,3 +351,19 @@ def count_done(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> 
         if trained and not recorded(t, "infeasible"):
             n += 1
     return n
+
+
+def repeat_summary(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A front member's N-seed KD gain on test data (``autokd.paired.gain_summary``) from its
+    ``BASELINE_ATTR`` entry, over the seeds both arms finished; None before two pairs exist."""
+    rep = (entry or {}).get("repeats") or {}
+    kd, scratch = rep.get("kd") or {}, rep.get("scratch") or {}
+    seeds = [str(s) for s in rep.get("seeds", []) if str(s) in kd and str(s) in scratch]
+    if len(seeds) < 2:
+        return None
+    out = gain_summary([kd[s]["test_accuracy"] for s in seeds],
+                       [scratch[s]["test_accuracy"] for s in seeds])
+    lr, scratch_lr = rep.get("lr"), rep.get("scratch_lr")
+    out.update(requested=len(rep.get("seeds", [])), lr=lr, scratch_lr=scratch_lr,
+               scratch_lr_factor=scratch_lr / lr if lr and scratch_lr else None)
+    return out

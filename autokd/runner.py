@@ -117,6 +117,7 @@ def record_search(study: optuna.Study, cfg: SearchConfig, data: DataSplits, spac
         budget={"trials": budget.trials, "seconds": budget.seconds}, strategy=cfg.strategy,
         sampler=cfg.sampler, pruner=cfg.pruner, tuner=cfg.tuner, seed=cfg.seed,
         strategy_options=cfg.strategy_options, device=cfg.device, baseline=cfg.baseline,
+        baseline_seeds=cfg.baseline_seeds,
         started_at=time.time(),  # a time budget ends at started_at + seconds for every worker
         scale=old.scale if old.exists and old.scale else _scale(space, data, settings, profile))
     study.set_user_attr(SEARCH_ATTR, record.to_dict())

@@ -18,19 +18,18 @@ import optuna
 
 from autokd._api import callable_module
 from autokd._io import atomic_write
-from autokd.config import CostConfig, DataConfig, SearchConfig, SearchSettings, TrainConfig
+from autokd.config import CostConfig, DataConfig, SearchConfig, SearchSettings
 from autokd.controllers.base import Budget, ProgressFn, parse_budget
 from autokd.data import DataSplits, load_data
 from autokd.datafree import apply_data_free
-from autokd.distill import KDConfig
 from autokd.errors import ConfigError
-from autokd.front import pareto_front
 from autokd.hf_teacher import hf_data_config, hf_space, hf_student_spec
+from autokd.kd_gain import check_seeds, run_baselines
 from autokd.models import build_student, family_for, input_kind
 from autokd.objective import Objective
-from autokd.pipeline import run_distillation, teacher_profile
+from autokd.pipeline import teacher_profile
 from autokd.pool import run_pool, search_worker_args
-from autokd.record import BASELINE_ATTR, TrialRecord, count_done
+from autokd.record import count_done
 from autokd.runner import (
     check_results_dir,
     controller_module,
@@ -123,6 +122,7 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
                on_ready: Any = None) -> SearchOutcome:
     """Create or resume the study and run the controller until the budget is spent."""
     budget = parse_budget(cfg.budget)
+    check_seeds(cfg.baseline_seeds)
     settings = _settings(cfg)
     module = controller_module(cfg.strategy)
     data, space, paths = prepare(cfg)
@@ -143,7 +143,10 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
         on_ready(outcome)
     if budget.trials is not None and count_done(study) >= budget.trials:
         outcome.status = "already_finished"
-        finalize(study, paths)
+        try:  # a rerun finishes (or adds) the baselines a finished search lacks
+            _baselines(cfg, study, data, teacher, settings)
+        finally:
+            finalize(study, paths)
         return outcome
     objective = Objective(space, data, teacher, settings, paths, record.teacher,
                           strategy=cfg.strategy, scale=record.scale, artifacts=record.artifacts)
@@ -153,31 +156,17 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
                      budget, cfg.seed)
         else:
             run_controllers(module, study, objective, budget, progress, cfg)
-        if cfg.baseline:
-            run_baselines(study, data, teacher, settings)
+        _baselines(cfg, study, data, teacher, settings)
     finally:
         finalize(study, paths)
     return outcome
 
 
-def run_baselines(study: optuna.Study, data: DataSplits, teacher: Teacher,
-                  settings: SearchSettings) -> None:
-    """Train each Pareto student's scratch twin (same spec, budget and seed) for the KD gain."""
-    baseline = dict(study.user_attrs.get(BASELINE_ATTR, {}))
-    for t in pareto_front(study):
-        if str(t.number) in baseline:
-            continue
-        rec = TrialRecord.of(t)
-        train = TrainConfig(**{**dataclasses.asdict(settings.train), **(rec.train or {}),
-                               "seed": rec.get("seed", settings.train.seed)})
-        if settings.epochs is not None:
-            train.epochs = settings.epochs
-        kd = KDConfig(**(rec.recipe or {})).scratch()
-        run = run_distillation(data, teacher, rec.family, rec.spec, kd, train, settings.cost)
-        m = run.metrics()
-        baseline[str(t.number)] = {"val_accuracy": m["val_accuracy"],
-                                   "test_accuracy": m["test_accuracy"]}
-        study.set_user_attr(BASELINE_ATTR, baseline)
+def _baselines(cfg: SearchConfig, study: optuna.Study, data: DataSplits, teacher: Teacher,
+               settings: SearchSettings) -> None:
+    """Scratch twins with ``--baseline``; N-seed repeats too with ``--baseline-seeds N``."""
+    if cfg.baseline or cfg.baseline_seeds:
+        run_baselines(study, data, teacher, settings, seeds=cfg.baseline_seeds)
 
 
 def search(dataset: str = "digits", budget: str | int = 20, **kwargs: Any) -> optuna.Study:

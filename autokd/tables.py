@@ -14,7 +14,7 @@ import pandas as pd
 
 from autokd.distill import recipe_summary
 from autokd.front import UsefulnessFloor, pareto_front
-from autokd.record import BASELINE_ATTR, TrialRecord
+from autokd.record import BASELINE_ATTR, TrialRecord, repeat_summary
 from autokd.study import StudyPaths, atomic_write_text, trials_frame
 
 __all__ = ["KEY_COLUMNS", "front_rows", "pareto_frame", "spec_summary", "write_tables"]
@@ -67,6 +67,9 @@ def front_rows(study: optuna.Study, floor: UsefulnessFloor | None = None,
         if base:
             row.update(scratch_test_accuracy=base.get("test_accuracy"),
                        kd_gain=(a.get("test_accuracy") or 0) - base.get("test_accuracy", 0))
+        seeds = repeat_summary(base)
+        if seeds:
+            row["kd_gain_seeds"] = seeds
         rows.append(row)
     return rows
 

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autokd"
 LAYERS: dict[str, int] = {
     "autokd": 0, "autokd.__main__": 7, "autokd._api": 0, "autokd._io": 0, "autokd.errors": 0,
     "autokd.config": 0, "autokd.metrics": 0, "autokd.registry": 0, "autokd.pareto": 0,
-    "autokd.device": 0, "autokd.progress": 0,
+    "autokd.device": 0, "autokd.progress": 0, "autokd.paired": 0,
     "autokd.data": 1, "autokd.data.text": 1, "autokd.data.tokenize": 1,
     "autokd.models": 1, "autokd.models.transformer": 1, "autokd.distill": 1,
     "autokd.distill.transformer": 1, "autokd.distill.init": 1,
@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
     "autokd.objective": 4, "autokd.study": 4, "autokd.record": 4, "autokd.front": 4,
     "autokd.scale": 4, "autokd.chains": 4,
     "autokd.tables": 4, "autokd.artifacts": 4, "autokd.checkpoints": 4,
-    "autokd.runner": 5, "autokd.controllers": 5, "autokd.nas": 5, "autokd.search": 5,
+    "autokd.runner": 5, "autokd.controllers": 5, "autokd.nas": 5, "autokd.search": 5, "autokd.kd_gain": 5,
     "autokd.workers": 5, "autokd.pool": 5,
     "autokd.report": 6, "autokd.export": 6,
     "autokd.cli": 7,

@@ -18,6 +18,7 @@ from typing import Any
 
 from autokd.data import dataset_help
 from autokd.errors import ConfigError
+from autokd.paired import gain_text
 from autokd.progress import format_eta
 from autokd.record import TrialRecord
 from autokd.registry import Registry
@@ -408,10 +409,13 @@ def print_front(name: str, rows: list[dict[str, Any]], teacher: dict[str, Any],
             ("architecture", "architecture"), ("recipe", "recipe")]
     if any("kd_gain" in r for r in rows):
         cols.append(("KD gain", "kd_gain"))
+    if any("kd_gain_seeds" in r for r in rows):
+        cols.append(("KD gain, test, N seeds [95 % CI]", "kd_gain_seeds"))
     for title, _ in cols:
         table.add_column(title, justify="left" if title in ("architecture", "recipe") else "right")
     for r in rows:
-        table.add_row(*[fmt(r.get(key)) for _, key in cols])
+        table.add_row(*[gain_text(r[key]) if key == "kd_gain_seeds" and key in r
+                        else fmt(r.get(key)) for _, key in cols])
     if not rows:
         table.add_row(*(["-"] * len(cols)))
     _console().print(table)

@@ -37,6 +37,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
         settings=search_settings(args), name=args.name, results=args.results,
         storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
+        baseline_seeds=baseline_seeds(args.baseline_seeds),
         strategy_options=_strategy_options(args), jobs=args.jobs, artifacts=args.artifacts,
         tuner=_tuner(args), recipe=recipe_overrides(args.recipe))
     printer = None if args.json else progress_line
@@ -49,6 +50,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise
     _search_summary(args, outcome)
     return 0
+
+
+def baseline_seeds(text: str | None) -> int:
+    """``--baseline-seeds N``: an integer >= 2 (0 when not given); one line otherwise."""
+    if text is None:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"--baseline-seeds: expected an integer >= 2 (seeds per arm), got "
+                          f"{text!r}") from None
+    if value < 2:
+        raise ConfigError(f"--baseline-seeds: expected an integer >= 2 (seeds per arm), got "
+                          f"{text!r}")
+    return value
 
 
 def recipe_overrides(items: list[str] | None) -> dict[str, list[Any]] | None:
@@ -213,6 +229,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                         "its rungs decide which candidates train on)")
     g.add_argument("--baseline", action="store_true",
                    help="also train each Pareto student from scratch to measure the KD gain")
+    g.add_argument("--baseline-seeds", metavar="N",
+                   help="implies --baseline: re-train each Pareto student with KD and from "
+                        "scratch on N >= 2 fresh seeds (scratch's lr picked on validation from "
+                        "the KD lr x 0.3/1/3) and report the paired test gain with a 95 %% CI")
     g.add_argument("--latency-batch", type=positive_int, default=64,
                    help="batch size of the second latency measurement (default 64)")
     g.add_argument("--latency-threads", type=positive_int, default=1,

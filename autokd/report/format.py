@@ -13,9 +13,9 @@ from typing import Any
 
 from autokd.metrics import metric_label
 
-__all__ = ["CLAIM_COLUMNS", "KD_COLUMNS", "LATENCY_COLUMNS", "REASON_COLUMNS", "RECIPE_COLUMNS",
+__all__ = ["CLAIM_COLUMNS", "KD_COLUMNS", "KD_SEED_COLUMNS", "LATENCY_COLUMNS", "REASON_COLUMNS", "RECIPE_COLUMNS",
            "TEACHER_COLUMNS", "Column", "fmt", "front_columns", "importance_columns",
-           "importance_rows", "metric_columns", "with_lr"]
+           "importance_rows", "kd_columns", "metric_columns", "with_lr"]
 
 Column = tuple[str, str, str]  # (header, key, kind of formatting)
 
@@ -56,6 +56,12 @@ KD_COLUMNS: list[Column] = [
     ("scratch test acc", "scratch_test_accuracy", "pct"), ("KD gain (test)", "kd_gain", "pp"),
     ("KD val acc", "val_accuracy", "pct"), ("scratch val acc", "scratch_val_accuracy", "pct"),
     ("KD gain (val)", "kd_gain_val", "pp")]
+KD_SEED_COLUMNS: list[Column] = [
+    ("seeds", "seeds_n", "int"), ("KD test acc (mean)", "seeds_kd_test", "pct"),
+    ("scratch test acc (mean)", "seeds_scratch_test", "pct"),
+    ("scratch lr ×", "scratch_lr_factor", "num"),
+    ("KD gain (test, paired mean)", "seeds_gain", "pp"), ("95 % CI", "seeds_ci", "text"),
+    ("Wilcoxon p", "seeds_wilcoxon_p", "num")]
 LATENCY_COLUMNS: list[Column] = [
     ("trial", "trial", "int"), ("strategy", "strategy", "text"),
     ("predicted ms", "predicted_latency_ms", "ms"), ("measured ms", "latency_ms", "ms"),
@@ -66,6 +72,11 @@ RECIPE_COLUMNS: list[Column] = [
 REASON_COLUMNS: list[Column] = [
     ("count", "count", "int"), ("reason", "reason", "text"), ("trials", "trials", "list"),
     ("example", "example", "text")]
+
+
+def kd_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The KD-gain table's columns: the single twin's, and the N-seed ones when recorded."""
+    return KD_COLUMNS + (KD_SEED_COLUMNS if any("seeds_gain" in r for r in rows) else [])
 
 
 def front_columns(front: list[dict[str, Any]], metric: str | None = None) -> list[Column]:

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autokd.front import UsefulnessFloor, pareto_front
-from autokd.record import BASELINE_ATTR, TrialRecord
+from autokd.record import BASELINE_ATTR, TrialRecord, repeat_summary
 from autokd.report.trials import architecture, ratios
 from autokd.study import StudyPaths
 from autokd.tables import recipe_summary
@@ -67,10 +67,25 @@ def _member(t: FrozenTrial, teacher: dict[str, Any], base: dict[str, Any] | None
         row["scratch_test_accuracy"] = base.get("test_accuracy")
         row["kd_gain"] = _diff(a.get("test_accuracy"), base.get("test_accuracy"))
         row["kd_gain_val"] = _diff(a.get("val_accuracy"), base.get("val_accuracy"))
+        row.update(_seed_columns(base))
     if paths is not None:
         row["weights_kept"] = (paths.root / a.get("checkpoint", f"students/{t.number}/"
                                                                 "student.pt")).exists()
     return row
+
+
+def _seed_columns(base: dict[str, Any]) -> dict[str, Any]:
+    """The N-seed comparison (``--baseline-seeds``) as flat cells; empty when not recorded."""
+    s = repeat_summary(base)
+    if s is None:
+        skipped = ((base.get("repeats") or {}).get("skipped"))
+        return {"seeds_note": skipped} if skipped else {}
+    return {"seeds_n": s["n"], "seeds_kd_test": s["kd_mean"], "seeds_scratch_test":
+            s["scratch_mean"], "scratch_lr_factor": s["scratch_lr_factor"],
+            "seeds_gain": s["gain_mean"],
+            "seeds_ci": f"[{100 * s['ci_low']:+.1f}, {100 * s['ci_high']:+.1f}] pp",
+            "seeds_wilcoxon_p": s["wilcoxon_p"], "seeds_note": s["wilcoxon_note"],
+            "seeds_requested": s["requested"]}
 
 
 def assistant_label(a: dict[str, Any]) -> str | None:

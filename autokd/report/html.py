@@ -14,7 +14,6 @@ from typing import Any
 from autokd.report.axes import axes_of
 from autokd.report.format import (
     CLAIM_COLUMNS,
-    KD_COLUMNS,
     LATENCY_COLUMNS,
     REASON_COLUMNS,
     RECIPE_COLUMNS,
@@ -24,6 +23,7 @@ from autokd.report.format import (
     front_columns,
     importance_columns,
     importance_rows,
+    kd_columns,
     with_lr,
 )
 from autokd.report.plots import (
@@ -39,6 +39,7 @@ from autokd.report.text import (
     NO_BASELINE,
     hypervolume_text,
     importance_text,
+    kd_gain_text,
     latency_text,
     left_off_text,
     selection_text,
@@ -124,7 +125,9 @@ def _html_sections(data: dict[str, Any]) -> list[str]:
                  plotly_div(importance_figure(imp)) if imp_rows else "",
                  html_table(imp_rows, importance_columns(imp), "importances")),
         _section("KD gain over training from scratch", "kd-gain",
-                 html_table(data["kd_gain"], KD_COLUMNS) if data["kd_gain"] else _p(NO_BASELINE)),
+                 *((_p(kd_gain_text(data["kd_gain"])),
+                    html_table(data["kd_gain"], kd_columns(data["kd_gain"])))
+                   if data["kd_gain"] else (_p(NO_BASELINE),))),
     ]
     if lp:
         out.append(_section("Predicted vs measured latency", "latency", _p(latency_text(lp)),

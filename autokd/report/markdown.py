@@ -10,7 +10,6 @@ from typing import Any
 
 from autokd.report.format import (
     CLAIM_COLUMNS,
-    KD_COLUMNS,
     LATENCY_COLUMNS,
     REASON_COLUMNS,
     RECIPE_COLUMNS,
@@ -20,12 +19,14 @@ from autokd.report.format import (
     front_columns,
     importance_columns,
     importance_rows,
+    kd_columns,
     with_lr,
 )
 from autokd.report.text import (
     NO_BASELINE,
     hypervolume_text,
     importance_text,
+    kd_gain_text,
     latency_text,
     left_off_text,
     selection_text,
@@ -75,7 +76,9 @@ def _md_sections(data: dict[str, Any]) -> list[str]:
     out += ["\n## Hyperparameter importances (fANOVA)\n",
             importance_text(imp) + "\n", md_table(importance_rows(imp), importance_columns(imp))]
     out += ["\n## KD gain over training from scratch\n",
-            md_table(data["kd_gain"], KD_COLUMNS) if data["kd_gain"] else NO_BASELINE + "\n"]
+            *([kd_gain_text(data["kd_gain"]) + "\n",
+               md_table(data["kd_gain"], kd_columns(data["kd_gain"]))]
+              if data["kd_gain"] else [NO_BASELINE + "\n"])]
     if data["latency_prediction"]:
         lp = data["latency_prediction"]
         out += ["\n## Predicted vs measured latency\n", latency_text(lp) + "\n",

@@ -11,11 +11,43 @@ from typing import Any
 from autokd.metrics import metric_label
 from autokd.report.format import fmt
 
-__all__ = ["NO_BASELINE", "hypervolume_text", "importance_text", "latency_text",
-           "left_off_text", "limits_text", "selection_text", "summary_rows"]
+__all__ = [
+    "NO_BASELINE",
+    "hypervolume_text",
+    "importance_text",
+    "kd_gain_text",
+    "latency_text",
+    "left_off_text",
+    "limits_text",
+    "selection_text",
+    "summary_rows",
+]
 
 NO_BASELINE = ("Not recorded: rerun the search with --baseline to train each front member "
                "from scratch and measure what distillation adds.")
+
+
+def kd_gain_text(rows: list[dict[str, Any]]) -> str:
+    """How the KD-gain table was measured, and how far each kind of gain can be trusted."""
+    text = ("Single twin (--baseline): each member trained again from scratch with its own "
+            "seed and the learning rate tuned for KD; the member was chosen on validation, so "
+            "its validation gain is biased towards KD and even its test gain rests on one seed.")
+    seeded = [r for r in rows if "seeds_gain" in r]
+    if not seeded:
+        return text + " Rerun the search with --baseline-seeds N for a gain over N seeds."
+    text += (" N seeds (--baseline-seeds): KD and scratch re-trained on N seeds the search did "
+             "not use, pair i sharing seed i; scratch's learning rate is the KD one × 0.3, 1 "
+             "or 3, whichever scored best on validation with the first seed (test data is "
+             "not read for the choice). The gain is the mean of the N paired test differences "
+             "with a 95 % t interval.")
+    notes = sorted({r["seeds_note"] for r in seeded if r.get("seeds_note")})
+    if notes:
+        text += " Wilcoxon signed-rank test: " + "; ".join(notes) + "."
+    short = [r["trial"] for r in seeded if r.get("seeds_requested", 0) > r["seeds_n"]]
+    if short:
+        text += (f" Trials {', '.join(map(str, short))} have fewer finished seeds than asked "
+                 "(an interrupted run; rerun the search to finish them).")
+    return text
 
 
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
