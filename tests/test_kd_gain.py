@@ -88,7 +88,7 @@ def test_api_refuses_bad_seed_counts() -> None:
 
 def test_seeded_baseline_records_resumes_and_reports(tmp_path: Path, digits, monkeypatch) -> None:
     space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump({**TINY_SPACE, "training": {"lr": 0.005, "epochs": 2}}))
+    space.write_text(yaml.safe_dump({**TINY_SPACE, "training": {"lr": 0.03, "epochs": 2}}))
     teacher = str(quick_teacher(tmp_path))
     cfg = SearchConfig(space=str(space), budget=1, name="t", settings=SETTINGS, teacher=[teacher],
                        results=str(tmp_path / "results"), seed=0, device="cpu",

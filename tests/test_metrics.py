@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -119,7 +120,11 @@ def test_report_shows_metric_and_per_class_accuracy(tmp_path, digits, digits_tea
     from autokd.report import build_report
     from autokd.study import find_study
 
-    run_search(_cfg(tmp_path, "macro_f1", budget=2))
+    cfg = _cfg(tmp_path, "macro_f1", budget=2)
+    # students that learn (above the usefulness floor), so the front has members to show
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(
+        {**TINY_SPACE, "training": {"lr": 0.03, "epochs": 3}}))
+    run_search(dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, epochs=3)))
     study, paths = find_study(str(tmp_path / "results" / "m"))
     data = build_report(study, paths)
     pc = data["per_class"]

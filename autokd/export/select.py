@@ -3,8 +3,9 @@
 Why only complete, feasible trials: the search's hard limits must hold for whatever is shipped,
 and a trial that failed or was pruned has no trained student. Ties go to the smaller student.
 ``--pick`` also skips students below the usefulness floor (``autokd.front``), as the front does:
-the smallest student is otherwise the one that learnt nothing. ``--trial`` and ``--where`` name
-their student explicitly and may take one.
+the smallest student is otherwise the one that learnt nothing. When no student clears the floor
+it picks among all of them and warns. ``--trial`` and ``--where`` name their student
+explicitly and may take one.
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ def select_trial(study: optuna.Study, *, trial: int | None = None, pick: str | N
         return _by_where(candidates, where)
     floor = UsefulnessFloor.of(study)
     useful, below = useful_trials(study, floor, candidates)
-    if not useful:
-        raise ExportError(f"all {len(below)} feasible students are below the usefulness floor "
-                          f"({floor.describe()}); name one with --trial to export it anyway")
-    return _by_pick(study, useful, pick or "accuracy", min_retention)
+    if useful:
+        return _by_pick(study, useful, pick or "accuracy", min_retention)
+    # nothing clears the floor (a smoke run, a hopeless space): still export, and say so
+    chosen, how, warnings = _by_pick(study, candidates, pick or "accuracy", min_retention)
+    warning = (f"all {len(below)} feasible students are below the usefulness floor "
+               f"({floor.describe()}); exported trial {chosen.number} anyway")
+    return chosen, how, [*warnings, warning]
 
 
 def _by_number(study: optuna.Study, number: int) -> FrozenTrial:
