@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from autokd.errors import AutokdError, ConfigError, ExportError, TeacherError
+from autokd.quant.onnx_int8 import ONNX_OPSET, PAD_ID_KEY, export_float_onnx
+from autokd.quant.onnx_int8 import OrtModel as OnnxModule
 from autokd.registry import Registry
 from autokd.teachers import is_torchscript, load_checkpoint, save_checkpoint
 
@@ -31,8 +32,6 @@ __all__ = ["ARTIFACT_NAMES", "FORMATS", "ONNX_OPSET", "PAD_ID_KEY", "ArtifactFor
            "quiet_torch_export", "run_artifact", "sha256_file", "sha256_path", "size_of",
            "write_artifacts"]
 
-ONNX_OPSET = 17
-PAD_ID_KEY = "autokd.pad_id"  # ONNX metadata: the id whose positions the attention mask hides
 Writer = Callable[[nn.Module, Path, dict[str, Any], torch.Tensor], None]
 Runner = Callable[[Path, int], nn.Module]
 
@@ -139,10 +138,8 @@ def _write_onnx(model: nn.Module, path: Path, meta: dict[str, Any], example: tor
     """Legacy (TorchScript-based) exporter: needs no onnxscript, and keeps a dynamic batch."""
     import onnx
 
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
-    with quiet_torch_export(), torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
-                          output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
+    with quiet_torch_export():
+        export_float_onnx(model, example, path)
     onnx.checker.check_model(str(path))
 
 
@@ -211,36 +208,6 @@ def size_of(path: str | Path) -> int:
 
 
 # -- runners ---------------------------------------------------------------------------------
-class OnnxModule(nn.Module):
-    """An ONNX Runtime CPU session behind the ``nn.Module`` call, so ONNX is evaluated and
-    timed by the same code as PyTorch (``autokd.cost.measure_latency``).
-
-    Token-id models take int64 ids; a two-input model (``input_ids``, ``attention_mask``, as
-    Hugging Face tooling deploys it) gets ``mask = ids != pad_id``, the id its metadata names.
-    """
-
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        inputs = self.session.get_inputs()
-        self.input_name = inputs[0].name
-        self.dtype = np.int64 if "int" in inputs[0].type else np.float32
-        self.mask_name = inputs[1].name if len(inputs) > 1 else None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.pad_id = int(meta.get(PAD_ID_KEY, 0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().numpy().astype(self.dtype, copy=False)  # (B, *input_shape)
-        feed = {self.input_name: arr}
-        if self.mask_name is not None:
-            feed[self.mask_name] = (arr != self.pad_id).astype(np.int64)  # (B, L)
-        return torch.from_numpy(self.session.run(None, feed)[0])  # (B, K)
-
-
 def _run_pt(path: Path, threads: int = 1) -> nn.Module:
     """An autokd checkpoint, loaded as weights only; its metadata on ``model.autokd_meta``."""
     try:

@@ -66,16 +66,28 @@ def verify_artifacts(model: nn.Module, files: dict[str, Path], data: DataSplits,
         if fmt == "int8":
             out[fmt] = verify_int8(logits, ref, int8_reference, x, y)
             continue
-        diff = float((logits - ref).abs().max())
-        got = int((logits.argmax(1) == y).sum())
+        diff, got = _require_match(f"{fmt} export", logits, ref, y, "the PyTorch student")
         out[fmt] = {"max_abs_diff": diff, "test_accuracy": got / len(y), "passed": True}
-        if not diff <= PARITY_TOL:
-            raise ExportError(f"{fmt} export does not match the PyTorch student: max abs "
-                              f"difference {diff:.2e} > {PARITY_TOL:g}")
-        if got != correct:
-            raise ExportError(f"{fmt} export scores {got}/{len(y)} on test, the PyTorch "
-                              f"student {correct}/{len(y)}")
     return out
+
+
+def _require_match(what: str, logits: torch.Tensor, want: torch.Tensor, y: torch.Tensor,
+                   against: str) -> tuple[float, int]:
+    """``logits`` must reproduce ``want`` within ``PARITY_TOL`` and score exactly as many test
+    samples; returns (max abs difference, correct count).
+
+    Raises:
+        ExportError: Either does not hold (one line naming ``what`` and ``against``).
+    """
+    diff = float((logits - want).abs().max())
+    got, expected = int((logits.argmax(1) == y).sum()), int((want.argmax(1) == y).sum())
+    if not diff <= PARITY_TOL:
+        raise ExportError(f"{what} does not match {against}: max abs difference "
+                          f"{diff:.2e} > {PARITY_TOL:g}")
+    if got != expected:
+        raise ExportError(f"{what} scores {got}/{len(y)} on test, {against} "
+                          f"{expected}/{len(y)}")
+    return diff, got
 
 
 def verify_int8(logits: torch.Tensor, float_logits: torch.Tensor,
@@ -92,15 +104,8 @@ def verify_int8(logits: torch.Tensor, float_logits: torch.Tensor,
     """
     if reference is None:
         raise ExportError("int8 verification needs the INT8 model the card measured")
-    want = _predict(reference, x)
-    got, expected = int((logits.argmax(1) == y).sum()), int((want.argmax(1) == y).sum())
-    drift = float((logits - want).abs().max())
-    if not drift <= PARITY_TOL:
-        raise ExportError(f"int8 export does not match the INT8 model the card measured: max "
-                          f"abs difference {drift:.2e} > {PARITY_TOL:g}")
-    if got != expected:
-        raise ExportError(f"int8 export scores {got}/{len(y)} on test, the card's INT8 model "
-                          f"{expected}/{len(y)}")
+    drift, got = _require_match("int8 export", logits, _predict(reference, x), y,
+                                "the INT8 model the card measured")
     agree = float((logits.argmax(1) == float_logits.argmax(1)).float().mean())
     return {"max_abs_diff": float((logits - float_logits).abs().max()), "parity": "exempt",
             "reference_max_abs_diff": drift, "test_accuracy": got / len(y),

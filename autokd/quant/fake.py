@@ -30,6 +30,8 @@ quantiser's state lives under a module named ``act_quant``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -169,6 +171,9 @@ class _QuantLayer:
     bias: nn.Parameter | None
     bn: nn.modules.batchnorm._BatchNorm | None
     bn_frozen: bool
+    #: the layer's own op on (input, weight, bias): F.linear / F.conv1d / F.conv2d, set by
+    #: each concrete layer (``QuantLinear``, ``_QuantConv``)
+    _op: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
     @classmethod
     def from_float(cls, m: nn.Module) -> nn.Module:
@@ -182,9 +187,6 @@ class _QuantLayer:
         object.__setattr__(q, "bn", None)  # registered where it was, not here
         q.bn_frozen = False
         return q
-
-    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weight and bias with the BatchNorm (running statistics) folded in; float."""

@@ -39,9 +39,11 @@ from autokd.quant.fake import (
     weight_scale,
 )
 
-__all__ = ["ONNX_OPSET", "OrtModel", "export_int8_onnx", "int8_weight_bytes", "ort_optimized_ops"]
+__all__ = ["ONNX_OPSET", "PAD_ID_KEY", "OrtModel", "export_float_onnx", "export_int8_onnx",
+           "int8_weight_bytes", "ort_optimized_ops"]
 
 ONNX_OPSET = 17
+PAD_ID_KEY = "autokd.pad_id"  # ONNX metadata: the id whose positions the attention mask hides
 
 
 class _FrozenAct(nn.Module):
@@ -272,8 +274,12 @@ def ort_optimized_ops(path: str | Path) -> Counter[str]:
 
 
 class OrtModel(nn.Module):
-    """An ONNX Runtime CPU session behind the ``nn.Module`` call (float32 in, logits out), so
-    the INT8 model is evaluated and timed by the same code as a PyTorch student."""
+    """An ONNX Runtime CPU session behind the ``nn.Module`` call, so an ONNX file (float or
+    INT8) is evaluated and timed by the same code as PyTorch (``autokd.cost.measure_latency``).
+
+    Token-id models take int64 ids; a two-input model (``input_ids``, ``attention_mask``, as
+    Hugging Face tooling deploys it) gets ``mask = ids != pad_id``, the id its metadata names.
+    """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         super().__init__()
@@ -283,8 +289,16 @@ class OrtModel(nn.Module):
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        inputs = self.session.get_inputs()
+        self.input_name = inputs[0].name
+        self.dtype = np.int64 if "int" in inputs[0].type else np.float32
+        self.mask_name = inputs[1].name if len(inputs) > 1 else None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.pad_id = int(meta.get(PAD_ID_KEY, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)  # (B, *input_shape)
-        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])  # (B, K)
+        arr = x.detach().cpu().numpy().astype(self.dtype, copy=False)  # (B, *input_shape)
+        feed = {self.input_name: arr}
+        if self.mask_name is not None:
+            feed[self.mask_name] = (arr != self.pad_id).astype(np.int64)  # (B, L)
+        return torch.from_numpy(self.session.run(None, feed)[0])  # (B, K)
