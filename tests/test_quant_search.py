@@ -104,6 +104,8 @@ def test_recipe_values_are_validated() -> None:
     (["search", "--recipe", "quantise=int8"], "unknown recipe key 'quantise'"),
     (["search", "--recipe", "quantize"], "expected KEY=V1,V2"),
     (["search", "--recipe", "quantize=none,int4", "--budget", "1"], "int4"),
+    # a bad fixed value is blamed on its own key, not on the first choice validated
+    (["search", "--recipe", "quantize=int4", "--budget", "1"], "distillation: unknown quantize"),
     (["distill", "--quantize", "int8", "--qat-weight", "-1"], "qat_weight must be >= 0"),
 ])
 def test_cli_refuses_bad_quantisation_flags_in_one_line(

@@ -222,11 +222,11 @@ class SpaceParser:
         """Catch impossible fixed/choice values early by validating the configs they feed."""
         kd_values = {p.name: (p.value if p.kind == "fixed" else (p.choices or (p.low,))[0])
                      for p in params if p.group == "distillation"}
+        self._validate_kd("distillation", kd_values)  # first: a bad fixed value is no choice's
         for p in params:
             if p.group == "distillation" and p.kind == "choice":
                 for v in p.choices:
                     self._validate_kd(f"distillation.{p.name}", {**kd_values, p.name: v})
-        self._validate_kd("distillation", kd_values)
 
     def _validate_kd(self, path: str, values: dict[str, Any]) -> None:
         both = [k for k in SHORTHAND if k in values]
