@@ -34,6 +34,7 @@ from autokd.distill import KDConfig
 from autokd.distill.hooks import model_tap_groups
 from autokd.errors import TeacherError
 from autokd.hf_teacher import is_hf, load_hf_teacher
+from autokd.inference import fast_inference
 from autokd.model_files import (
     _atomic_torch_save,
     _reason,
@@ -88,6 +89,15 @@ class _Member:
     feature_taps: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     denormalize: Any = None  # sklearn teachers see raw features
+    # BatchNorm-folded channels-last copy (``autokd.inference``), or the module itself when
+    # none is faster and equal; built once per device on the first batch it labels
+    _fast: dict[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
+
+    def _inference_graph(self, probe: torch.Tensor) -> nn.Module:
+        key = str(probe.device)
+        if key not in self._fast:
+            self._fast[key] = fast_inference(self.module, probe) or self.module
+        return self._fast[key]
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch: int = 1024,
@@ -101,9 +111,10 @@ class _Member:
             return torch.log(torch.as_tensor(np.asarray(probs), dtype=torch.float32).clamp_min(1e-7))
         self.module.eval()
         device = next(iter(self.module.parameters()), torch.empty(0)).device
+        net = self._inference_graph(x[:64].to(device))
         chunks = []
         for i in range(0, len(x), batch):
-            chunks.append(self.module(x[i:i + batch].to(device)).float())
+            chunks.append(net(x[i:i + batch].to(device)).float())
             if on_batch is not None:
                 on_batch(len(chunks[-1]))
         return torch.cat(chunks).cpu()  # one copy back, not one host sync per chunk

