@@ -1,0 +1,29 @@
+"""``benchmarks/trainer.py --quick`` runs every method and writes the headline fields."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_trainer_quick(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import trainer
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    result = trainer.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "trainer.json").read_text())
+    assert saved["autokd_fit_vs_cached_loop"] == result["autokd_fit_vs_cached_loop"] > 0
+    for clock in ("wall_clock", "cpu_time"):
+        seconds = saved[clock]["seconds"]
+        assert set(seconds) == {"autokd_fit", "autokd_fit_warm", "hand_cached_loop",
+                                "hand_cached_loop_fused", "bare_step", "bare_step_fused",
+                                "cached_kd_step", "plain_kd_loop"}
+        assert all(0 < s["min"] <= s["median"] <= s["max"] for s in seconds.values())
+        assert saved[clock]["bare_reference"] in ("bare_step", "bare_step_fused")
+    assert set(saved["meets_targets"]) == set(saved["targets"])
+    assert saved["setup"]["threads"] == 1 and saved["quick"] is True
