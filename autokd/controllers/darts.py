@@ -362,6 +362,7 @@ class DartsController(OptunaController):
             "predicted_flops": predicted["flops"],
             "predicted_params": predicted["params"],
             "predicted_latency_ms": predicted.get("latency_ms"),
+            "latency_model": cost.table.error() if cost.table is not None else None,
         }
 
 
