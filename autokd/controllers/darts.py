@@ -172,7 +172,8 @@ class DartsController(OptunaController):
     def _latency_table(self, net: Any) -> LatencyTable:
         cfg = self.settings.cost
         settings = TableSettings.from_cost(cfg)
-        return get_table(net, self.space.name, cfg.device, cfg.threads, settings)
+        return get_table(net, self.space.name, cfg.device, cfg.threads, settings,
+                         batch_size=cfg.batch_size)
 
     # -- budget -------------------------------------------------------------------------------
     def _runs_done(self) -> int:
