@@ -10,13 +10,15 @@ latency is the sum of its units plus one overhead fitted on whole models. A key 
 unit's class, input shape and a digest of its layer description (channels, kernel, stride,
 groups, SE, activation), so a depthwise 5x5 stride-2 block with SE and hard-swish on 16x14x14
 is one entry and the same block on 32x7x7 another.
+
+As in ``autokd.latency_table``, units and whole models are timed at batch 1 and at the deploy
+batch, and a fitted correction (``autokd.latency_model``) turns the sum of a model's units into
+its prediction; the table's error is each calibration model's, predicted without it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -28,10 +30,9 @@ from torch import nn
 
 from autokd._io import cache_dir
 from autokd.errors import ConfigError
+from autokd.latency_model import MeasureFn, ProgressFn, calibrate_rows, time_entries, time_models
 from autokd.latency_table import (
     LatencyTable,
-    MeasureFn,
-    ProgressFn,
     TableSettings,
     _default_measure,
     _host_name,
@@ -102,21 +103,17 @@ def student_units(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
     return [*units, Unit(_key(head, shapes["pool"]), head, shapes["pool"])]
 
 
-def predict_latency(table: LatencyTable, model: nn.Module,
-                    input_shape: tuple[int, ...]) -> float:
-    """Milliseconds the table predicts for ``model``: its units plus the fitted overhead.
+def predict_latency(table: LatencyTable, model: nn.Module, input_shape: tuple[int, ...],
+                    batch: str = "1") -> float:
+    """Milliseconds the table predicts for ``model`` at ``batch`` (``"1"`` or ``"deploy"``):
+    the corrected sum of its units.
 
-    The overhead is often negative (units timed alone each pay a call's fixed cost that a
-    whole model pays once), so on a small model it could drive the sum below zero; a model is
-    never faster than its slowest unit, which bounds the prediction from below.
+    A model is never faster than its slowest unit, which bounds the prediction from below (a
+    fitted intercept can be negative, and a tiny model's sum small).
     """
-    units = []
-    for unit in student_units(model, input_shape):
-        if unit.key not in table.entries:
-            raise ConfigError(f"latency table {table.path or ''} has no entry for {unit.key}; "
-                              "rebuild it with `autokd latency-table ... --force`")
-        units.append(table.entries[unit.key])
-    return max(sum(units) + table.overhead.get(OVERHEAD_KEY, 0.0), max(units, default=0.0))
+    units = [table.raw(unit.key, batch) for unit in student_units(model, input_shape)]
+    fix = table.fix(batch)
+    return max(fix.predict(sum(units), len(units)), max(units, default=0.0))
 
 
 def block_table_path(family: str, space: str, input_shape: tuple[int, ...], num_classes: int,
@@ -129,39 +126,13 @@ def block_table_path(family: str, space: str, input_shape: tuple[int, ...], num_
     return cache_dir() / "latency" / device_tag(device, threads) / name
 
 
-def _time_units(units: dict[str, Unit], measure: MeasureFn, settings: TableSettings,
-                progress: ProgressFn | None) -> dict[str, float]:
-    """Every distinct unit once per pass, passes apart; each unit keeps its fastest pass."""
-    entries: dict[str, float] = {}
-    total, done = len(units) * settings.passes, 0
-    for _ in range(settings.passes):
-        for key, unit in units.items():
-            ms = measure(unit.module, unit.in_shape)
-            entries[key] = min(ms, entries.get(key, math.inf))
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    return entries
-
-
-def _calibrate(table: LatencyTable, rows: list[dict[str, Any]]) -> None:
-    """One overhead (median residual of whole models) and each model's leave-one-out error."""
-    residuals = [r["measured_ms"] - r["parts_ms"] for r in rows]
-    table.overhead[OVERHEAD_KEY] = statistics.median(residuals) if residuals else 0.0
-    for k, row in enumerate(rows):
-        others = residuals[:k] + residuals[k + 1:]
-        row["predicted_ms"] = row["parts_ms"] + (statistics.median(others) if others else 0.0)
-        row["loo_error_pct"] = 100.0 * (row["predicted_ms"] - row["measured_ms"]) / \
-            row["measured_ms"]
-    table.calibration = rows
-
-
 def build_block_table(family: str, specs: list[dict[str, Any]], input_shape: tuple[int, ...],
                       num_classes: int, space: str | None = None, device: str = "cpu",
                       threads: int = 1, settings: TableSettings | None = None,
                       measure: MeasureFn | None = None,
-                      progress: ProgressFn | None = None) -> LatencyTable:
-    """Time every unit of the students ``specs`` describe, then fit the per-model overhead.
+                      progress: ProgressFn | None = None, batch_size: int = 64,
+                      cover: list[dict[str, Any]] | None = None) -> LatencyTable:
+    """Time every unit of the students ``specs`` describe, then fit the whole-model correction.
 
     Args:
         family: The student family (its models need a stem/stages/classifier layout).
@@ -176,6 +147,9 @@ def build_block_table(family: str, specs: list[dict[str, Any]], input_shape: tup
             the calibration models).
         measure: ``fn(module, input_shape) -> ms``; default ``autokd.cost.measure_latency``.
         progress: ``fn(done, total)`` after each unit timing.
+        batch_size: The deploy batch (``CostConfig.batch_size``).
+        cover: More architectures whose units are timed but which are not calibration models
+            (students the table must predict without having fitted on them).
     """
     if not specs:
         raise ConfigError("a per-block latency table needs at least one architecture")
@@ -186,20 +160,26 @@ def build_block_table(family: str, specs: list[dict[str, Any]], input_shape: tup
     models = [build_student(family, spec, input_shape, num_classes).eval() for spec in specs]
     units: dict[str, Unit] = {}
     per_model = []
-    for model in models:
+    for k, model in enumerate(models + [build_student(family, spec, input_shape, num_classes)
+                                        .eval() for spec in cover or []]):
         found = student_units(model, input_shape)
-        per_model.append([u.key for u in found])
+        if k < len(models):
+            per_model.append([u.key for u in found])
         for unit in found:
             units.setdefault(unit.key, unit)
-    entries = _time_units(units, measure, settings, progress)
+    entries, batched = time_entries([(key, u.module, u.in_shape) for key, u in units.items()],
+                                    measure, batch_size, settings.passes, progress)
     table = LatencyTable(device, _host_name(device), threads, space or family,
-                         tuple(input_shape), num_classes, entries, settings=asdict(settings))
-    rows = []
-    for model, keys in zip(models, per_model):
-        measured = min(measure(model, input_shape) for _ in range(settings.passes))
-        rows.append({"spec": model.spec, "units": len(keys), "measured_ms": measured,
-                     "parts_ms": sum(entries[k] for k in keys)})
-    _calibrate(table, rows)
+                         tuple(input_shape), num_classes, entries, settings=asdict(settings),
+                         batch_size=batch_size, entries_batch=batched)
+    rows = [{"spec": model.spec, "n_ops": len(keys),
+             "parts_ms": sum(entries[k] for k in keys),
+             "parts_ms_batch": sum(batched[k] for k in keys)}
+            for model, keys in zip(models, per_model)]
+    time_models(rows, models, measure, tuple(input_shape), batch_size, settings.passes)
+    fits = calibrate_rows(rows)
+    table.correction = {batch: fit.to_dict() for batch, fit in fits.items()}
+    table.overhead = {OVERHEAD_KEY: fits["1"].intercept}
+    table.calibration = rows
     table.build_seconds = time.perf_counter() - t0
     return table
-

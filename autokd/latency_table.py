@@ -9,6 +9,12 @@ the target device in its context (input shape, position), plus a per-depth overh
 on whole models; the table is cached on disk per device + space under
 ``cache_dir()/latency/`` and re-used (FBNet's lookup table, Wu et al. 2019).
 
+Ops and calibration models are timed at batch 1 (what a search ranks by) and at the deploy
+batch (``CostConfig.batch_size``, 64 by default). Summed op timings are then corrected by a
+linear model fitted on whole models (``autokd.latency_model``); the table stores the
+correction, its leave-one-out error at both batches and the calibration models' own
+run-to-run variation, the noise floor that error is to be read against.
+
 FLOPs and params per op are exact: params are counted on the built op, FLOPs follow
 ``autokd.cost``'s convention (multiply-adds of convolutions and linear layers at batch 1), so
 the expected cost of a one-hot alpha equals ``count_flops`` / ``count_params`` of the derived
@@ -22,7 +28,6 @@ product of their probabilities, which is exact because the decisions are indepen
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -32,7 +37,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,15 @@ from autokd.config import CostConfig
 from autokd.cost import measure_latency
 from autokd.device import resolve_device
 from autokd.errors import ConfigError
+from autokd.latency_model import (
+    Correction,
+    MeasureFn,
+    ProgressFn,
+    calibrate_rows,
+    summarise_errors,
+    time_entries,
+    time_models,
+)
 from autokd.models import build_student
 from autokd.models.supernet import OpSpec, Supernet, build_op
 
@@ -62,10 +76,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 FORMAT = "autokd-latency-table"
-VERSION = 1
+VERSION = 2  # 2: deploy-batch entries, fitted correction, held-out error at both batches
+BATCH_KEYS = ("1", "deploy")  # batch 1, and the deploy batch (``LatencyTable.batch_size``)
+MIN_CALIBRATION = 12  # whole models a table is calibrated on, at least
 METRICS = ("flops", "params", "latency_ms")
-MeasureFn = Callable[[nn.Module, tuple[int, ...]], float]
-ProgressFn = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +110,8 @@ class TableSettings:
 
 @dataclass
 class LatencyTable:
-    """Measured milliseconds per op key, a per-depth overhead, and how well they predict."""
+    """Measured milliseconds per op key at batch 1 and at the deploy batch, the whole-model
+    correction per batch, and how well the corrected sums predict models the fit never saw."""
 
     device: str
     host: str
@@ -105,31 +120,57 @@ class LatencyTable:
     input_shape: tuple[int, ...]
     num_classes: int
     entries: dict[str, float]
-    overhead: dict[str, float] = field(default_factory=dict)  # str(depth) -> ms
+    overhead: dict[str, float] = field(default_factory=dict)  # str(depth) -> ms (batch 1)
     calibration: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    batch_size: int = 64  # the deploy batch of ``entries_batch``
+    entries_batch: dict[str, float] = field(default_factory=dict)
+    correction: dict[str, dict[str, float]] = field(default_factory=dict)  # BATCH_KEYS ->
     path: str | None = None
 
-    def latency(self, op: OpSpec) -> float:
-        """Milliseconds of one op (the per-depth overhead for ``model`` ops)."""
-        if op.kind == "model":
-            return self.overhead.get(str(op.out), 0.0)
+    def fix(self, batch: str = "1") -> Correction:
+        """The whole-model correction at ``batch`` (``"1"`` or ``"deploy"``)."""
+        raw = self.correction.get(batch)
+        return Correction.from_dict(raw) if raw else Correction()
+
+    def raw(self, key: str, batch: str = "1") -> float:
+        """The op's own timing (uncorrected) at ``batch``."""
+        entries = self.entries if batch == "1" else self.entries_batch
         try:
-            return self.entries[op.key()]
+            return entries[key]
         except KeyError:
-            raise ConfigError(f"latency table {self.path or ''} has no entry for {op.key()}; "
+            raise ConfigError(f"latency table {self.path or ''} has no entry for {key}"
+                              f"{'' if batch == '1' else f' at batch {self.batch_size}'}; "
                               "rebuild it with `autokd latency-table ... --force`") from None
 
-    def error(self) -> dict[str, float | int | None]:
-        """Leave-one-out error of whole-model predictions on the calibration models (%)."""
-        errors = [c["loo_error_pct"] for c in self.calibration
-                  if c.get("loo_error_pct") is not None]
-        if not errors:
-            return {"n": 0, "mean_abs_pct": None, "max_abs_pct": None}
-        absolute = [abs(e) for e in errors]
-        return {"n": len(errors), "mean_abs_pct": statistics.fmean(absolute),
-                "max_abs_pct": max(absolute)}
+    def latency(self, op: OpSpec, batch: str = "1") -> float:
+        """Milliseconds one op adds to a whole-model prediction at ``batch``.
+
+        A timed op adds its corrected share (``Correction.op_ms``); a ``model`` op adds the
+        overhead of its depth group, so the sum over a model's ops is its prediction.
+        """
+        if op.kind == "model":
+            if batch == "1":
+                return self.overhead.get(str(op.out), 0.0)
+            return self.fix(batch).intercept
+        return self.fix(batch).op_ms(self.raw(op.key(), batch))
+
+    def error(self) -> dict[str, Any]:
+        """Held-out (leave-one-out) error of whole-model predictions (%), per batch, beside
+        the calibration models' run-to-run variation.
+
+        The top-level ``n`` / ``mean_abs_pct`` / ``max_abs_pct`` are batch 1's.
+        """
+        out: dict[str, Any] = {"batch_size": self.batch_size}
+        for batch, suffix in (("1", ""), ("deploy", "_batch")):
+            summary = summarise_errors([c.get(f"loo_error_pct{suffix}")
+                                        for c in self.calibration])
+            cvs = [c[f"cv{suffix}"] for c in self.calibration if c.get(f"cv{suffix}") is not None]
+            summary["run_to_run_cv_pct"] = 100 * statistics.median(cvs) if cvs else None
+            out[batch] = summary
+        out.update({k: out["1"][k] for k in ("n", "mean_abs_pct", "max_abs_pct")})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -152,18 +193,40 @@ class LatencyTable:
         return path
 
 
+_FIELDS = ("device", "host", "threads", "space", "num_classes", "entries", "overhead",
+           "calibration", "settings", "build_seconds", "batch_size", "entries_batch",
+           "correction")
+
+
 def load_table(path: str | Path) -> LatencyTable:
-    """Read a table written by ``LatencyTable.save``."""
+    """Read a table written by ``LatencyTable.save``; one from another version is refused.
+
+    Why refuse version 1: it holds neither deploy-batch timings nor a correction, so its
+    predictions would silently be the old, less accurate ones; ``get_table`` rebuilds it.
+    """
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read latency table {path}: {exc}") from None
-    if raw.get("format") != FORMAT or raw.get("version") != VERSION:
-        raise ConfigError(f"{path} is not an autokd latency table (version {VERSION})")
-    keep = {k: raw[k] for k in ("device", "host", "threads", "space", "num_classes", "entries",
-                                "overhead", "calibration", "settings", "build_seconds")}
-    return LatencyTable(input_shape=tuple(raw["input_shape"]), path=str(path), **keep)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not an autokd latency table")
+    if raw.get("version") != VERSION:
+        raise ConfigError(f"latency table {path} is version {raw.get('version')}, this autokd "
+                          f"reads version {VERSION}; rebuild it with `autokd latency-table "
+                          "... --force`")
+    try:
+        keep = {k: raw[k] for k in _FIELDS}
+        table = LatencyTable(input_shape=tuple(raw["input_shape"]), path=str(path), **keep)
+        for batch in BATCH_KEYS:
+            table.fix(batch)
+        if not (isinstance(table.entries, dict) and all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in table.entries.values())):
+            raise TypeError("entries must map op keys to finite milliseconds")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"latency table {path} is damaged ({type(exc).__name__}: {exc}); "
+                          "rebuild it with `autokd latency-table ... --force`") from None
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +294,13 @@ def _default_measure(settings: TableSettings, device: str, threads: int) -> Meas
 
 
 def _calibration_choices(net: Supernet, settings: TableSettings) -> list[dict[str, Any]]:
-    """``settings.calibration`` random architectures per depth (seeded)."""
+    """``settings.calibration`` random architectures per depth (seeded), and at least
+    ``MIN_CALIBRATION`` in all: the correction has up to three coefficients to fit."""
     rng = random.Random(settings.seed)
+    per_depth = max(settings.calibration, math.ceil(MIN_CALIBRATION / len(net.depths)))
     out = []
     for depth in net.depths:
-        for _ in range(settings.calibration):
+        for _ in range(per_depth):
             choice = {n: rng.choice(opts) for n, opts in net.decisions.items()}
             if "depth" in net.decisions:
                 choice["depth"] = depth
@@ -245,36 +310,30 @@ def _calibration_choices(net: Supernet, settings: TableSettings) -> list[dict[st
 
 def _calibrate(net: Supernet, table: LatencyTable, measure: MeasureFn,
                settings: TableSettings) -> None:
-    """Fit the per-depth overhead (median residual of whole models) and its LOO error."""
+    """Fit the whole-model correction per batch (``autokd.latency_model``) and its LOO error."""
     rows, models = [], []
     for choice in _calibration_choices(net, settings):
         spec = net.spec_for(choice)
-        models.append(build_student(net.family, spec, net.input_shape, net.num_classes))
-        parts = sum(table.latency(op) for op in net.ops_for(choice) if op.kind != "model")
+        models.append(build_student(net.family, spec, net.input_shape, net.num_classes).eval())
+        ops = net.ops_for(choice)
+        timed = [op.key() for op in ops if op.kind != "model"]
         # the overhead group is the ``model`` op's ``out``: the depth of a stack, 0 for a
         # supernet with one group (the inverted-residual one)
-        group = next((op.out for op in net.ops_for(choice) if op.kind == "model"), 0)
-        rows.append({"spec": spec, "depth": group, "parts_ms": parts})
-    for _ in range(settings.passes):
-        for row, model in zip(rows, models):
-            ms = measure(model, net.input_shape)
-            row["measured_ms"] = min(ms, row.get("measured_ms", math.inf))
-    for depth in net.depths:
-        residuals = [r["measured_ms"] - r["parts_ms"] for r in rows if r["depth"] == depth]
-        table.overhead[str(depth)] = statistics.median(residuals) if residuals else 0.0
-    for k, row in enumerate(rows):
-        others = [r["measured_ms"] - r["parts_ms"] for j, r in enumerate(rows)
-                  if j != k and r["depth"] == row["depth"]]
-        predicted = row["parts_ms"] + (statistics.median(others) if others else 0.0)
-        row["predicted_ms"] = predicted
-        row["loo_error_pct"] = 100.0 * (predicted - row["measured_ms"]) / row["measured_ms"]
+        group = next((op.out for op in ops if op.kind == "model"), 0)
+        rows.append({"spec": spec, "depth": group, "n_ops": len(timed),
+                     "parts_ms": sum(table.raw(k) for k in timed),
+                     "parts_ms_batch": sum(table.raw(k, "deploy") for k in timed)})
+    time_models(rows, models, measure, net.input_shape, table.batch_size, settings.passes)
+    fits = calibrate_rows(rows)
+    table.correction = {batch: fit.to_dict() for batch, fit in fits.items()}
+    table.overhead = {str(depth): fits["1"].intercept for depth in net.depths}
     table.calibration = rows
 
 
 def build_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
                 settings: TableSettings | None = None, measure: MeasureFn | None = None,
-                progress: ProgressFn | None = None) -> LatencyTable:
-    """Time every op of ``net`` on ``device``, then calibrate the per-depth overhead.
+                progress: ProgressFn | None = None, batch_size: int = 64) -> LatencyTable:
+    """Time every op of ``net`` on ``device`` at batch 1 and ``batch_size``, then calibrate.
 
     Args:
         net: The supernet whose ops are timed (its decisions define the space).
@@ -284,24 +343,18 @@ def build_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1
         settings: Timing settings (default: those of a search's per-trial measurement).
         measure: ``fn(module, input_shape) -> ms``; default ``autokd.cost.measure_latency``.
         progress: ``fn(done, total)`` after each op.
+        batch_size: The deploy batch (``CostConfig.batch_size``).
     """
     settings = settings or TableSettings()
     device = _resolve_device(device)
     measure = measure or _default_measure(settings, device, threads)
     ops = _timed_ops(net)
     t0 = time.perf_counter()
-    entries: dict[str, float] = {}
-    modules = [build_op(op) for op in ops]
-    total = len(ops) * settings.passes
-    for k, (op, module) in enumerate(itertools.cycle(zip(ops, modules)), 1):
-        if k > total:
-            break
-        ms = measure(module, op.in_shape)
-        entries[op.key()] = min(ms, entries.get(op.key(), math.inf))
-        if progress is not None:
-            progress(k, total)
+    entries, batched = time_entries([(op.key(), build_op(op), op.in_shape) for op in ops],
+                                    measure, batch_size, settings.passes, progress)
     table = LatencyTable(device, _host_name(device), threads, space, net.input_shape,
-                         net.num_classes, entries, settings=asdict(settings))
+                         net.num_classes, entries, settings=asdict(settings),
+                         batch_size=batch_size, entries_batch=batched)
     _calibrate(net, table, measure, settings)
     table.build_seconds = time.perf_counter() - t0
     logger.info("latency table: %d ops on %s in %.1f s, error %s", len(ops), device,
@@ -312,16 +365,21 @@ def build_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1
 def get_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
               settings: TableSettings | None = None, rebuild: bool = False,
               progress: ProgressFn | None = None,
-              measure: MeasureFn | None = None) -> LatencyTable:
-    """The cached table for this device + space, built (and saved) on first use."""
+              measure: MeasureFn | None = None, batch_size: int = 64) -> LatencyTable:
+    """The cached table for this device + space, built (and saved) on first use; one for
+    another deploy batch, from an older version or damaged is measured again."""
     path = table_path(net, space, device, threads)
     if path.exists() and not rebuild:
         try:
-            return _checked(load_table(path))
+            cached = load_table(path)
+            if cached.batch_size == batch_size:
+                return _checked(cached)
+            logger.warning("latency table %s was built for batch %d, not %d; measuring it "
+                           "again", path, cached.batch_size, batch_size)
         except ConfigError as exc:
             logger.warning("%s; measuring it again", exc)
     logger.info("building the latency table %s (once per device and space)", path)
-    table = build_table(net, space, device, threads, settings, measure, progress)
+    table = build_table(net, space, device, threads, settings, measure, progress, batch_size)
     table.save(path)
     return _checked(table)
 
@@ -351,10 +409,4 @@ def prediction_error(trials: Iterable[dict[str, Any]]) -> dict[str, float | int 
         predicted, measured = attrs.get("predicted_latency_ms"), attrs.get("latency_ms")
         if predicted is not None and measured:
             errors.append(100.0 * (float(predicted) - float(measured)) / float(measured))
-    if not errors:
-        return {"n": 0, "mean_abs_pct": None, "median_abs_pct": None, "max_abs_pct": None,
-                "bias_pct": None}
-    absolute = [abs(e) for e in errors]
-    return {"n": len(errors), "mean_abs_pct": statistics.fmean(absolute),
-            "median_abs_pct": statistics.median(absolute), "max_abs_pct": max(absolute),
-            "bias_pct": statistics.fmean(errors)}
+    return summarise_errors(errors)

@@ -6,13 +6,14 @@ median latency and the coefficient of variation of the per-run medians. A search
 candidates measured minutes apart, so the CV of medians is the noise floor of its latency
 objective.
 
-Usage: ``python benchmarks/latency_stability.py [--runs 10] [--out results/benchmarks]``
+Usage: ``python benchmarks/latency_stability.py [--quick] [--runs 10] [--out results/benchmarks]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -59,13 +60,14 @@ def summarise(medians: list[float]) -> dict[str, float | list[float]]:
     }
 
 
-def run(runs: int) -> dict[str, object]:
+def run(runs: int, min_block_s: float = 0.02) -> dict[str, object]:
     model = small_cnn()
     medians: dict[int, list[float]] = {b: [] for b in BATCH_SIZES}
     for _ in range(runs):
         for batch_size in BATCH_SIZES:
             disturb()
-            ms, _cv = measure_latency(model, INPUT_SHAPE, batch_size, threads=1)
+            ms, _cv = measure_latency(model, INPUT_SHAPE, batch_size, threads=1,
+                                      min_block_s=min_block_s)
             medians[batch_size].append(ms)
     per_batch = {b: summarise(m) for b, m in medians.items()}
     return {
@@ -83,11 +85,15 @@ def run(runs: int) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 runs of 1 ms blocks instead of 10 of 20 ms (about a second)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    result = run(args.runs)
-    result["wall_s"] = round(time.perf_counter() - start, 2)
+    load_before, cpu0, start = os.getloadavg(), time.process_time(), time.perf_counter()
+    result = run(3, 0.001) if args.quick else run(args.runs)
+    result.update({"quick": args.quick, "wall_s": round(time.perf_counter() - start, 2),
+                   "cpu_s": round(time.process_time() - cpu0, 2),
+                   "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())})
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     (args.out / "latency_stability.json").write_text(text + "\n")

@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "autokd.train": 2, "autokd.train_state": 2, "autokd.train_taps": 2, "autokd.evaluation": 2,
     "autokd.replay": 2, "autokd.train_unlabeled": 2,
     "autokd.cost": 2, "autokd.quant": 2,
-    "autokd.latency_table": 2, "autokd.block_latency": 2, "autokd.model_files": 2,
+    "autokd.latency_table": 2, "autokd.latency_model": 2, "autokd.block_latency": 2, "autokd.model_files": 2,
     "autokd.teachers": 3, "autokd.hf_teacher": 3, "autokd.space": 3, "autokd.pipeline": 3,
     "autokd.datafree": 3,
     "autokd.objective": 4, "autokd.study": 4, "autokd.record": 4, "autokd.front": 4,

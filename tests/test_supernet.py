@@ -214,7 +214,9 @@ def test_latency_table_is_cached_per_device_and_space(tmp_path: Any, monkeypatch
     table = get_table(net, "tiny", settings=settings, measure=_fake_measure(calls))
     path = table_path(net, "tiny")
     assert path.exists() and str(path).startswith(str(tmp_path / "latency"))
-    assert table.path == str(path) and len(calls) == len(table.entries) + len(net.depths)
+    # every op and every calibration model (three passes) at batch 1 and the deploy batch
+    assert table.path == str(path)
+    assert len(calls) == 2 * len(table.entries) + 2 * 3 * len(table.calibration)
 
     def boom(*args: Any) -> float:
         raise AssertionError("a cached table must not be measured again")
@@ -247,7 +249,7 @@ def test_measured_table_predicts_whole_models() -> None:
     table = build_table(net, "tiny", settings=TableSettings(warmup=1, min_block_s=0.002,
                                                             calibration=2))
     model_cost = CostModel(net, table)
-    assert table.error()["n"] == 4
+    assert table.error()["n"] == len(table.calibration) >= 12  # at least MIN_CALIBRATION
     for choice in _choices(net, 3, seed=2):
         model = build_student("cnn", net.spec_for(choice), (1, 8, 8), 10)
         measured = min(measure_latency(model, (1, 8, 8), 1, warmup=1, repeats=3,

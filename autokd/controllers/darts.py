@@ -172,7 +172,8 @@ class DartsController(OptunaController):
     def _latency_table(self, net: Any) -> LatencyTable:
         cfg = self.settings.cost
         settings = TableSettings.from_cost(cfg)
-        return get_table(net, self.space.name, cfg.device, cfg.threads, settings)
+        return get_table(net, self.space.name, cfg.device, cfg.threads, settings,
+                         batch_size=cfg.batch_size)
 
     # -- budget -------------------------------------------------------------------------------
     def _runs_done(self) -> int:
@@ -362,6 +363,7 @@ class DartsController(OptunaController):
             "predicted_flops": predicted["flops"],
             "predicted_params": predicted["params"],
             "predicted_latency_ms": predicted.get("latency_ms"),
+            "latency_model": cost.table.error() if cost.table is not None else None,
         }
 
 

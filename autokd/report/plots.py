@@ -139,6 +139,11 @@ def latency_figure(lp: dict[str, Any]) -> Any:
                                text=[f"trial {r['trial']}" for r in rows], name="trials"))
     fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="exact",
                              line={"dash": "dot", "color": "#555"}))
-    fig.update_layout(title="Predicted vs measured latency", xaxis_title="measured ms",
-                      yaxis_title="predicted ms", height=380)
+    title = "Predicted vs measured latency"
+    table = (lp.get("table_error") or {}).get("1") or {}
+    if table.get("mean_abs_pct") is not None:  # the table's own held-out error, for scale
+        title += (f" (table held-out error at batch 1: mean {table['mean_abs_pct']:.0f} %, "
+                  f"max {table['max_abs_pct']:.0f} %)")
+    fig.update_layout(title=title, xaxis_title="measured ms", yaxis_title="predicted ms",
+                      height=380)
     return fig

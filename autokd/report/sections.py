@@ -163,10 +163,14 @@ def _spearman(points: list[dict[str, Any]]) -> float | None:
 
 
 def latency_prediction(study: optuna.Study) -> dict[str, Any] | None:
-    """Predicted (e.g. a DARTS latency model) vs measured latency, when trials recorded both."""
+    """Predicted (e.g. a DARTS latency model) vs measured latency, when trials recorded both,
+    and the latency table's own held-out error (``latency_model``, ``LatencyTable.error()``)
+    recorded by the run that used it, so the per-trial error can be read against it."""
     rows = []
+    model = None
     for t in usable_trials(study):
         rec = TrialRecord.of(t)
+        model = model or t.user_attrs.get("latency_model")
         pred, meas = rec.get("predicted_latency_ms"), rec.latency_ms
         if pred is not None and meas:
             rows.append({"trial": t.number, "strategy": rec.strategy,
@@ -177,4 +181,4 @@ def latency_prediction(study: optuna.Study) -> dict[str, Any] | None:
         return None
     errors = [abs(r["error_pct"]) for r in rows]
     return {"rows": rows, "mean_abs_error_pct": sum(errors) / len(errors),
-            "max_abs_error_pct": max(errors)}
+            "max_abs_error_pct": max(errors), "table_error": model}

@@ -21,6 +21,7 @@ __all__ = [
     "limits_text",
     "selection_text",
     "summary_rows",
+    "table_error_text",
 ]
 
 NO_BASELINE = ("Not recorded: rerun the search with --baseline to train each front member "
@@ -145,5 +146,22 @@ def importance_text(imp: dict[str, Any]) -> str:
 
 def latency_text(lp: dict[str, Any]) -> str:
     """How far the latency predictions were from the measurements."""
-    return (f"{len(lp['rows'])} trials carry a predicted latency: mean absolute error "
+    text = (f"{len(lp['rows'])} trials carry a predicted latency: mean absolute error "
             f"{lp['mean_abs_error_pct']:.1f} %, worst {lp['max_abs_error_pct']:.1f} %.")
+    table = lp.get("table_error")
+    return f"{text} {table_error_text(table)}" if table else text
+
+
+def table_error_text(error: dict[str, Any]) -> str:
+    """A latency table's held-out error per batch beside the measurement's own variation."""
+    def pct(value: Any) -> str:
+        return "-" if value is None else f"{value:.1f} %"
+
+    parts = []
+    for batch, label in (("1", "batch 1"), ("deploy", f"batch {error.get('batch_size')}")):
+        e = error.get(batch) or {}
+        parts.append(f"at {label} mean {pct(e.get('mean_abs_pct'))}, max "
+                     f"{pct(e.get('max_abs_pct'))} (run-to-run variation "
+                     f"{pct(e.get('run_to_run_cv_pct'))})")
+    return (f"The latency table's error on {error.get('n', 0)} held-out calibration models "
+            f"(each predicted by a fit without it): {'; '.join(parts)}.")
