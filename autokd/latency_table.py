@@ -47,6 +47,7 @@ from autokd.device import resolve_device
 from autokd.errors import ConfigError
 from autokd.models import build_student
 from autokd.models.supernet import OpSpec, Supernet, build_op
+from autokd.quant.deploy import runtime_module
 
 __all__ = [
     "METRICS",
@@ -88,10 +89,15 @@ class TableSettings:
     passes: int = 2  # interleaved passes over all ops; the minimum is kept
     calibration: int = 5  # whole models per depth used to fit and check the overhead
     seed: int = 0
+    #: where ops are timed (``CostConfig.runtime``): each op exported alone to TorchScript or
+    #: ONNX Runtime; part of the table's path, so a table is never read for another runtime
+    runtime: str = "torch"
 
     @classmethod
     def from_cost(cls, cfg: CostConfig) -> TableSettings:
-        return cls(warmup=cfg.warmup, min_block_s=getattr(cfg, "min_block_s", cls.min_block_s))
+        runtime = getattr(cfg, "trial_runtime", "torch")
+        return cls(warmup=cfg.warmup, min_block_s=getattr(cfg, "min_block_s", cls.min_block_s),
+                   runtime="torch" if runtime == "auto" else runtime)
 
 
 @dataclass
@@ -188,11 +194,13 @@ def _host_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def device_tag(device: str, threads: int) -> str:
-    """A directory name per device: ``cpu-<model hash>-t1`` (tables never mix machines)."""
+def device_tag(device: str, threads: int, runtime: str = "torch") -> str:
+    """A directory name per device and runtime: ``cpu-<model hash>-t1`` for eager PyTorch,
+    ``cpu-<model hash>-t1-onnxruntime`` for another (tables never mix machines or runtimes)."""
     device = _resolve_device(device)
     digest = hashlib.sha256(_host_name(device).encode()).hexdigest()[:8]
-    return f"{device.replace(':', '')}-{digest}-t{threads}"
+    suffix = "" if runtime == "torch" else f"-{runtime}"
+    return f"{device.replace(':', '')}-{digest}-t{threads}{suffix}"
 
 
 def _timed_ops(net: Supernet) -> list[OpSpec]:
@@ -206,13 +214,14 @@ def _timed_ops(net: Supernet) -> list[OpSpec]:
     return [ops[k] for k in sorted(ops)]
 
 
-def table_path(net: Supernet, space: str, device: str = "cpu", threads: int = 1) -> Path:
+def table_path(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
+               runtime: str = "torch") -> Path:
     """``cache_dir()/latency/<device tag>/<space>-<shape>-k<classes>-<ops digest>.json``."""
     keys = "\n".join(op.key() for op in _timed_ops(net))
     digest = hashlib.sha256(f"{net.family}\n{keys}".encode()).hexdigest()[:10]
     shape = "x".join(map(str, net.input_shape))
     name = f"{Path(space).stem}-{shape}-k{net.num_classes}-{digest}.json"
-    return cache_dir() / "latency" / device_tag(device, threads) / name
+    return cache_dir() / "latency" / device_tag(device, threads, runtime) / name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,10 +230,14 @@ def table_path(net: Supernet, space: str, device: str = "cpu", threads: int = 1)
 
 
 def _default_measure(settings: TableSettings, device: str, threads: int) -> MeasureFn:
+    """Time a module in ``settings.runtime`` (exported alone first unless eager)."""
+    where = "cpu" if settings.runtime == "onnxruntime" else device
+
     def measure(module: nn.Module, in_shape: tuple[int, ...]) -> float:
-        ms, _cv = measure_latency(module, in_shape, 1, warmup=settings.warmup,
-                                  repeats=settings.repeats, threads=threads, device=device,
-                                  min_block_s=settings.min_block_s)
+        with runtime_module(module, in_shape, settings.runtime, threads, where) as runner:
+            ms, _cv = measure_latency(runner, in_shape, 1, warmup=settings.warmup,
+                                      repeats=settings.repeats, threads=threads, device=where,
+                                      min_block_s=settings.min_block_s)
         return ms
 
     return measure
@@ -314,7 +327,7 @@ def get_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
               progress: ProgressFn | None = None,
               measure: MeasureFn | None = None) -> LatencyTable:
     """The cached table for this device + space, built (and saved) on first use."""
-    path = table_path(net, space, device, threads)
+    path = table_path(net, space, device, threads, (settings or TableSettings()).runtime)
     if path.exists() and not rebuild:
         try:
             return _checked(load_table(path))
