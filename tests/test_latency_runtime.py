@@ -30,7 +30,7 @@ from autokd.search import SearchConfig, run_search
 from autokd.study import study_paths
 from tests._helpers import TINY_SPACE
 
-FAST = dict(warmup=1, repeats=2, min_block_s=0.001, batch_size=4)
+FAST = {"warmup": 1, "repeats": 2, "min_block_s": 0.001, "batch_size": 4}
 
 
 def _mlp() -> torch.nn.Module:
@@ -153,3 +153,39 @@ def test_latency_objective_times_every_trial_in_runtime(tmp_path, digits_teacher
     assert RUNTIME_ATTR not in study.user_attrs  # nothing left to re-time
     teacher = study.user_attrs["autokd_search"]["teacher"]
     assert teacher["latency_runtime"] == "onnxruntime"  # speed-ups compare like with like
+
+
+# -- the benchmark's quick mode -------------------------------------------------------------
+@pytest.mark.slow
+def test_latency_runtime_benchmark_quick(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "benchmarks/latency_runtime.py", "--quick"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "autokd-bench-quick" / "latency_runtime.json").read_text())
+    assert json.loads(proc.stdout) == out
+    rows = out["per_trial"]
+    assert out["quick"] and out["complete_trials"] == len(rows) >= 3
+    numbers = {t["trial"] for t in rows}
+    for t in rows:
+        for runtime in ("torch", "onnxruntime"):
+            for batch in ("1", "64"):
+                s = t["latency"][runtime][batch]
+                assert 0 < s["min"] <= s["median"] <= s["max"]
+    for key in ("spearman_rho_batch1", "spearman_rho_deploy_batch"):
+        assert -1.0 <= out[key] <= 1.0
+    for key in ("front_batch1", "front_deploy_batch"):
+        f = out[key]
+        assert f["torch"] and f["onnxruntime"] and set(f["torch"]) | set(f["onnxruntime"]) <= numbers
+        assert f["differ"] == len(set(f["torch"]) ^ set(f["onnxruntime"]))
+    assert out["retime_front_members"] == len(out["retimed"]) >= 1
+    assert {e["latency_runtime"] for e in out["retimed"].values()} == {"onnxruntime"}
+    assert out["eager_over_onnxruntime_batch1"]["min"] > 0
+    assert len(out["loadavg_start"]) == 3 and out["cpu_seconds"] > 0 and out["wall_seconds"] > 0
