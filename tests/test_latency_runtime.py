@@ -93,6 +93,20 @@ def test_export_failure_falls_back_to_torch_with_reason(monkeypatch) -> None:
     assert "onnxruntime export failed: no symbolic for aten::weird" in cost.latency_fallback
 
 
+def test_teacher_that_cannot_export_keeps_torch_and_says_so(monkeypatch, digits,
+                                                            digits_teacher) -> None:
+    from autokd import pipeline
+
+    monkeypatch.setattr(pipeline, "_PROFILE_CACHE", {})  # this profile must not be reused
+    monkeypatch.setattr(deploy, "export_float_onnx", lambda *a, **k: 1 / 0)
+    profile = pipeline.teacher_profile(digits_teacher, digits,
+                                       CostConfig(runtime="onnxruntime", **FAST))
+    assert profile["latency_runtime"] == "torch" and profile["latency_ms"] > 0
+    assert "onnxruntime export failed: division by zero" in profile["latency_fallback"]
+    labels = [c[0] for c in teacher_columns(profile)]
+    assert "latency ms (torch)" in labels and "latency timed in torch because" in labels
+
+
 def test_latency_table_path_is_per_runtime() -> None:
     assert device_tag("cpu", 1, "onnxruntime") == device_tag("cpu", 1) + "-onnxruntime"
     ort = TableSettings.from_cost(CostConfig(runtime="onnxruntime"))

@@ -108,6 +108,9 @@ def teacher_columns(teacher: dict[str, Any]) -> list[Column]:
     if teacher.get("deploy_latency_ms") is not None:
         cols.insert(-1, (f"latency ms ({teacher.get('deploy_runtime')})", "deploy_latency_ms",
                          "ms"))
+    for key in ("latency_fallback", "deploy_latency_fallback"):  # speed-ups then mix runtimes
+        if teacher.get(key):
+            cols.insert(-1, ("latency timed in torch because", key, "text"))
     return cols
 
 
