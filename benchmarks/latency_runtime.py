@@ -6,8 +6,9 @@ drifting machine load hits both alike (``autokd.quant.deploy.runtime_cost``: the
 file under ONNX Runtime, the same ``measure_latency`` rules), at batch 1 and at the deploy
 batch. Reports Spearman's rho between the two latencies over the trials, the (val accuracy,
 latency) Pareto fronts under each and how many members differ, what the export + timing costs
-per trial, and what re-timing only the front after the search costs
-(``autokd.runtime_front``, the default when latency ranks nothing).
+per trial (at full timing, and at a search's per-trial timing: the cost measurement a trial
+pays when latency is an objective or a limit), and what re-timing only the front after the
+search costs (``autokd.runtime_front``, the default when latency ranks nothing).
 
 Usage: ``python benchmarks/latency_runtime.py [--quick] [--trials 16] [--epochs 5]
 [--rounds 5] [--out results/benchmarks]``; ``--quick`` writes under
@@ -88,10 +89,19 @@ def _time_trials(trials: list[dict[str, Any]], data: DataSplits, cfg: CostConfig
                 assert cost.latency_runtime == runtime, cost.latency_fallback
                 runs[n][runtime]["1"].append(cost.latency_ms)
                 runs[n][runtime][str(batch)].append(cost.latency_ms_batch)
+    per_trial = CostConfig.for_search(batch_size=batch)  # what a search spends per trial
     for t in trials:
         n = t["trial"]
         t["latency"] = {r: {b: _spread(v) for b, v in runs[n][r].items()} for r in RUNTIMES}
         t["onnxruntime_export_and_time_s"] = _spread(spent[n])
+        cost_s: dict[str, list[float]] = {r: [] for r in RUNTIMES}
+        for _ in range(rounds):
+            for runtime in RUNTIMES:
+                t0 = time.perf_counter()
+                runtime_cost(models[n], data.input_shape,
+                             dataclasses.replace(per_trial, runtime=runtime))
+                cost_s[runtime].append(time.perf_counter() - t0)
+        t["search_cost_measurement_s"] = {r: _spread(v) for r, v in cost_s.items()}
 
 
 def _fronts(trials: list[dict[str, Any]], batch: str) -> dict[str, Any]:
@@ -153,6 +163,8 @@ def run(trials: int, epochs: int, rounds: int, batch: int, quick: bool = False) 
     ratio = [t["latency"]["torch"]["1"]["median"] / t["latency"]["onnxruntime"]["1"]["median"]
              for t in rows]
     per_trial_export = [t["onnxruntime_export_and_time_s"]["median"] for t in rows]
+    search_cost_s = {r: _spread([t["search_cost_measurement_s"][r]["median"] for t in rows])
+                     for r in RUNTIMES}
     return {
         "dataset": "digits", "space": "tiny cnn (quick)" if quick else "default (cnn)",
         "trials": trials, "epochs": epochs, "timing": dataclasses.asdict(timing),
@@ -163,6 +175,7 @@ def run(trials: int, epochs: int, rounds: int, batch: int, quick: bool = False) 
         "front_deploy_batch": _fronts(rows, str(batch)),
         "eager_over_onnxruntime_batch1": _spread(ratio),
         "onnxruntime_export_and_time_s_per_trial": _spread(per_trial_export),
+        "search_cost_measurement_s_per_trial": search_cost_s,
         "search_seconds": search_s, "search_seconds_per_trial": search_s / trials,
         "retime_front_after_search_s": retime_s, "retime_front_members": members,
         "retimed": retimed.get("trials", {}),
