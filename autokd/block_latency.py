@@ -118,12 +118,12 @@ def predict_latency(table: LatencyTable, model: nn.Module, input_shape: tuple[in
 
 def block_table_path(family: str, space: str, input_shape: tuple[int, ...], num_classes: int,
                      specs: Iterable[dict[str, Any]], device: str = "cpu",
-                     threads: int = 1) -> Path:
-    """``cache_dir()/latency/<device>/<space>-<shape>-k<classes>-blocks-<specs digest>.json``."""
+                     threads: int = 1, runtime: str = "torch") -> Path:
+    """``cache_dir()/latency/<device[-runtime]>/<space>-<shape>-k<classes>-blocks-<digest>.json``."""
     digest = hashlib.sha256(f"{family}\n{sorted(map(repr, specs))}".encode()).hexdigest()[:10]
     shape = "x".join(map(str, input_shape))
     name = f"{Path(space).stem}-{shape}-k{num_classes}-blocks-{digest}.json"
-    return cache_dir() / "latency" / device_tag(device, threads) / name
+    return cache_dir() / "latency" / device_tag(device, threads, runtime) / name
 
 
 def build_block_table(family: str, specs: list[dict[str, Any]], input_shape: tuple[int, ...],

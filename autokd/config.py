@@ -21,6 +21,7 @@ __all__ = [
     "COST_KEYS",
     "MINIMA",
     "OBJECTIVES",
+    "RUNTIMES",
     "SCORE_TERMS",
     "CostConfig",
     "DataConfig",
@@ -217,9 +218,21 @@ class TrainConfig:
         _check(isinstance(self.replay_seed, int), "replay_seed must be an integer")
         return self
 
+#: where latency is measured: PyTorch eager, a frozen TorchScript trace, or the float ONNX file
+#: under ONNX Runtime (``autokd.quant.deploy.runtime_cost``); ``auto`` is resolved by a command
+RUNTIMES = ("torch", "torchscript", "onnxruntime")
+
+
 @dataclass
 class CostConfig:
-    """How costs are measured."""
+    """How costs are measured.
+
+    ``runtime`` is where latency is timed: eager PyTorch by default here (cheap, what the
+    library's primitives always did); commands default to ONNX Runtime, which is what a tiny
+    student deploys in (its eager latency is mostly Python dispatch). ``defer_runtime``: a
+    search whose objectives and limits do not read latency times trials eagerly and measures
+    only the front in ``runtime`` afterwards (an export costs about as much as a short trial).
+    """
 
     batch_size: int = 64
     latency: bool = True
@@ -228,6 +241,21 @@ class CostConfig:
     min_block_s: float = 0.02  # each timed block runs at least this long
     threads: int = 1
     device: str = "cpu"
+    runtime: str = "torch"  # torch | torchscript | onnxruntime | auto (resolved before use)
+    defer_runtime: bool = False
+
+    def validate(self) -> CostConfig:
+        _check(self.runtime in (*RUNTIMES, "auto"),
+               f"unknown latency runtime {self.runtime!r}; known: {', '.join(RUNTIMES)}")
+        _check(self.runtime != "onnxruntime" or self.device == "cpu",
+               f"--latency-runtime onnxruntime times on the CPU; it cannot be combined with "
+               f"--latency-device {self.device} (use torch or torchscript there)")
+        return self
+
+    @property
+    def trial_runtime(self) -> str:
+        """The runtime a measurement made now uses (eager when the runtime is deferred)."""
+        return "torch" if self.defer_runtime else self.runtime
 
     @classmethod
     def for_search(cls, **overrides: object) -> CostConfig:
@@ -313,6 +341,7 @@ class SearchSettings:
             if len(set(self.objectives)) != len(self.objectives):
                 raise ConfigError("objectives must not repeat")
         check_metric(self.metric)
+        self.cost.validate()
         _finite("--checkpoint-every", self.checkpoint_every, 0.0)
         for key in CONSTRAINTS:
             value = getattr(self, key)

@@ -51,6 +51,7 @@ from autokd.cost import measure_latency
 from autokd.device import resolve_device
 from autokd.errors import ConfigError
 from autokd.latency_model import (
+    AtBatch,
     Correction,
     MeasureFn,
     ProgressFn,
@@ -61,6 +62,7 @@ from autokd.latency_model import (
 )
 from autokd.models import build_student
 from autokd.models.supernet import OpSpec, Supernet, build_op
+from autokd.quant.deploy import runtime_module
 
 __all__ = [
     "METRICS",
@@ -102,10 +104,15 @@ class TableSettings:
     passes: int = 2  # interleaved passes over all ops; the minimum is kept
     calibration: int = 5  # whole models per depth used to fit and check the overhead
     seed: int = 0
+    #: where ops are timed (``CostConfig.runtime``): each op exported alone to TorchScript or
+    #: ONNX Runtime; part of the table's path, so a table is never read for another runtime
+    runtime: str = "torch"
 
     @classmethod
     def from_cost(cls, cfg: CostConfig) -> TableSettings:
-        return cls(warmup=cfg.warmup, min_block_s=getattr(cfg, "min_block_s", cls.min_block_s))
+        runtime = getattr(cfg, "trial_runtime", "torch")
+        return cls(warmup=cfg.warmup, min_block_s=getattr(cfg, "min_block_s", cls.min_block_s),
+                   runtime="torch" if runtime == "auto" else runtime)
 
 
 @dataclass
@@ -251,11 +258,13 @@ def _host_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def device_tag(device: str, threads: int) -> str:
-    """A directory name per device: ``cpu-<model hash>-t1`` (tables never mix machines)."""
+def device_tag(device: str, threads: int, runtime: str = "torch") -> str:
+    """A directory name per device and runtime: ``cpu-<model hash>-t1`` for eager PyTorch,
+    ``cpu-<model hash>-t1-onnxruntime`` for another (tables never mix machines or runtimes)."""
     device = _resolve_device(device)
     digest = hashlib.sha256(_host_name(device).encode()).hexdigest()[:8]
-    return f"{device.replace(':', '')}-{digest}-t{threads}"
+    suffix = "" if runtime == "torch" else f"-{runtime}"
+    return f"{device.replace(':', '')}-{digest}-t{threads}{suffix}"
 
 
 def _timed_ops(net: Supernet) -> list[OpSpec]:
@@ -269,13 +278,14 @@ def _timed_ops(net: Supernet) -> list[OpSpec]:
     return [ops[k] for k in sorted(ops)]
 
 
-def table_path(net: Supernet, space: str, device: str = "cpu", threads: int = 1) -> Path:
+def table_path(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
+               runtime: str = "torch") -> Path:
     """``cache_dir()/latency/<device tag>/<space>-<shape>-k<classes>-<ops digest>.json``."""
     keys = "\n".join(op.key() for op in _timed_ops(net))
     digest = hashlib.sha256(f"{net.family}\n{keys}".encode()).hexdigest()[:10]
     shape = "x".join(map(str, net.input_shape))
     name = f"{Path(space).stem}-{shape}-k{net.num_classes}-{digest}.json"
-    return cache_dir() / "latency" / device_tag(device, threads) / name
+    return cache_dir() / "latency" / device_tag(device, threads, runtime) / name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,10 +294,17 @@ def table_path(net: Supernet, space: str, device: str = "cpu", threads: int = 1)
 
 
 def _default_measure(settings: TableSettings, device: str, threads: int) -> MeasureFn:
+    """Time a module in ``settings.runtime`` (exported alone first unless eager)."""
+    where = "cpu" if settings.runtime == "onnxruntime" else device
+
     def measure(module: nn.Module, in_shape: tuple[int, ...]) -> float:
-        ms, _cv = measure_latency(module, in_shape, 1, warmup=settings.warmup,
-                                  repeats=settings.repeats, threads=threads, device=device,
-                                  min_block_s=settings.min_block_s)
+        batch = 1
+        if isinstance(module, AtBatch):  # export the network, not its fixed batch: a runtime
+            module, batch = module.module, len(module.batch)  # would fold a constant input
+        with runtime_module(module, in_shape, settings.runtime, threads, where) as runner:
+            ms, _cv = measure_latency(runner, in_shape, batch, warmup=settings.warmup,
+                                      repeats=settings.repeats, threads=threads, device=where,
+                                      min_block_s=settings.min_block_s)
         return ms
 
     return measure
@@ -366,9 +383,9 @@ def get_table(net: Supernet, space: str, device: str = "cpu", threads: int = 1,
               settings: TableSettings | None = None, rebuild: bool = False,
               progress: ProgressFn | None = None,
               measure: MeasureFn | None = None, batch_size: int = 64) -> LatencyTable:
-    """The cached table for this device + space, built (and saved) on first use; one for
-    another deploy batch, from an older version or damaged is measured again."""
-    path = table_path(net, space, device, threads)
+    """The cached table for this device + space + runtime, built (and saved) on first use; one
+    for another deploy batch, from an older version or damaged is measured again."""
+    path = table_path(net, space, device, threads, (settings or TableSettings()).runtime)
     if path.exists() and not rebuild:
         try:
             cached = load_table(path)

@@ -22,6 +22,7 @@ from autokd.errors import InitError
 from autokd.metrics import classification_metrics
 from autokd.models import build_student, get_family
 from autokd.quant import QAT_FAMILIES, float_onnx_cost, int8_cost, int8_metrics, prepare_qat
+from autokd.quant.deploy import resolve_runtime, runtime_cost
 from autokd.teachers import Teacher
 from autokd.train import Callback, Trainer, TrainResult, seed_everything
 from autokd.train_state import TrainState
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_PROFILE_CACHE: dict[tuple[str, str, bool], dict[str, Any]] = {}
+_PROFILE_CACHE: dict[tuple[str, str, bool, str], dict[str, Any]] = {}
 
 
 @dataclass
@@ -87,9 +88,14 @@ def compare(student: dict[str, Any], teacher: dict[str, Any]) -> dict[str, float
 
 
 def teacher_profile(teacher: Teacher, data: DataSplits, cost_cfg: CostConfig | None = None) -> dict[str, Any]:
-    """Accuracy and costs of the teacher (ensemble: summed costs), cached per process."""
-    cost_cfg = cost_cfg or CostConfig()
-    key = (teacher.hash, data.split_hash, cost_cfg.latency)
+    """Accuracy and costs of the teacher (ensemble: summed costs), cached per process.
+
+    Latency is timed in the runtime the students are timed in now (``trial_runtime``), so
+    ``latency_speedup`` compares like with like; a teacher that cannot be exported there is
+    timed in eager PyTorch and ``latency_fallback`` says why (its speed-ups then mix runtimes).
+    """
+    cost_cfg = resolve_runtime(cost_cfg or CostConfig())
+    key = (teacher.hash, data.split_hash, cost_cfg.latency, cost_cfg.trial_runtime)
     if key in _PROFILE_CACHE:
         return _PROFILE_CACHE[key]
     out: dict[str, Any] = {
@@ -108,6 +114,10 @@ def teacher_profile(teacher: Teacher, data: DataSplits, cost_cfg: CostConfig | N
         for name in ("params", "flops", "bytes", "latency_ms", "latency_ms_batch"):
             values = [getattr(c, name) for c in costs]
             out[name] = sum(values) if all(v is not None for v in values) else None
+        runtimes = sorted({c.latency_runtime for c in costs if c.latency_runtime})
+        out["latency_runtime"] = "+".join(runtimes) or None
+        reasons = [c.latency_fallback for c in costs if c.latency_fallback]
+        out["latency_fallback"] = "; ".join(reasons) or None
     _PROFILE_CACHE[key] = out
     return out
 
@@ -124,7 +134,7 @@ def _member_cost(module: nn.Module | None, data: DataSplits, cfg: CostConfig) ->
     if module is None:
         return None  # e.g. a scikit-learn estimator: no FLOPs to count
     try:
-        return measure_cost(module, data.input_shape, cfg)
+        return runtime_cost(module, data.input_shape, cfg)
     except Exception as exc:  # counting a user's TorchScript model can fail; costs are optional
         logger.warning("could not measure the teacher's cost: %s", exc)
         return None
@@ -203,14 +213,16 @@ def measure_student_cost(model: nn.Module, data: DataSplits, kd: KDConfig,
     and ONNX Runtime latency of its INT8 file (``autokd.quant.int8_cost``). A family int8 does
     not cover keeps its float costs (``init_student`` then refuses it). ``as_onnx`` (a search
     that offers int8 beside float) costs a float student as its float ONNX file under ONNX
-    Runtime too, so both kinds of member are measured in the same runtime."""
-    cfg = cost_cfg or CostConfig()
-    cost = measure_cost(model, data.input_shape, cfg)
-    if getattr(model, "family", None) not in QAT_FAMILIES:
-        return cost
+    Runtime too, so both kinds of member are measured in the same runtime. Any other student
+    is timed in ``cost_cfg.trial_runtime`` (``autokd.quant.deploy.runtime_cost``)."""
+    cfg = resolve_runtime(cost_cfg or CostConfig())
+    onnx = getattr(model, "family", None) in QAT_FAMILIES and (kd.quantize == "int8" or as_onnx)
+    if not onnx:
+        return runtime_cost(model, data.input_shape, cfg)
+    cost = measure_cost(model, data.input_shape, cfg, latency=False)  # ONNX Runtime's replaces it
     if kd.quantize == "int8":
         return int8_cost(model, data.input_shape, cost, cfg)
-    return float_onnx_cost(model, data.input_shape, cost, cfg) if as_onnx else cost
+    return float_onnx_cost(model, data.input_shape, cost, cfg)
 
 
 def deploy_int8(run: RunResult, data: DataSplits, teacher: Teacher | None) -> RunResult:

@@ -29,6 +29,7 @@ from autokd.models import build_student, family_for, input_kind
 from autokd.objective import Objective
 from autokd.pipeline import teacher_profile
 from autokd.pool import run_pool, search_worker_args
+from autokd.quant.deploy import resolve_runtime
 from autokd.record import count_done
 from autokd.runner import (
     check_results_dir,
@@ -38,6 +39,7 @@ from autokd.runner import (
     run_controllers,
     write_config,
 )
+from autokd.runtime_front import check_runtime, front_runtime_latency
 from autokd.space import SearchSpace, load_space, with_recipe
 from autokd.study import StudyPaths, recover_stale_trials, storage_url, study_paths
 from autokd.teachers import Teacher, default_teacher, load_teachers
@@ -86,6 +88,16 @@ def _settings(cfg: SearchConfig) -> SearchSettings:
     return settings.validate()
 
 
+def _runtime(cfg: SearchConfig, settings: SearchSettings, study: optuna.Study) -> SearchSettings:
+    """The latency runtime made concrete (a resumed study keeps its own; another is refused),
+    and whether trials are timed in it (latency ranks or limits them) or only the front is,
+    after the search (``autokd.runtime_front``)."""
+    cost = resolve_runtime(check_runtime(study, settings.cost))
+    per_trial = settings.needs_latency or cfg.strategy_options.get("target_metric") == "latency"
+    cost = dataclasses.replace(cost, defer_runtime=cost.runtime != "torch" and not per_trial)
+    return dataclasses.replace(settings, cost=cost)
+
+
 def prepare(cfg: SearchConfig) -> tuple[DataSplits, SearchSpace, StudyPaths]:
     """Data, space and results folder; fails fast (before a teacher is trained) when the
     family cannot take this data or the folder cannot be written."""
@@ -129,11 +141,13 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     # the storage and the strategy's options (sampler, pruner, ...) fail before the teacher work
     url = storage_url(paths, cfg.storage)
     study = module.open_for_search(paths.root.name, url, cfg, settings)
+    settings = _runtime(cfg, settings, study)
     teacher, teacher_ref = _teacher(cfg, data, paths)
     data = apply_data_free(data, teacher, cfg.data)  # the study records the synthetic split
     full = dataclasses.replace(CostConfig(), latency=settings.cost.latency,
                                batch_size=settings.cost.batch_size, threads=settings.cost.threads,
-                               device=settings.cost.device)
+                               device=settings.cost.device, runtime=settings.cost.runtime,
+                               defer_runtime=settings.cost.defer_runtime)
     profile = teacher_profile(teacher, data, full)  # measured once, with full timing
     record = record_search(study, cfg, data, space, settings, profile, teacher_ref, budget, paths)
     write_config(paths, record, cfg.storage)
@@ -143,8 +157,9 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
         on_ready(outcome)
     if budget.trials is not None and count_done(study) >= budget.trials:
         outcome.status = "already_finished"
-        try:  # a rerun finishes (or adds) the baselines a finished search lacks
+        try:  # a rerun finishes (or adds) the baselines and runtime latencies it lacks
             _baselines(cfg, study, data, teacher, settings)
+            front_runtime_latency(study, data, teacher, settings.cost, full)
         finally:
             finalize(study, paths)
         return outcome
@@ -157,6 +172,7 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
         else:
             run_controllers(module, study, objective, budget, progress, cfg)
         _baselines(cfg, study, data, teacher, settings)
+        front_runtime_latency(study, data, teacher, settings.cost, full)
     finally:
         finalize(study, paths)
     return outcome

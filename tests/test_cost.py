@@ -289,7 +289,10 @@ def test_measure_cost_is_fast_and_fills_every_field() -> None:
     report = cost.measure_cost(model, (1, 8, 8))
     assert time.perf_counter() - start < 1.0
     assert report.latency_batch_size == CostConfig().batch_size
-    assert all(value is not None for value in report.to_dict().values())
+    assert report.latency_fallback is None  # eager PyTorch was asked for and used
+    assert all(value is not None for key, value in report.to_dict().items()
+               if key != "latency_fallback")
+    assert report.latency_runtime == "torch"
     assert report.latency_ms_batch > report.latency_ms  # 64 samples take longer than one
 
 
@@ -304,5 +307,7 @@ def test_report_to_dict_keys() -> None:
         "latency_batch_size",
         "latency_cv",
         "peak_memory_bytes",
+        "latency_runtime",
+        "latency_fallback",
     }
     assert report.to_dict()["params"] == 10

@@ -34,7 +34,7 @@ LAYERS: dict[str, int] = {
     "autokd.scale": 4, "autokd.chains": 4,
     "autokd.tables": 4, "autokd.artifacts": 4, "autokd.checkpoints": 4,
     "autokd.runner": 5, "autokd.controllers": 5, "autokd.nas": 5, "autokd.search": 5, "autokd.kd_gain": 5,
-    "autokd.workers": 5, "autokd.pool": 5,
+    "autokd.workers": 5, "autokd.pool": 5, "autokd.runtime_front": 5,
     "autokd.report": 6, "autokd.export": 6,
     "autokd.cli": 7,
 }

@@ -28,6 +28,7 @@ __all__ = [
     "add_data_args",
     "add_kd_args",
     "add_latency_args",
+    "add_runtime_arg",
     "add_teacher_args",
     "add_train_args",
     "check_writable",
@@ -314,15 +315,28 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
                    help="batch size you deploy at; latency is measured at 1 and at this")
     g.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="device latency is measured on (default cpu; cuda times with CUDA events)")
+    add_runtime_arg(g)
+
+
+def add_runtime_arg(g: Any) -> None:
+    """``--latency-runtime``: where latency is timed. Checked by ``CostConfig.validate`` (one
+    line, exit 2) rather than argparse ``choices`` (a usage block)."""
+    g.add_argument("--latency-runtime", default="auto", metavar="RUNTIME",
+                   help="where latency is timed: torch (eager), torchscript (frozen trace) or "
+                        "onnxruntime (the float ONNX file); default onnxruntime when onnx and "
+                        "onnxruntime are installed and latency is timed on the CPU, else torch")
 
 
 def latency_config(args: argparse.Namespace) -> Any:
-    """How the trained model's cost is measured; a missing CUDA device fails here, early."""
+    """How the trained model's cost is measured; a missing CUDA device or runtime fails here,
+    early."""
     from autokd.config import CostConfig
     from autokd.device import resolve_device
+    from autokd.quant.deploy import resolve_runtime
 
     resolve_device(args.latency_device, "--latency-device")
-    return CostConfig(batch_size=args.latency_batch, device=args.latency_device)
+    return resolve_runtime(CostConfig(batch_size=args.latency_batch, device=args.latency_device,
+                                      runtime=args.latency_runtime))
 
 
 def train_config(args: argparse.Namespace) -> Any:
@@ -403,10 +417,15 @@ def print_front(name: str, rows: list[dict[str, Any]], teacher: dict[str, Any],
     table = Table(title=f"Pareto front of {name} (teacher: test acc "
                         f"{fmt(teacher.get('test_accuracy'))}, FLOPs {fmt(teacher.get('flops'))}, "
                         f"params {fmt(teacher.get('params'))})")
+    runtime = "+".join(sorted({str(r.get("latency_runtime") or "torch") for r in rows})) \
+        or "torch"
     cols = [("trial", "trial"), ("val acc", "val_accuracy"), ("test acc", "test_accuracy"),
             ("retention", "retention"), ("FLOPs", "flops"), ("params", "params"),
-            ("latency ms", "latency_ms"), ("FLOPs x", "flops_compression"),
+            (f"latency ms ({runtime})", "latency_ms"), ("FLOPs x", "flops_compression"),
             ("architecture", "architecture"), ("recipe", "recipe")]
+    deployed = sorted({str(r["deploy_runtime"]) for r in rows if r.get("deploy_runtime")})
+    if deployed:  # the front re-timed in the deploy runtime after the search
+        cols.insert(7, (f"latency ms ({'+'.join(deployed)})", "deploy_latency_ms"))
     if any("kd_gain" in r for r in rows):
         cols.append(("KD gain", "kd_gain"))
     if any("kd_gain_seeds" in r for r in rows):

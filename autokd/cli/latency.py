@@ -14,6 +14,7 @@ from typing import Any
 
 from autokd.cli._common import (
     add_data_args,
+    add_runtime_arg,
     command,
     data_config,
     fmt,
@@ -37,6 +38,7 @@ def add_parsers(sub: Any) -> None:
                    help="torch threads while timing, as --latency-threads of search (default 1)")
     p.add_argument("--calibration", type=positive_int, default=5,
                    help="whole models per depth measured to fit and check the table (default 5)")
+    add_runtime_arg(p)
     p.add_argument("--force", action="store_true", help="measure again even if cached")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -60,7 +62,7 @@ def _progress(json_mode: bool) -> Any:
 def cmd_latency_table(args: argparse.Namespace) -> int:
     from autokd.config import CostConfig
     from autokd.data import load_data
-    from autokd.latency_table import TableSettings, get_table, table_path
+    from autokd.latency_table import get_table, table_path
     from autokd.models import build_student, default_family, get_family
     from autokd.models.supernet import build_supernet
     from autokd.nas import space_decisions
@@ -74,15 +76,26 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
         return _block_table(args, space, data)
     decisions, fixed = space_decisions(space)
     net = build_supernet(space.family, decisions, fixed, data.input_shape, data.num_classes)
-    path = table_path(net, space.name, args.device, args.threads)
+    settings = _settings(args)
+    path = table_path(net, space.name, args.device, args.threads, settings.runtime)
     cached = path.exists() and not args.force
-    settings = TableSettings.from_cost(CostConfig.for_search())
     settings.calibration = args.calibration
     table = get_table(net, space.name, args.device, args.threads, settings, rebuild=args.force,
                       progress=_progress(args.json),
                       batch_size=CostConfig.for_search().batch_size)
     _report(args, table, cached)
     return 0
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """Search-style timing in the runtime asked for (``auto``: onnxruntime when installed)."""
+    from autokd.config import CostConfig
+    from autokd.latency_table import TableSettings
+    from autokd.quant.deploy import resolve_runtime
+
+    cost = resolve_runtime(CostConfig.for_search(runtime=args.latency_runtime,
+                                                 device=args.device))
+    return TableSettings.from_cost(cost)
 
 
 def _block_table(args: argparse.Namespace, space: Any, data: Any) -> int:
@@ -92,13 +105,14 @@ def _block_table(args: argparse.Namespace, space: Any, data: Any) -> int:
     from autokd.block_latency import block_table_path, build_block_table
     from autokd.config import CostConfig
     from autokd.errors import ConfigError
-    from autokd.latency_table import TableSettings, load_table
+    from autokd.latency_table import load_table
 
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(sampler=sampler)
     specs = [space.sample(study.ask()).spec for _ in range(4 * args.calibration)]
+    settings = _settings(args)
     path = block_table_path(space.family, space.name, data.input_shape, data.num_classes, specs,
-                            args.device, args.threads)
+                            args.device, args.threads, settings.runtime)
     table = None
     if path.exists() and not args.force:
         try:
@@ -107,7 +121,6 @@ def _block_table(args: argparse.Namespace, space: Any, data: Any) -> int:
             logging.getLogger(__name__).warning("%s; measuring it again", exc)
     cached = table is not None
     if table is None:
-        settings = TableSettings.from_cost(CostConfig.for_search())
         table = build_block_table(space.family, specs, data.input_shape, data.num_classes,
                                   space.name, args.device, args.threads, settings,
                                   progress=_progress(args.json),

@@ -10,6 +10,7 @@ from typing import Any
 from autokd.cli._common import (
     add_data_args,
     add_metric_arg,
+    add_runtime_arg,
     add_teacher_args,
     command,
     data_config,
@@ -28,14 +29,17 @@ __all__ = ["add_parsers", "search_settings"]
 def cmd_search(args: argparse.Namespace) -> int:
     from autokd.device import resolve_device
     from autokd.progress import showing
+    from autokd.quant.deploy import resolve_runtime
     from autokd.search import SearchConfig, run_search
 
     resolve_device(args.device)  # --device cuda without CUDA: one line, before any work
     resolve_device(args.latency_device, "--latency-device")
+    settings = search_settings(args)
+    resolve_runtime(settings.cost)  # onnxruntime asked for but not installed: before any work
     cfg = SearchConfig(
         data=data_config(args), teacher=args.teacher, trust=args.trust, space=args.space,
         budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
-        settings=search_settings(args), name=args.name, results=args.results,
+        settings=settings, name=args.name, results=args.results,
         storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
         baseline_seeds=baseline_seeds(args.baseline_seeds),
         strategy_options=_strategy_options(args), jobs=args.jobs, artifacts=args.artifacts,
@@ -137,7 +141,7 @@ def search_settings(args: argparse.Namespace) -> Any:
         train=TrainConfig(threads=args.threads),
         cost=CostConfig.for_search(batch_size=args.latency_batch, latency=not args.no_latency,
                                    threads=args.latency_threads,
-                                   device=args.latency_device),
+                                   device=args.latency_device, runtime=args.latency_runtime),
         pareto_pruning=not args.no_early_stop, metric=args.metric,
         checkpoint_every=args.checkpoint_every).validate()
 
@@ -158,7 +162,7 @@ def _search_summary(args: argparse.Namespace, outcome: Any) -> None:
     from autokd.tables import front_rows
 
     floor = UsefulnessFloor.of(outcome.study)
-    rows = front_rows(outcome.study, floor)
+    rows = _with_runtime(outcome.study, front_rows(outcome.study, floor))
     below = useful_trials(outcome.study, floor)[1]
     usefulness = floor.summary(below)
     done = count_done(outcome.study)
@@ -173,6 +177,26 @@ def _search_summary(args: argparse.Namespace, outcome: Any) -> None:
     print_front(outcome.study.study_name, rows, outcome.teacher, usefulness)
     print(f"results: {outcome.paths.root} (trials.csv, pareto.csv); "
           f"next: autokd report {outcome.paths.root}")
+
+
+def _with_runtime(study: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Front rows with where their latency was timed, and their deploy-runtime latency when
+    the front was re-timed after the search (``autokd.runtime_front``)."""
+    from autokd.record import TrialRecord
+    from autokd.runtime_front import runtime_latency
+
+    trials = study.get_trials(deepcopy=False)
+    deploy = runtime_latency(study).get("trials") or {}
+    for row in rows:
+        rec = TrialRecord.of(trials[row["trial"]])
+        row["latency_runtime"] = rec.get("latency_runtime", "torch")
+        got = deploy.get(str(row["trial"]))
+        if got:
+            row.update(deploy_runtime=got.get("latency_runtime"),
+                       deploy_latency_ms=got.get("latency_ms"),
+                       deploy_latency_ms_batch=got.get("latency_ms_batch"),
+                       deploy_latency_speedup=got.get("latency_speedup"))
+    return rows
 
 
 def add_parsers(sub: Any) -> None:
@@ -240,6 +264,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="device latency is measured on (default cpu; cuda times with CUDA "
                         "events)")
+    add_runtime_arg(g)
     g.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     add_metric_arg(g)
     g.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",

@@ -55,6 +55,10 @@ class CostReport:
         latency_batch_size: The batch size of ``latency_ms_batch``.
         latency_cv: Coefficient of variation across the timed blocks at batch 1.
         peak_memory_bytes: Peak memory of one forward at batch 1, see ``measure_peak_memory``.
+        latency_runtime: Where the latency was timed (``torch``, ``torchscript``,
+            ``onnxruntime``; ``CostConfig.runtime``), None when not measured.
+        latency_fallback: Why latency was timed in eager PyTorch instead of the runtime asked
+            for (the model could not be exported to it), else None.
     """
 
     params: int
@@ -65,6 +69,8 @@ class CostReport:
     latency_batch_size: int
     latency_cv: float | None
     peak_memory_bytes: int | None
+    latency_runtime: str | None = None
+    latency_fallback: str | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
         """Flat dict, ready for Optuna user attributes or a CSV row."""
@@ -87,6 +93,7 @@ def _add_latency(
         )
 
     report.latency_ms, report.latency_cv = timed(1)
+    report.latency_runtime = "torch"
     # batch 1 is already measured; timing it twice would only add noise and time
     report.latency_ms_batch = (
         report.latency_ms if cfg.batch_size == 1 else timed(cfg.batch_size)[0]

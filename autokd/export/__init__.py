@@ -88,6 +88,7 @@ from autokd.export.verify import (
 )
 from autokd.export.where import parse_where, where_matches, where_metrics
 from autokd.quant import is_qat
+from autokd.runtime_front import runtime_latency
 from autokd.study import StudyPaths
 
 __all__ = [
@@ -230,6 +231,10 @@ def _produce(ex: ExportRecord, folder: Path, formats: tuple[str, ...]) -> dict[s
                                        int8_reference=reference)
     ex.latency = latency_table(ex.trial, ex.cost, ex.files, ex.data.input_shape, cfg,
                                ex.data.tokens.vocab_size if ex.data.tokens else None)
+    deployed = (runtime_latency(ex.study).get("trials") or {}).get(str(ex.trial.number))
+    if deployed:  # the front re-timed in the search's deploy runtime after the search
+        ex.latency["search_deploy"] = {k: deployed.get(k) for k in
+                                       ("latency_ms", "latency_ms_batch", "latency_runtime")}
     card = build_card(ex)
     write_card(card, folder, ex.files)
     return card

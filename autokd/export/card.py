@@ -258,9 +258,12 @@ def _md_selection(m: dict[str, Any]) -> list[str]:
              f"{_fmt(m['search'].get(f'val_{metric}'))})")]
 
 
+_RT = "latency_runtime"
+
+
 def _md_costs(c: dict[str, Any], lat: dict[str, Any]) -> list[str]:
-    rows = [f"| {name} | {_fmt(v.get('latency_ms'))} | {_fmt(v.get('latency_ms_batch'))} |"
-            for name, v in lat.items() if isinstance(v, dict)]
+    rows = [f"| {name}{f' ({v[_RT]})' if v.get(_RT) else ''} | {_fmt(v.get('latency_ms'))} | "
+            f"{_fmt(v.get('latency_ms_batch'))} |" for name, v in lat.items() if isinstance(v, dict)]
     return ["\n## Costs\n",
             (f"- params {_fmt(c['params'])} ({_fmt(c['params_compression'], 3)}× fewer than the "
             f"teacher), FLOPs {_fmt(c['flops'])} ({_fmt(c['flops_compression'], 3)}×), "

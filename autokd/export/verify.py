@@ -144,8 +144,9 @@ def latency_table(t: FrozenTrial, cost: dict[str, Any], files: dict[str, Path],
     """
     out: dict[str, Any] = {
         "batch_size": cfg.batch_size, "threads": cfg.threads,
-        "search": {k: TrialRecord.of(t).get(k) for k in ("latency_ms", "latency_ms_batch")},
-        "export": {k: cost.get(k) for k in ("latency_ms", "latency_ms_batch")},
+        "search": {k: TrialRecord.of(t).get(k, "torch" if k == "latency_runtime" else None)
+                   for k in ("latency_ms", "latency_ms_batch", "latency_runtime")},
+        "export": {k: cost.get(k) for k in ("latency_ms", "latency_ms_batch", "latency_runtime")},
     }
     for fmt in format_names():
         if fmt != "pt" and fmt in files:

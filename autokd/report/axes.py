@@ -11,7 +11,8 @@ from typing import Any
 
 from autokd.config import OBJECTIVES
 
-__all__ = ["AXIS_LABELS", "COST_OBJECTIVES", "axes_of", "complete_points", "objective_values"]
+__all__ = ["AXIS_LABELS", "COST_OBJECTIVES", "axes_of", "axis_label", "complete_points",
+           "latency_runtime_of", "objective_values"]
 
 COST_OBJECTIVES = ("flops", "params", "bytes", "latency")
 AXIS_LABELS = {
@@ -22,6 +23,22 @@ AXIS_LABELS = {
     "bytes": "serialized bytes",
     "latency": "latency ms (batch 1)",
 }
+
+
+def latency_runtime_of(points: Iterable[dict[str, Any]]) -> str:
+    """Where the points' latency was timed: ``torch``, ``onnxruntime``, ... (``a+b`` when they
+    differ). A trial recorded before runtimes existed was timed in eager PyTorch."""
+    names = sorted({str(p.get("latency_runtime") or "torch") for p in points
+                    if p.get("latency_ms") is not None})
+    return "+".join(names) or "torch"
+
+
+def axis_label(name: str, points: Iterable[dict[str, Any]] = ()) -> str:
+    """An axis title; latency names the runtime it was timed in (a number without it is not
+    comparable with one from another runtime)."""
+    if name == "latency":
+        return f"latency ms (batch 1, {latency_runtime_of(points)})"
+    return AXIS_LABELS[name]
 
 
 def axes_of(pair: tuple[str, str]) -> tuple[str, str]:

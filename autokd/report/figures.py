@@ -13,9 +13,9 @@ from typing import Any
 
 from autokd.config import OBJECTIVES
 from autokd.report.axes import (
-    AXIS_LABELS,
     COST_OBJECTIVES,
     axes_of,
+    axis_label,
     complete_points,
     objective_values,
 )
@@ -78,7 +78,7 @@ def _mpl_pair(ax: Any, data: dict[str, Any], axes: tuple[str, str], connect: boo
                     textcoords="offset points", xytext=(dx, dy), fontsize=8,
                     ha="right" if dx < 0 else "left")
     _mpl_teacher(ax, data["teacher"], xn, yn)
-    _mpl_style(ax, xn, yn, bool(pts))
+    _mpl_style(ax, xn, yn, pts)
 
 
 def _mpl_teacher(ax: Any, teacher: dict[str, Any], xn: str, yn: str) -> None:
@@ -88,10 +88,12 @@ def _mpl_teacher(ax: Any, teacher: dict[str, Any], xn: str, yn: str) -> None:
         ax.scatter([x], [y], marker="*", s=160, c="#1f77b4", label="teacher", zorder=4)
 
 
-def _mpl_style(ax: Any, xn: str, yn: str, has_points: bool) -> None:
-    """Labels, log scales for costs (they span orders of magnitude), grid and legend."""
-    ax.set_xlabel(AXIS_LABELS[xn])
-    ax.set_ylabel(AXIS_LABELS[yn])
+def _mpl_style(ax: Any, xn: str, yn: str, pts: list[dict[str, Any]]) -> None:
+    """Labels (latency names its runtime), log scales for costs (they span orders of
+    magnitude), grid and legend."""
+    has_points = bool(pts)
+    ax.set_xlabel(axis_label(xn, pts))
+    ax.set_ylabel(axis_label(yn, pts))
     if xn in COST_OBJECTIVES and has_points:
         ax.set_xscale("log")
     if yn in COST_OBJECTIVES and has_points:
@@ -112,7 +114,7 @@ def _mpl_3d(ax: Any, data: dict[str, Any], names: list[str]) -> None:
                   for n in names]
         ax.scatter(*coords, c=colour, s=size)
     for n, setter in zip(names, (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
-        setter(("log10 " if n in COST_OBJECTIVES else "") + AXIS_LABELS[n], fontsize=8)
+        setter(("log10 " if n in COST_OBJECTIVES else "") + axis_label(n, pts), fontsize=8)
     ax.set_title("3-D front (red)", fontsize=9)
 
 

@@ -13,9 +13,24 @@ from typing import Any
 
 from autokd.metrics import metric_label
 
-__all__ = ["CLAIM_COLUMNS", "KD_COLUMNS", "KD_SEED_COLUMNS", "LATENCY_COLUMNS", "REASON_COLUMNS", "RECIPE_COLUMNS",
-           "TEACHER_COLUMNS", "Column", "fmt", "front_columns", "importance_columns",
-           "importance_rows", "kd_columns", "metric_columns", "with_lr"]
+__all__ = [
+    "CLAIM_COLUMNS",
+    "KD_COLUMNS",
+    "KD_SEED_COLUMNS",
+    "LATENCY_COLUMNS",
+    "REASON_COLUMNS",
+    "RECIPE_COLUMNS",
+    "TEACHER_COLUMNS",
+    "Column",
+    "fmt",
+    "front_columns",
+    "importance_columns",
+    "importance_rows",
+    "kd_columns",
+    "metric_columns",
+    "teacher_columns",
+    "with_lr",
+]
 
 Column = tuple[str, str, str]  # (header, key, kind of formatting)
 
@@ -79,9 +94,31 @@ def kd_columns(rows: list[dict[str, Any]]) -> list[Column]:
     return KD_COLUMNS + (KD_SEED_COLUMNS if any("seeds_gain" in r for r in rows) else [])
 
 
+def _runtime_of(rows: list[dict[str, Any]], key: str) -> str:
+    """The runtime(s) named by ``key`` over ``rows`` (``a+b`` when they differ)."""
+    return "+".join(sorted({str(r[key]) for r in rows if r.get(key)})) or "torch"
+
+
+def teacher_columns(teacher: dict[str, Any]) -> list[Column]:
+    """The teacher table's columns, latency named by the runtime it was timed in."""
+    rt = teacher.get("latency_runtime") or "torch"
+    cols = [(f"latency ms ({rt})", k, f) if k == "latency_ms" else
+            (f"latency ms (batch, {rt})", k, f) if k == "latency_ms_batch" else (n, k, f)
+            for n, k, f in TEACHER_COLUMNS]
+    if teacher.get("deploy_latency_ms") is not None:
+        cols.insert(-1, (f"latency ms ({teacher.get('deploy_runtime')})", "deploy_latency_ms",
+                         "ms"))
+    for key in ("latency_fallback", "deploy_latency_fallback"):  # speed-ups then mix runtimes
+        if teacher.get(key):
+            cols.insert(-1, ("latency timed in torch because", key, "text"))
+    return cols
+
+
 def front_columns(front: list[dict[str, Any]], metric: str | None = None) -> list[Column]:
     """The front table's columns; optional ones only when some member has them, and the
-    selection metric's when it is not plain accuracy."""
+    selection metric's when it is not plain accuracy. Latency columns name their runtime;
+    members re-timed in the deploy runtime after the search get those columns too."""
+    rt = _runtime_of(front, "latency_runtime")
     cols: list[Column] = [
         ("trial", "trial", "int"), ("strategy", "strategy", "text"),
         *metric_columns(metric or "accuracy"),
@@ -89,8 +126,12 @@ def front_columns(front: list[dict[str, Any]], metric: str | None = None) -> lis
         ("val−test", "selection_gap", "pp"), ("retention", "retention", "pct"),
         ("val retention", "val_retention", "pct"), ("params", "params", "int"),
         ("params ×", "params_compression", "x"), ("FLOPs", "flops", "int"),
-        ("FLOPs ×", "flops_compression", "x"), ("latency ms", "latency_ms", "ms"),
-        ("speed-up", "latency_speedup", "x")]
+        ("FLOPs ×", "flops_compression", "x"), (f"latency ms ({rt})", "latency_ms", "ms"),
+        (f"speed-up ({rt})", "latency_speedup", "x")]
+    if any(r.get("deploy_latency_ms") is not None for r in front):
+        deploy = _runtime_of(front, "deploy_runtime")
+        cols += [(f"latency ms ({deploy})", "deploy_latency_ms", "ms"),
+                 (f"speed-up ({deploy})", "deploy_latency_speedup", "x")]
     if any(r.get("predicted_latency_ms") is not None for r in front):
         cols += [("predicted ms", "predicted_latency_ms", "ms"),
                  ("latency error %", "latency_error_pct", "signed")]

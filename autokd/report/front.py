@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 from autokd.front import UsefulnessFloor, pareto_front
 from autokd.record import BASELINE_ATTR, TrialRecord, repeat_summary
 from autokd.report.trials import architecture, ratios
+from autokd.runtime_front import runtime_latency
 from autokd.study import StudyPaths
 from autokd.tables import recipe_summary
 
@@ -27,7 +28,7 @@ MEMBER_KEYS = ("val_accuracy", "test_accuracy", "val_nll", "test_nll", "retentio
                "val_balanced_accuracy", "test_balanced_accuracy", "val_macro_f1",
                "test_macro_f1", "val_per_class_accuracy", "test_per_class_accuracy",
                "assistant_of", "assistant_seconds", "assistant_flops",
-               "assistant_test_accuracy")
+               "assistant_test_accuracy", "latency_runtime", "latency_fallback")
 
 
 def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPaths | None = None,
@@ -42,7 +43,9 @@ def front_records(study: optuna.Study, teacher: dict[str, Any], paths: StudyPath
     baseline = study.user_attrs.get(BASELINE_ATTR) or {}
     rows = [_member(t, teacher, baseline.get(str(t.number)), paths)
             for t in pareto_front(study, floor=floor)]
+    deploy = runtime_latency(study)
     for row in rows:
+        _deploy_latency(row, deploy)
         if epochs is not None and isinstance(row.get("train"), dict):
             row["train"] = {**row["train"], "epochs": epochs}
     return rows
@@ -72,6 +75,20 @@ def _member(t: FrozenTrial, teacher: dict[str, Any], base: dict[str, Any] | None
         row["weights_kept"] = (paths.root / a.get("checkpoint", f"students/{t.number}/"
                                                                 "student.pt")).exists()
     return row
+
+
+def _deploy_latency(row: dict[str, Any], deploy: dict[str, Any]) -> None:
+    """The member's latency in the search's deploy runtime, timed after the search
+    (``autokd.runtime_front``), as ``deploy_*`` cells; the trial's own (eager) stay."""
+    row["latency_runtime"] = row.get("latency_runtime") or "torch"  # recorded before runtimes
+    got = (deploy.get("trials") or {}).get(str(row["trial"]))
+    if not got:
+        return
+    row.update({"deploy_runtime": got.get("latency_runtime"),
+                "deploy_latency_ms": got.get("latency_ms"),
+                "deploy_latency_ms_batch": got.get("latency_ms_batch"),
+                "deploy_latency_speedup": got.get("latency_speedup"),
+                "deploy_latency_fallback": got.get("latency_fallback")})
 
 
 def _seed_columns(base: dict[str, Any]) -> dict[str, Any]:

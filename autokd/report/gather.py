@@ -31,6 +31,7 @@ from autokd.report.sections import (
 )
 from autokd.report.snapshot import snapshot
 from autokd.report.trials import grouped_reasons, trial_counts, trial_points
+from autokd.runtime_front import recorded_runtime, runtime_latency
 from autokd.study import StudyPaths, redact_url
 
 __all__ = ["json_summary", "plot_objectives", "report_data", "storage_label"]
@@ -39,7 +40,7 @@ __all__ = ["json_summary", "plot_objectives", "report_data", "storage_label"]
 def json_summary(data: dict[str, Any]) -> dict[str, Any]:
     """The part ``autokd report --json`` prints: the Pareto front and what frames it."""
     keys = ("study", "results", "status", "objectives", "dataset", "teacher", "counts",
-            "usefulness", "front", "files")
+            "usefulness", "latency_runtime", "front", "files")
     return {k: data.get(k) for k in keys}
 
 
@@ -51,11 +52,36 @@ def report_data(study: optuna.Study, paths: StudyPaths,
     """
     storage = storage or storage_label(study, paths)
     study = snapshot(study)
-    teacher = dict(SearchRecord.of(study).get("teacher") or {})
+    teacher = _teacher(study)
     data = {**_study_facts(study, paths, storage, teacher),
             **_findings(study, paths, teacher)}
     data["status"] = _status(data["counts"], data["budget"])
     return _clean(data)
+
+
+def _teacher(study: optuna.Study) -> dict[str, Any]:
+    """The recorded teacher profile, with its latency in the deploy runtime when the front was
+    re-timed after the search; a profile from before runtimes was timed in eager PyTorch."""
+    teacher = dict(SearchRecord.of(study).get("teacher") or {})
+    if teacher.get("latency_ms") is not None:
+        teacher.setdefault("latency_runtime", "torch")
+    deploy = runtime_latency(study).get("teacher") or {}
+    if deploy.get("latency_ms") is not None:
+        teacher.update(deploy_latency_ms=deploy["latency_ms"],
+                       deploy_runtime=deploy.get("latency_runtime"),
+                       deploy_latency_fallback=deploy.get("latency_fallback"))
+    return teacher
+
+
+def _runtime_facts(study: optuna.Study) -> dict[str, Any]:
+    """Where latency was timed: the search's ``--latency-runtime``, whether trials were timed
+    in it (else eagerly, and only the front in it after the search)."""
+    record = SearchRecord.of(study)
+    cost = (record.get("settings") or {}).get("cost") or {}
+    runtime = recorded_runtime(study) or "torch"
+    deferred = bool(cost.get("defer_runtime"))
+    return {"runtime": runtime, "trials": "torch" if deferred else runtime,
+            "front_after_search": deferred and runtime != "torch"}
 
 
 def _study_facts(study: optuna.Study, paths: StudyPaths, storage: str,
@@ -78,6 +104,7 @@ def _study_facts(study: optuna.Study, paths: StudyPaths, storage: str,
         "budget": attrs.get("budget") or {},
         "search_epochs": _search_epochs(attrs.get("settings") or {}),
         "metric": attrs.metric or "accuracy",
+        "latency_runtime": _runtime_facts(study),
     }
 
 

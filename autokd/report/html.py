@@ -17,13 +17,13 @@ from autokd.report.format import (
     LATENCY_COLUMNS,
     REASON_COLUMNS,
     RECIPE_COLUMNS,
-    TEACHER_COLUMNS,
     Column,
     fmt,
     front_columns,
     importance_columns,
     importance_rows,
     kd_columns,
+    teacher_columns,
     with_lr,
 )
 from autokd.report.plots import (
@@ -162,7 +162,7 @@ def render_html(data: dict[str, Any], png: bytes) -> str:
         f"<h1>{title}</h1><p>generated {html.escape(data['generated'])}</p>",
         f"<p class='status'>{html.escape(data['status']['note'])}</p>",
         _kv_table(summary_rows(data)),
-        _section("Teacher", "teacher", html_table([data["teacher"]], TEACHER_COLUMNS, "teacher")),
+        _section("Teacher", "teacher", html_table([data["teacher"]], teacher_columns(data["teacher"]), "teacher")),
         _front_section(data, png),
         *_html_sections(data),
     ]

@@ -13,13 +13,13 @@ from autokd.report.format import (
     LATENCY_COLUMNS,
     REASON_COLUMNS,
     RECIPE_COLUMNS,
-    TEACHER_COLUMNS,
     Column,
     fmt,
     front_columns,
     importance_columns,
     importance_rows,
     kd_columns,
+    teacher_columns,
     with_lr,
 )
 from autokd.report.text import (
@@ -51,7 +51,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     """report.md: the same sections as the HTML report, static."""
     out = [f"# autokd report: {data['study']}\n", f"_generated {data['generated']}_\n"]
     out += [f"- **{k}**: {v}" for k, v in summary_rows(data)]
-    out += ["\n## Teacher\n", md_table([data["teacher"]], TEACHER_COLUMNS)]
+    out += ["\n## Teacher\n", md_table([data["teacher"]], teacher_columns(data["teacher"]))]
     out += ["## Pareto front\n", "![Pareto front](pareto.png)\n"]
     if left_off_text(data.get("usefulness")):
         out += [f"_{left_off_text(data.get('usefulness'))}_\n"]

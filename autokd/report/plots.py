@@ -10,7 +10,7 @@ import html
 from typing import Any
 
 from autokd.config import OBJECTIVES
-from autokd.report.axes import AXIS_LABELS, COST_OBJECTIVES, complete_points, objective_values
+from autokd.report.axes import COST_OBJECTIVES, axis_label, complete_points, objective_values
 from autokd.report.format import fmt, importance_rows
 
 __all__ = ["figure_3d", "hypervolume_figure", "importance_figure", "latency_figure",
@@ -48,8 +48,9 @@ def pair_figure(data: dict[str, Any], axes: tuple[str, str]) -> Any:
                                  textposition="top right", hovertext=_hover(sel),
                                  hoverinfo="text", marker={"color": colour, "size": size}))
     _plotly_teacher(fig, data["teacher"], xn, yn)
-    fig.update_layout(title=f"Pareto front: {AXIS_LABELS[yn]} vs {AXIS_LABELS[xn]}",
-                      xaxis_title=AXIS_LABELS[xn], yaxis_title=AXIS_LABELS[yn], height=440,
+    xl, yl = axis_label(xn, pts), axis_label(yn, pts)
+    fig.update_layout(title=f"Pareto front: {yl} vs {xl}", xaxis_title=xl, yaxis_title=yl,
+                      height=440,
                       xaxis_type="log" if xn in COST_OBJECTIVES else "linear",
                       yaxis_type="log" if yn in COST_OBJECTIVES else "linear")
     return fig
@@ -78,7 +79,7 @@ def figure_3d(data: dict[str, Any], names: list[str]) -> Any:
         fig.add_trace(go.Scatter3d(x=x, y=y, z=z, mode="markers", name=name,
                                    hovertext=_hover(sel), hoverinfo="text",
                                    marker={"color": colour, "size": 4 if not on_front else 6}))
-    axis = {f"{a}axis": {"title": AXIS_LABELS[n], "type": "log" if n in COST_OBJECTIVES else
+    axis = {f"{a}axis": {"title": axis_label(n, pts), "type": "log" if n in COST_OBJECTIVES else
                          "linear"} for a, n in zip("xyz", names)}
     fig.update_layout(title="3-D Pareto front", scene=axis, height=560)
     return fig

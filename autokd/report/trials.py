@@ -22,7 +22,7 @@ __all__ = ["POINT_KEYS", "architecture", "grouped_reasons", "ratios", "trial_cou
            "trial_points"]
 
 POINT_KEYS = ("val_accuracy", "test_accuracy", "val_kd_loss", "flops", "params", "bytes",
-              "latency_ms")
+              "latency_ms", "latency_runtime")
 
 
 def trial_counts(study: optuna.Study) -> dict[str, Any]:
