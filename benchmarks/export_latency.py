@@ -9,7 +9,7 @@ per-round medians, their coefficient of variation and the ONNX speed-up over PyT
 Without ``--study`` a small search is run first in a temp dir (a quickly trained teacher and a
 short default-space search), so the script is self-contained.
 
-Usage: ``python benchmarks/export_latency.py [--study DIR] [--trial N] [--runs 5]
+Usage: ``python benchmarks/export_latency.py [--study DIR] [--trial N] [--runs 5] [--quick]
 [--out results/benchmarks]``
 """
 
@@ -42,15 +42,15 @@ __all__ = ["main"]
 BATCH_SIZES = (1, 64)
 
 
-def quick_study(root: Path) -> tuple[Any, StudyPaths]:
-    """A 6-trial, 10-epoch search on digits with a teacher trained for 10 epochs."""
+def quick_study(root: Path, trials: int = 6, epochs: int = 10) -> tuple[Any, StudyPaths]:
+    """A ``trials``-trial, ``epochs``-epoch search on digits with a teacher trained as long."""
     data = load_data("digits")
     run = run_distillation(data, None, "cnn", {"depth": 2, "widths": [32, 64]},
-                           KDConfig(soft_loss="none", alpha=0.0), TrainConfig(epochs=10),
+                           KDConfig(soft_loss="none", alpha=0.0), TrainConfig(epochs=epochs),
                            CostConfig(latency=False))
     teacher = save_checkpoint(run.model, root / "teacher.pt", data=data.describe())
-    study = search(dataset="digits", budget=6, epochs=10, teacher=[str(teacher)], name="bench",
-                   results=str(root / "results"), seed=0, device="cpu")
+    study = search(dataset="digits", budget=trials, epochs=epochs, teacher=[str(teacher)],
+                   name="bench", results=str(root / "results"), seed=0, device="cpu")
     return study, StudyPaths(root / "results" / "bench")
 
 
@@ -77,9 +77,11 @@ def time_all(models: dict[str, nn.Module], shape: tuple[int, ...], runs: int) ->
     return out
 
 
-def run(study_dir: str | None, trial: int | None, runs: int) -> dict[str, Any]:
+def run(study_dir: str | None, trial: int | None, runs: int,
+        quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        study, paths = find_study(study_dir) if study_dir else quick_study(Path(tmp))
+        study, paths = find_study(study_dir) if study_dir else \
+            quick_study(Path(tmp), *((2, 1) if quick else (6, 10)))
         result = export_student(study, paths, trial=trial, out=Path(tmp) / "export")
         card = result.card
         timing = time_all(runtimes(result.directory), tuple(card["model"]["input_shape"]), runs)
@@ -100,18 +102,22 @@ def run(study_dir: str | None, trial: int | None, runs: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", help="study name or results dir (default: a quick search)")
     p.add_argument("--trial", type=int, help="trial to export (default: best val accuracy)")
     p.add_argument("--runs", type=int, default=5, help="interleaved timing rounds (default 5)")
     p.add_argument("--out", default="results/benchmarks", help="where the JSON goes")
-    args = p.parse_args()
-    out = run(args.study, args.trial, args.runs)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: a 2-trial, 1-epoch search and one timing round")
+    args = p.parse_args(argv)
+    out = {**run(args.study, args.trial, 1 if args.quick else args.runs, args.quick),
+           "quick": args.quick}
     text = json.dumps(out, indent=2)
     print(text)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "export_latency.json").write_text(text + "\n")
+    return out
 
 
 if __name__ == "__main__":
