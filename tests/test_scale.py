@@ -135,3 +135,27 @@ def test_stopper_min_gain_is_the_knob() -> None:
     assert not any(lenient.should_stop(e, 0.6) for e in epochs)
     assert any(strict.should_stop(e, 0.6) for e in epochs)
     assert math.isfinite(lenient.base) and lenient.base > 0
+
+
+def test_space_counts_are_cached_per_space_and_input(tmp_path: Any, monkeypatch: Any) -> None:
+    """The second search of a space reads its counts from the cache (no model is built), a
+    damaged cache entry is counted again, and another input shape is another entry."""
+    import autokd.scale as scale_module
+
+    monkeypatch.setenv("AUTOKD_CACHE", str(tmp_path))
+    data, space = load_data("digits"), load_space("mlp")
+    first = space_scale(space, data, 0.97, NAMES, CostConfig(latency=False))
+    entries = list((tmp_path / "scales").glob("*.json"))
+    assert len(entries) == 1
+
+    def no_build(*_: Any, **__: Any) -> None:
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(scale_module, "build_seeded", no_build)
+    assert space_scale(space, data, 0.97, NAMES, CostConfig(latency=False)) == first
+    entries[0].write_text("{not json")  # damaged: counted again, not trusted
+    monkeypatch.setattr(scale_module, "build_seeded", build_seeded)
+    assert space_scale(space, data, 0.97, NAMES, CostConfig(latency=False)) == first
+    wine = load_data("wine")
+    space_scale(space, wine, 0.97, NAMES, CostConfig(latency=False))
+    assert len(list((tmp_path / "scales").glob("*.json"))) == 2
