@@ -35,7 +35,7 @@ from _mnist1d_paper import PaperRecipe, build, paper_data, train_steps
 
 from autokd.config import CostConfig, DataConfig, TrainConfig
 from autokd.cost import measure_cost
-from autokd.data import DataSplits, load_data
+from autokd.data import load_data
 from autokd.distill import KDConfig
 from autokd.pipeline import run_distillation
 from autokd.teachers import default_teacher, default_teacher_spec
@@ -153,18 +153,18 @@ STEPS: list[tuple[str, str, str, Callable[[Ctx], dict[str, Any]]]] = [
      plain("mlp", "paper", residual=False)),
     ("mlp", "data_seed", "data generated at seed s instead of 42 (same 4000/1000 cut)",
      plain("mlp", "paper_s", residual=False)),
-    ("mlp", "autokd_split", "autokd's split of those 5000: train 3250 / val 750 / test 1000, "
-     "normalised on train", plain("mlp", "autokd", residual=False)),
-    ("mlp", "autokd_trainer", "autokd's trainer, published recipe (shuffled batches, "
-     "best-validation epoch)", autokd_run("mlp", MLP_SPEC, "published")),
-    ("mlp", "autokd", "autokd's default-teacher recipe (AdamW 2e-3, wd 1e-4, cosine, 60 epochs, "
-     "batch 64, clip 5)", autokd_run("mlp", MLP_SPEC, "default")),
+    ("mlp", "autokd_split", ("autokd's split of those 5000: train 3250 / val 750 / test 1000, "
+                             "normalised on train"), plain("mlp", "autokd", residual=False)),
+    ("mlp", "autokd_trainer", ("autokd's trainer, published recipe (shuffled batches, "
+                               "best-validation epoch)"), autokd_run("mlp", MLP_SPEC, "published")),
+    ("mlp", "autokd", ("autokd's default-teacher recipe (AdamW 2e-3, wd 1e-4, cosine, "
+                       "60 epochs, batch 64, clip 5)"), autokd_run("mlp", MLP_SPEC, "default")),
     ("cnn", "published", "published set-up (the paper's 5210-parameter CNN)",
      plain("cnn", "paper")),
     ("cnn", "gap_head", "the same CNN with a global-average head (as autokd's cnn1d)",
      plain("cnn", "paper", head="gap")),
-    ("cnn", "autokd_cnn1d", "closest cnn1d spec through autokd (its split, trainer, default "
-     "recipe)", autokd_run("cnn1d", CNN1D_PAPERLIKE, "default")),
+    ("cnn", "autokd_cnn1d", ("closest cnn1d spec through autokd (its split, trainer, default "
+                             "recipe)"), autokd_run("cnn1d", CNN1D_PAPERLIKE, "default")),
     ("cnn", "autokd_teacher", "autokd's default 1-D teacher (wide cnn1d)", teacher_run),
 ]
 

@@ -17,14 +17,14 @@ from tests.test_benchmarks import _run_quick
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _mnist1d_paper import PaperCNN, build  # noqa: E402
-from mnist1d_sanity import PUBLISHED, STEPS  # noqa: E402
+from _mnist1d_paper import PaperCNN, build
+from mnist1d_sanity import PUBLISHED, STEPS
 
 
 def test_paper_models_have_the_published_sizes() -> None:
     """The paper's MLP has 15210 parameters and its CNN 5210 (as the mnist1d notebook
     prints); a wrong kernel, stride or head would change the count."""
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(build("mlp", 0)) == 15210
     assert count(build("cnn", 0)) == 5210
     assert count(build("logistic", 0)) == 410
