@@ -16,7 +16,8 @@ Protocol, per dataset (``mnist5k``: mbv2, resnet vs cnn; ``mnist1d``: mbv2, resn
 Resume and budget: every finished search is written to the JSON at once and skipped by a
 rerun with the same protocol; ``--cpu-minutes`` stops starting new searches once this run's
 searches have used that much CPU. Usage: ``python benchmarks/families.py [--seeds 0 1 2]
-[--trials 12] [--epochs 6] [--cpu-minutes 15] [--quick]``.
+[--trials 12] [--epochs 6] [--cpu-minutes 15] [--quick]`` (``--quick``: 1 seed, 2 trials of
+1 epoch, 1000 MNIST-1D samples).
 """
 
 from __future__ import annotations
@@ -75,9 +76,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.space_table = {d: tuple(args.spaces) if args.spaces else SPACES[d]
                         for d in args.datasets}
+    # generated sources can be made smaller; a smoke run checks the plumbing, not the numbers
+    args.num_samples = {}
     if args.quick:
         args.seeds, args.trials, args.epochs = args.seeds[:1], 2, 1
+        args.num_samples = {"mnist1d": 1000}
     return args
+
+
+def _data_config(dataset: str, args: argparse.Namespace) -> DataConfig:
+    return DataConfig(source=dataset, num_samples=args.num_samples.get(dataset))
 
 
 
@@ -93,7 +101,7 @@ def _search(dataset: str, space: str, seed: int, teacher: str, args: argparse.Na
         epochs=args.epochs, keep_weights=False,
         cost=dataclasses.replace(CostConfig.for_search(), latency=False),
         train=TrainConfig(threads=1, seed=seed, device="cpu"))
-    cfg = SearchConfig(data=DataConfig(source=dataset), teacher=[teacher], budget=args.trials,
+    cfg = SearchConfig(data=_data_config(dataset, args), teacher=[teacher], budget=args.trials,
                        strategy="optuna", sampler="tpe", settings=settings, space=space,
                        name=f"{dataset}-{space}-{seed}", results=str(root), seed=seed,
                        device="cpu", jobs=1)
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="autokd-families-"))
     try:
         for dataset in args.datasets:
-            data = load_data(dataset)
+            data = load_data(_data_config(dataset, args))
             teacher, teacher_path = teacher_for(data, quick=args.quick)
             profile = teacher_profile(teacher, data, dataclasses.replace(CostConfig(),
                                                                         latency=False))
