@@ -194,7 +194,10 @@ class Objective:
         costs = cost.to_dict()
         violations = self._constraints(costs)
         for key, value in zip(CONSTRAINTS, violations):
-            trial.set_constraint(key, value)  # what constraint-aware samplers read
+            # what constraint-aware samplers read; only limits that exist (each set is a
+            # storage read and write, and an unset limit is always 0)
+            if getattr(self.settings, key) is not None:
+                trial.set_constraint(key, value)
         log.update(**costs, seed=cfg.seed, constraints=violations,
                    pre_train_seconds=time.perf_counter() - t0)
         if any(v > 0 for v in violations):

@@ -170,9 +170,10 @@ class BaseController(abc.ABC):
         """Evaluate and tell one claimed trial (heartbeats, pruning, failures, interrupts)."""
         return run_trial(self.study, trial, fn)
 
-    def check_failures(self) -> None:
-        """Stop when every early trial failed (the same cause would fail all of them)."""
-        trials = self.study.get_trials(deepcopy=False)
+    def check_failures(self, trials: list[FrozenTrial] | None = None) -> None:
+        """Stop when every early trial failed (the same cause would fail all of them);
+        ``trials``: the study's trials just read, if the caller has them."""
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
         finished = [t for t in trials if t.state.is_finished()]
         if len(finished) < self.max_initial_failures:
             return
@@ -183,7 +184,7 @@ class BaseController(abc.ABC):
                              f"{count}x: {reason}); fix that and resume")
         infeasible = sum(1 for t in finished if TrialRecord.of(t).infeasible)
         limit = self.max_infeasible_factor * max(10, self.budget.trials or 10)
-        if infeasible >= limit and count_done(self.study) == 0:
+        if infeasible >= limit and count_done(self.study, trials) == 0:
             raise StudyError(f"{infeasible} candidates violated the constraints and none was "
                              "feasible: the limits are too tight for this search space")
 

@@ -110,11 +110,13 @@ class OptunaController(BaseController):
     def _run(self) -> None:
         while (trial := self.next_trial()) is not None:
             self.run_trial(trial, self.objective)
-            self._after_trial()
-            self.check_failures()
+            trials = self.study.get_trials(deepcopy=False)  # one read for both checks
+            self._after_trial(trials)
+            self.check_failures(trials)
 
-    def _after_trial(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
+    def _after_trial(self, trials: list[Any] | None = None) -> None:
+        """Log a failure and show progress after a trial (``trials``: just read, if known)."""
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
         last = max((t for t in trials if t.state.is_finished()), key=lambda t: t.number, default=None)
         if last is None:
             return
