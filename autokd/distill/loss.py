@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autokd.distill._term import FEATURES, TERMS, Batch, Shape, Taps, Term, TermContext
-from autokd.distill.fused import kd_cross_entropy
 from autokd.distill.recipe import KDConfig
 from autokd.distill.response import HardCELoss, KLDivergenceLoss
 from autokd.distill.schedules import temperature_at
@@ -98,10 +97,6 @@ class DistillLoss(nn.Module):
         self.hard: Term = hard
         #: the tap groups the terms read: the trainer hooks and enables exactly these
         self.tap_groups: set[str] = {g for t in self.terms.values() for g in t.tap_groups()}
-        # Hinton KD + CE with equal sample weights and no taps: one fused autograd node
-        w = self.weights
-        self._fused = (w["kl"], w.get("ce", 0.0)) if "kl" in w and set(w) <= {"kl", "ce"} \
-            and kd.importance == "none" and not self.tap_groups else None
         self._n_taps = {g: (len((ctx.student_tap_shapes or {}).get(g, ())),
                             len((ctx.teacher_tap_shapes or {}).get(g, ())))
                         for g in sorted(self.tap_groups)}
@@ -164,9 +159,6 @@ class DistillLoss(nn.Module):
         batch = self._batch(student_logits, targets, teacher_logits, progress, step,
                             student_features=student_features, teacher_features=teacher_features,
                             student_taps=student_taps, teacher_taps=teacher_taps, mask=mask)
-        if self._fused is not None and batch.teacher_logits is not None and mask is None:
-            return kd_cross_entropy(batch.logits, batch.soft_targets(), targets,
-                                    batch.temperature, *self._fused, self.kd.label_smoothing)
         parts, weights = self._parts(batch)
         return _combine(parts, weights)
 
