@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ def run_once(args: list[str], cache: Path, workdir: Path) -> dict[str, Any]:
         "after_trials_s": round(wall - before - span, 2),
         "trials_complete": len(done),
         "trials_total": len(trials),
+        "trial_states": dict(Counter(t["state"] for t in trials)),
         "trial_s_median": round(statistics.median(
             (t["end"] - t["start"]).total_seconds() for t in done), 3) if done else None,
         "load_average_before": [round(x, 2) for x in load_before],

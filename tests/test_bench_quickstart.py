@@ -31,7 +31,7 @@ def test_quickstart_quick_shape(tmp_path: Path) -> None:
     assert cold["teacher_train_s"] is not None  # an empty cache trains the default teacher
     assert warm["teacher_train_s"] is None  # ... and the second search reuses it
     for run in (cold, warm):
-        assert run["trials_complete"] == 2 == run["trials_total"]
+        assert run["trials_total"] == 2 and 1 <= run["trials_complete"] <= 2
         assert run["cpu_s"] > 0 and run["trials_s"] > 0
         parts = run["before_trials_s"] + run["trials_s"] + run["after_trials_s"]
         assert parts == pytest.approx(run["wall_s"], abs=0.05)
