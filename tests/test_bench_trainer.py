@@ -22,7 +22,7 @@ def test_trainer_quick(tmp_path: Path) -> None:
         seconds = saved[clock]["seconds"]
         assert set(seconds) == {"autokd_fit", "autokd_fit_warm", "hand_cached_loop",
                                 "hand_cached_loop_fused", "bare_step", "bare_step_fused",
-                                "cached_kd_step", "plain_kd_loop"}
+                                "cached_kd_step", "plain_kd_loop", "autokd_train_loop"}
         assert all(0 < s["min"] <= s["median"] <= s["max"] for s in seconds.values())
         assert saved[clock]["bare_reference"] in ("bare_step", "bare_step_fused")
     assert set(saved["meets_targets"]) == set(saved["targets"])
