@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._bench import benchmark
 
 
 @pytest.mark.slow
 def test_export_latency_quick(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import export_latency
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    export_latency = benchmark("export_latency")
     out = export_latency.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "export_latency.json").read_text())
     assert saved["quick"] is True and saved["runs"] == 1

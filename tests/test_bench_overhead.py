@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._bench import benchmark
 
 
 @pytest.mark.slow
 def test_search_overhead_quick(tmp_path: Path, digits_teacher: object) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import search_overhead
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    search_overhead = benchmark("search_overhead")
     result = search_overhead.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "search_overhead.json").read_text())
     assert saved["overhead_share_per_trial_median"] == result["overhead_share_per_trial_median"]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._bench import benchmark
 
 
 def test_trainer_quick(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import trainer
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    trainer = benchmark("trainer")
     result = trainer.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "trainer.json").read_text())
     assert saved["autokd_fit_vs_cached_loop"] == result["autokd_fit_vs_cached_loop"] > 0

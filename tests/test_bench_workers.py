@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests._bench import benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_workers_quick(digits_teacher: object) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from _common import result_path
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    path = result_path("workers", quick=True)
+    path = benchmark("_common").result_path("workers", quick=True)
     path.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "workers.py"), "--quick"],
