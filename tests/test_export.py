@@ -177,6 +177,33 @@ def test_picks_follow_their_rules(tiny: Any) -> None:
         select_trial(study, trial=0, pick="accuracy")
 
 
+def test_pick_fastest_ranks_by_the_deploy_runtime_when_the_front_was_retimed(tiny: Any) -> None:
+    """Eager latency ranks Python dispatch: after the search re-timed the front in ONNX
+    Runtime, ``--pick fastest`` goes by that, among the re-timed students, and says so."""
+    from autokd.runtime_front import RUNTIME_ATTR
+
+    study, _ = tiny
+    eager, how, _ = select_trial(study, pick="fastest", min_retention=0.0)
+    assert "onnxruntime" not in how
+    usable = [t for t in study.trials if t.state.name == "COMPLETE"]
+    # the runtime disagrees with eager: another student is the fastest there
+    target = next(t for t in usable if t.number != eager.number)
+    timed = {str(t.number): {"latency_ms": 0.5 if t is target else 1.0 + t.number}
+             for t in usable}
+    study.set_user_attr(RUNTIME_ATTR, {"runtime": "onnxruntime", "trials": timed})
+    try:
+        t, how, notes = select_trial(study, pick="fastest", min_retention=0.0)
+        assert t.number == target.number and "onnxruntime" in how and not notes
+        del timed[str(target.number)]  # only some were re-timed: the rest are left out, said
+        study.set_user_attr(RUNTIME_ATTR, {"runtime": "onnxruntime", "trials": timed})
+        t, _, notes = select_trial(study, pick="fastest", min_retention=0.0)
+        assert t.number != target.number and str(t.number) in timed
+        assert notes and "not timed in onnxruntime" in notes[0]
+    finally:
+        study.set_user_attr(RUNTIME_ATTR, None)
+    assert select_trial(study, pick="fastest", min_retention=0.0)[0].number == eager.number
+
+
 def test_bad_trials_are_one_clear_error(tiny: Any, capsys: Any) -> None:
     study, paths = tiny
     with pytest.raises(ExportError, match="does not exist"):

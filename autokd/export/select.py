@@ -5,7 +5,8 @@ and a trial that failed or was pruned has no trained student. Ties go to the sma
 ``--pick`` also skips students below the usefulness floor (``autokd.front``), as the front does:
 the smallest student is otherwise the one that learnt nothing. When no student clears the floor
 it picks among all of them and warns. ``--trial`` and ``--where`` name their student
-explicitly and may take one.
+explicitly and may take one. ``--pick fastest`` ranks by the deploy runtime's latency when the
+front was re-timed in it after the search (``autokd.runtime_front``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from autokd.errors import ConfigError, ExportError
 from autokd.export.where import ALIASES, parse_where, where_matches, where_metrics
 from autokd.front import UsefulnessFloor, usable_trials, useful_trials, val_retention
 from autokd.record import SearchRecord, TrialRecord, feasible
+from autokd.runtime_front import runtime_latency
 
 __all__ = ["PICKS", "TEST_METRICS", "select_trial"]
 
@@ -104,9 +106,39 @@ def _by_pick(study: optuna.Study, candidates: list[FrozenTrial], pick: str,
             and _metric(t, key) is not None]
     if not keep:
         raise ExportError(_no_pick_message(candidates, teacher, key, min_retention))
+    if pick == "fastest" and (deployed := _by_deploy_latency(study, keep, min_retention)):
+        return deployed
     best = min(keep, key=lambda t: (_metric(t, key), -(_metric(t, "val_accuracy") or 0.0)))
     what = "fewest parameters" if pick == "smallest" else "lowest latency"
     return best, f"{what} with val retention >= {min_retention:g}", []
+
+
+def _by_deploy_latency(study: optuna.Study, keep: list[FrozenTrial],
+                       min_retention: float) -> Choice | None:
+    """The fastest in the runtime the front was re-timed in after the search, when it was.
+
+    Why: trials timed in eager PyTorch while the deploy runtime was deferred rank by Python
+    dispatch, not by what ships. Only the front's members were re-timed, so the pick is among
+    them (a student off the front is beaten on accuracy and cost by one on it), and says so.
+    """
+    deploy = runtime_latency(study)
+    timed = deploy.get("trials") or {}
+
+    def ms(t: FrozenTrial) -> float | None:
+        value = (timed.get(str(t.number)) or {}).get("latency_ms")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    retimed = [t for t in keep if ms(t) is not None]
+    if not retimed:
+        return None
+    best = min(retimed, key=lambda t: (ms(t), -(_metric(t, "val_accuracy") or 0.0)))
+    runtime = deploy.get("runtime") or "the deploy runtime"
+    how = f"lowest {runtime} latency with val retention >= {min_retention:g}"
+    left = len(keep) - len(retimed)
+    note = (f"{left} qualifying student(s) off the front were not timed in {runtime} and not "
+            "considered")
+    notes = [note] if left else []
+    return best, how, notes
 
 
 def _no_pick_message(candidates: list[FrozenTrial], teacher: dict[str, Any], key: str,
