@@ -14,6 +14,7 @@ most FLOPs, when latency is an objective.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from autokd.data import DataSplits
 from autokd.metrics import majority_score
 from autokd.pareto import FrontScale
 from autokd.pipeline import build_seeded
+from autokd.quant.deploy import runtime_cost
 from autokd.record import SearchRecord
 from autokd.space import Candidate, SearchSpace
 
@@ -159,9 +161,12 @@ def _range(values: Sequence[float | None]) -> tuple[float, float] | None:
 
 def _latency_range(rows: list[tuple[dict[str, float], dict[str, Any]]], family: str,
                    data: DataSplits, cost: CostConfig | None) -> tuple[float, float] | None:
+    """Latency of the fewest- and most-FLOPs candidates, timed where the trials are timed
+    (``runtime_cost``: the search's runtime when latency ranks trials), so the range and the
+    trials' latencies are on one scale."""
     by_flops = sorted(rows, key=lambda r: r[0]["flops"] or 0)
-    lat = [measure_cost(build_seeded(family, spec, data, 0), data.input_shape, cost,
-                        latency=True).latency_ms
+    cfg = dataclasses.replace(cost or CostConfig(), latency=True)
+    lat = [runtime_cost(build_seeded(family, spec, data, 0), data.input_shape, cfg).latency_ms
            for _, spec in (by_flops[0], by_flops[-1])]
     return _range(lat)
 

@@ -159,3 +159,25 @@ def test_space_counts_are_cached_per_space_and_input(tmp_path: Any, monkeypatch:
     wine = load_data("wine")
     space_scale(space, wine, 0.97, NAMES, CostConfig(latency=False))
     assert len(list((tmp_path / "scales").glob("*.json"))) == 2
+
+
+def test_latency_range_is_timed_where_the_trials_are(tmp_path: Any, monkeypatch: Any) -> None:
+    """A search that ranks by ONNX Runtime latency gets a latency range measured there too,
+    not in eager PyTorch (a tiny student's eager latency is several times its ORT latency)."""
+    import autokd.scale as scale_module
+
+    monkeypatch.setenv("AUTOKD_CACHE", str(tmp_path))
+    seen: list[str] = []
+    real = scale_module.runtime_cost
+
+    def spy(model: Any, shape: Any, cfg: CostConfig) -> Any:
+        seen.append(cfg.trial_runtime)
+        return real(model, shape, cfg)
+
+    monkeypatch.setattr(scale_module, "runtime_cost", spy)
+    cost = CostConfig.for_search(runtime="onnxruntime")
+    scale = space_scale(load_space("mlp"), load_data("digits"), 0.97, ["accuracy", "latency"],
+                        cost)
+    assert seen == ["onnxruntime", "onnxruntime"]  # the cheapest and the dearest candidate
+    lo, hi = scale.costs["latency"]
+    assert 0 < lo <= hi

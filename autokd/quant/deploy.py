@@ -97,17 +97,16 @@ def runtime_module(model: nn.Module, input_shape: tuple[int, ...], runtime: str,
     if runtime == "torch":
         yield model
         return
-    twin = copy.deepcopy(model).eval()
     if runtime == "torchscript":
         dev = resolve_device(device, "cost device")
-        twin = twin.to(dev)
+        twin = copy.deepcopy(model).eval().to(dev)
         example = example_input(twin, input_shape, 2, dev)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarnings about shapes taken as constants
             graph = torch.jit.freeze(torch.jit.trace(twin, (example,), check_trace=False))
         yield _Traced(graph, getattr(model, "vocab_size", None))
         return
-    with _float_onnx(twin, input_shape) as path:
+    with _float_onnx(model, input_shape) as path:  # exports an eval copy of its own
         yield OrtModel(path, threads=threads or 1)
 
 
