@@ -141,7 +141,7 @@ def load_state(args: argparse.Namespace) -> dict[str, Any]:
 
 def save_state(state: dict[str, Any], args: argparse.Namespace, final: bool = False) -> None:
     """Write the JSON (atomically; printed to stdout only at the end)."""
-    summary = summarise(state, args.reference_trials)
+    summary = summarise(state, args.reference_trials, args.default_method)
     payload = {
         "benchmark": NAME,
         "quick": args.quick,
