@@ -30,7 +30,7 @@ from autokd.objective import Objective
 from autokd.pipeline import teacher_profile
 from autokd.pool import run_pool, search_worker_args
 from autokd.quant.deploy import resolve_runtime
-from autokd.record import count_done
+from autokd.record import budget_used
 from autokd.runner import (
     check_results_dir,
     controller_module,
@@ -155,7 +155,7 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     outcome = SearchOutcome(study, paths, "finished", record.teacher, budget, requeued)
     if on_ready is not None:
         on_ready(outcome)
-    if budget.trials is not None and count_done(study) >= budget.trials:
+    if budget.trials is not None and budget_used(study) >= budget.trials:
         outcome.status = "already_finished"
         try:  # a rerun finishes (or adds) the baselines and runtime latencies it lacks
             _baselines(cfg, study, data, teacher, settings)
