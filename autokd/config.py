@@ -394,7 +394,9 @@ class SearchConfig:
     trust: bool = False
     space: str | None = None  # bundled name or YAML path; None: by data kind
     budget: str | int = 20
-    strategy: str = DEFAULT_STRATEGY
+    #: None: a resumed study keeps the strategy it was started with, a new one gets
+    #: ``DEFAULT_STRATEGY`` (so rerunning an old command after the default changed resumes it)
+    strategy: str | None = None
     sampler: str = "tpe"
     pruner: str = "none"
     settings: SearchSettings = field(default_factory=SearchSettings)

@@ -92,7 +92,8 @@ def test_quick_run_writes_scores_and_resumes(tmp_path: Path) -> None:
 
     out = tmp_path / "eff.json"
     doc = search_efficiency.main(["--quick", "--out", str(out)])
-    assert set(doc["cells"]) == {"digits/random/0", "digits/tpe/0", "digits/sweep/0"}
+    assert set(doc["cells"]) == {"digits/random/0", "digits/asha/0", "digits/sweep/0"}
+    assert doc["default_method"] == "asha"  # autokd's default strategy (tpe sampler)
     assert doc["horizons"]["digits"]["cpu_s"] > 0
     assert isinstance(doc["default_cpu_fraction_of_random"], float)
     for cell in doc["cells"].values():

@@ -113,8 +113,10 @@ def _asha_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ASHA flags given (autokd.controllers.asha.AshaOptions validates them)."""
     given = {k: v for k, v in (("eta", args.asha_eta), ("min_epochs", args.asha_min_epochs))
              if v is not None}
-    if given and args.strategy != "asha":
+    if given and args.strategy not in (None, "asha"):
         raise ConfigError("--asha-eta and --asha-min-epochs apply to --strategy asha only")
+    if given:
+        args.strategy = "asha"  # the options name it, even when resuming another strategy's study
     return given
 
 
@@ -223,10 +225,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="finished trials in total (40) or wall time (15m, 2h); default 20 "
                         "(with --strategy asha a rung counts its share of a full training: "
                         "1 epoch of 9 is 1/9 of a trial)")
-    g.add_argument("--strategy", default=DEFAULT_STRATEGY,
-                   help="asha (default: multi-fidelity, many candidates on few epochs, the "
-                        "promising ones trained on), optuna (every candidate trained in full, "
-                        "with Pareto early stopping), darts or nni")
+    g.add_argument("--strategy", default=None,
+                   help="asha (multi-fidelity: many candidates on few epochs, the promising "
+                        "ones trained on), optuna (every candidate trained in full, with Pareto "
+                        f"early stopping), darts or nni; default {DEFAULT_STRATEGY} for a new "
+                        "study, and a resumed study keeps the strategy it was started with")
     g.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
     g.add_argument("--pruner", default="none",
                    help="none (default), median or hyperband (single-objective --score only)")
