@@ -369,9 +369,10 @@ def budget_used(study: optuna.Study, trials: list[FrozenTrial] | None = None,
     by_number = {t.number: t for t in trials}
     used = 0.0
     for t in trials:
-        if t.state == TrialState.RUNNING and running:
-            used += trial_share(t, by_number)
-        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not recorded(t, "infeasible"):
+        in_flight = running and t.state == TrialState.RUNNING
+        trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not recorded(
+            t, "infeasible")
+        if in_flight or trained:
             used += trial_share(t, by_number)
     return used
 
