@@ -24,7 +24,7 @@ from autokd.artifacts import store_location
 from autokd.config import SearchConfig
 from autokd.controllers.base import Budget, Progress, ProgressFn
 from autokd.errors import StudyError
-from autokd.record import count_done
+from autokd.record import budget_used
 from autokd.study import StudyPaths
 
 __all__ = ["run_pool", "search_worker_args", "worker_threads"]
@@ -117,7 +117,7 @@ def _check_children(children: list[_Child], study: optuna.Study, budget: Budget 
     failed = [c for c in children if c.proc.returncode not in (0, None)]
     if not failed:
         return
-    if budget is not None and budget.trials is not None and count_done(study) >= budget.trials:
+    if budget is not None and budget.trials is not None and budget_used(study) >= budget.trials:
         return
     c = failed[0]
     raise StudyError(f"{len(failed)} of {len(children)} workers failed; worker {c.index} "
@@ -140,7 +140,7 @@ class _Monitor:
         self.study, self.budget, self.progress = study, budget, progress
         self.started = time.monotonic()
         self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-        self.done_at_start = count_done(study)
+        self.done_at_start = budget_used(study)
 
     def spent(self) -> bool:
         return self.budget.spent(self.study, time.monotonic() - self.started)

@@ -31,12 +31,14 @@ __all__ = [
     "SearchRecord",
     "TrialLog",
     "TrialRecord",
+    "budget_used",
     "count_done",
     "feasible",
     "patch_trial",
     "recorded",
     "repeat_summary",
     "retry_attrs",
+    "trial_share",
 ]
 
 RECORD_ATTR = "autokd"  # trial user attribute holding the TrialRecord
@@ -341,6 +343,38 @@ def feasible(trial: FrozenTrial) -> bool:
     """Constraint values <= 0 are feasible (relative excess over each limit)."""
     values = list(trial.constraints.values()) or recorded(trial, "constraints") or []
     return all(v <= 0 for v in values)
+
+
+def trial_share(trial: FrozenTrial, by_number: dict[int, FrozenTrial]) -> float:
+    """How much of a trial budget one trial uses: a plain trial is one training; an ASHA rung is
+    the epochs it trained over its candidate's full epochs (a continuation counts only its
+    increment). Why: so ``--budget N`` buys about N full trainings under every strategy, and
+    comparing strategies at one budget compares them at about one CPU cost."""
+    epochs, horizon = recorded(trial, "epochs_total"), recorded(trial, "schedule_epochs")
+    if not epochs or not horizon:
+        return 1.0
+    start, parent = 0, recorded(trial, "resumed_from")
+    if parent is not None and not recorded(trial, "resume_fallback"):
+        before = by_number.get(int(parent))
+        start = int(recorded(before, "epochs_total") or 0) if before is not None else 0
+    return max(0, int(epochs) - start) / int(horizon)
+
+
+def budget_used(study: optuna.Study, trials: list[FrozenTrial] | None = None,
+                running: bool = False) -> float:
+    """Full trainings' worth of the trials that count towards a trial budget (trained:
+    complete or pruned, not infeasible; see ``trial_share``); ``running`` adds the trials in
+    flight, a claimed one not yet planned as a whole training."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    by_number = {t.number: t for t in trials}
+    used = 0.0
+    for t in trials:
+        in_flight = running and t.state == TrialState.RUNNING
+        trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not recorded(
+            t, "infeasible")
+        if in_flight or trained:
+            used += trial_share(t, by_number)
+    return used
 
 
 def count_done(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> int:

@@ -18,11 +18,11 @@ import optuna
 
 from autokd._api import callable_module
 from autokd._io import atomic_write
-from autokd.config import CostConfig, DataConfig, SearchConfig, SearchSettings
+from autokd.config import DEFAULT_STRATEGY, CostConfig, DataConfig, SearchConfig, SearchSettings
 from autokd.controllers.base import Budget, ProgressFn, parse_budget
 from autokd.data import DataSplits, load_data
 from autokd.datafree import apply_data_free
-from autokd.errors import ConfigError
+from autokd.errors import ConfigError, StudyError
 from autokd.hf_teacher import hf_data_config, hf_space, hf_student_spec
 from autokd.kd_gain import check_seeds, run_baselines
 from autokd.models import build_student, family_for, input_kind
@@ -30,7 +30,7 @@ from autokd.objective import Objective
 from autokd.pipeline import teacher_profile
 from autokd.pool import run_pool, search_worker_args
 from autokd.quant.deploy import resolve_runtime
-from autokd.record import count_done
+from autokd.record import SearchRecord, budget_used
 from autokd.runner import (
     check_results_dir,
     controller_module,
@@ -41,7 +41,7 @@ from autokd.runner import (
 )
 from autokd.runtime_front import check_runtime, front_runtime_latency
 from autokd.space import SearchSpace, load_space, with_recipe
-from autokd.study import StudyPaths, recover_stale_trials, storage_url, study_paths
+from autokd.study import StudyPaths, open_study, recover_stale_trials, storage_url, study_paths
 from autokd.teachers import Teacher, default_teacher, load_teachers
 
 __all__ = ["SearchConfig", "SearchOutcome", "default_space_name", "run_search", "search"]
@@ -130,16 +130,29 @@ def _check_augment(space: SearchSpace, kind: str) -> None:
                     raise ConfigError(f"{space.source}: training.augment: {exc}") from None
 
 
+def _resumed_strategy(name: str, url: str) -> str | None:
+    """The strategy an existing study was started with (None for a new study)."""
+    try:
+        study = open_study(name, url, create=False)
+    except StudyError:
+        return None
+    record = SearchRecord.of(study)
+    return record.strategy if record.exists else None
+
+
 def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
                on_ready: Any = None) -> SearchOutcome:
     """Create or resume the study and run the controller until the budget is spent."""
     budget = parse_budget(cfg.budget)
     check_seeds(cfg.baseline_seeds)
     settings = _settings(cfg)
-    module = controller_module(cfg.strategy)
+    if cfg.strategy is not None:
+        controller_module(cfg.strategy)  # an unknown strategy fails before any work
     data, space, paths = prepare(cfg)
     # the storage and the strategy's options (sampler, pruner, ...) fail before the teacher work
     url = storage_url(paths, cfg.storage)
+    cfg.strategy = cfg.strategy or _resumed_strategy(paths.root.name, url) or DEFAULT_STRATEGY
+    module = controller_module(cfg.strategy)
     study = module.open_for_search(paths.root.name, url, cfg, settings)
     settings = _runtime(cfg, settings, study)
     teacher, teacher_ref = _teacher(cfg, data, paths)
@@ -155,7 +168,7 @@ def run_search(cfg: SearchConfig, progress: ProgressFn | None = None,
     outcome = SearchOutcome(study, paths, "finished", record.teacher, budget, requeued)
     if on_ready is not None:
         on_ready(outcome)
-    if budget.trials is not None and count_done(study) >= budget.trials:
+    if budget.trials is not None and budget_used(study) >= budget.trials:
         outcome.status = "already_finished"
         try:  # a rerun finishes (or adds) the baselines and runtime latencies it lacks
             _baselines(cfg, study, data, teacher, settings)

@@ -26,7 +26,14 @@ import optuna
 from _common import set_threads
 from optuna.trial import FrozenTrial, TrialState
 
-from autokd.config import CostConfig, DataConfig, SearchConfig, SearchSettings, TrainConfig
+from autokd.config import (
+    DEFAULT_STRATEGY,
+    CostConfig,
+    DataConfig,
+    SearchConfig,
+    SearchSettings,
+    TrainConfig,
+)
 from autokd.controllers import STRATEGIES
 from autokd.controllers.base import Progress
 from autokd.data import load_data
@@ -38,7 +45,7 @@ from autokd.search import default_space_name, run_search
 from autokd.space import Candidate, SearchSpace, load_space
 from autokd.teachers import load_teacher
 
-__all__ = ["EVENT_FIELDS", "METHODS", "Cell", "Method", "availability", "run_cell",
+__all__ = ["DEFAULT_METHOD", "EVENT_FIELDS", "METHODS", "Cell", "Method", "availability", "run_cell",
            "sweep_widths"]
 
 #: one finished trial, in the order trials finished (cpu_s / wall_s: cumulative, this search)
@@ -67,6 +74,11 @@ METHODS: dict[str, Method] = {
     "nni_tpe": Method(strategy="nni", tuner="tpe"),
     "nni_evolution": Method(strategy="nni", tuner="evolution"),
 }
+
+
+#: the method ``autokd search`` runs when given no --strategy/--sampler: what the headline is about
+DEFAULT_METHOD = next(name for name, m in METHODS.items()
+                      if (m.strategy, m.sampler) == (DEFAULT_STRATEGY, SearchConfig().sampler))
 
 
 def availability(name: str) -> str | None:

@@ -14,7 +14,7 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["MULTI_TRIAL", "headline_ratio", "paired_tests", "summarise"]
+__all__ = ["MULTI_TRIAL", "break_even", "headline_ratio", "paired_tests", "summarise"]
 
 MULTI_TRIAL = ("tpe", "random", "asha")
 _MIN_PAIRS = 6  # below this a Wilcoxon signed-rank test cannot reach p < 0.05 two-sided
@@ -119,6 +119,49 @@ def paired_tests(cells: list[dict[str, Any]], rows: list[dict[str, Any]]) -> lis
                                  "darts_faster_on": f"{sum(d < 0 for d in diffs)}/{len(seeds)}"}
         entry.update(_wilcoxon(diffs))
         out.append(entry)
+    return out
+
+
+def _per_run(cells: list[dict[str, Any]]) -> float | None:
+    """Median CPU seconds per trained candidate over the runs that succeeded (a DARTS run's
+    candidate includes its supernet search)."""
+    costs = [c["cpu_s"] / max(1, c.get("trained", c["trials"])) for c in cells if c["reached"]]
+    return statistics.median(costs) if costs else None
+
+
+def break_even(cells: list[dict[str, Any]], rows: list[dict[str, Any]],
+               factor: float = 0.2) -> list[dict[str, Any]]:
+    """Why DARTS does or does not reach ``factor`` x the best multi-trial CPU, per dataset x
+    target, in the methods' own units: one DARTS candidate (supernet search + retraining)
+    costs as much as ``darts_candidate_in_trials`` multi-trial trials, so the ratio can reach
+    ``factor`` only where the best multi-trial method needs at least
+    ``trials_needed_for_factor`` trained trials to its first success; it needed
+    ``best_trials_to_success`` (median)."""
+    out = []
+    for dataset, target in sorted({(r["dataset"], r["target"]) for r in rows}):
+        best = best_multi_trial(rows, dataset, target)
+        darts = [c for c in cells if (c["dataset"], c["target"], c["method"])
+                 == (dataset, target, "darts")]
+        if best is None or not darts:
+            continue
+        mine = [c for c in cells if (c["dataset"], c["target"], c["method"])
+                == (dataset, target, best)]
+        per_darts, per_trial = _per_run(darts), _per_run(mine)
+        darts_cpu = _median_cpu(rows, dataset, target, "darts")
+        if per_darts is None or not per_trial or darts_cpu is None:
+            continue
+        reached = [c.get("trained", c["trials"]) for c in mine if c["reached"]]
+        out.append({
+            "dataset": dataset, "target": target, "versus": best,
+            "darts_cpu_s_per_candidate": per_darts,
+            "darts_candidates_to_success": statistics.median(
+                c.get("trained", c["trials"]) for c in darts if c["reached"])
+            if any(c["reached"] for c in darts) else None,
+            "best_cpu_s_per_trial": per_trial,
+            "darts_candidate_in_trials": per_darts / per_trial,
+            "best_trials_to_success": statistics.median(reached) if reached else None,
+            "trials_needed_for_factor": darts_cpu["median"] / factor / per_trial,
+            "factor": factor})
     return out
 
 

@@ -61,7 +61,7 @@ from _first_success import (
     scratch_dir,
     search_config,
 )
-from _ttfs_summary import headline_ratio, paired_tests, summarise
+from _ttfs_summary import break_even, headline_ratio, paired_tests, summarise
 
 from autokd.config import CostConfig, DataConfig
 from autokd.controllers import STRATEGIES
@@ -343,6 +343,7 @@ def _payload(args: argparse.Namespace, cells: list[dict[str, Any]], plan: list[C
         "total_cpu_s": sum(c["cpu_s"] for c in cells),
         "summary": rows,
         "paired": paired_tests(cells, rows),
+        "break_even": break_even(cells, rows),
         "cells": cells,
     }
 

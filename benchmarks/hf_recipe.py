@@ -236,7 +236,8 @@ def _onnx_accuracy(root: Path, args: argparse.Namespace, onnx_path: Path) -> dic
 def _search(root: Path, args: argparse.Namespace, space: str, name: str,
             results: Path) -> dict[str, Any]:
     """``autokd search`` (TPE, seed 0, no latency) and its front."""
-    run = _cli("search", *_data_args(root, args), "--space", space, "--budget", str(args.budget),
+    run = _cli("search", *_data_args(root, args), "--space", space, "--strategy", "optuna",
+               "--budget", str(args.budget),
                "--epochs", str(args.search_epochs), "--name", name, "--results", str(results),
                "--seed", "0", "--no-latency", "--json")
     js = run.pop("json")

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results = tmp / f"results-{mode}"
             run = ["--memory-budget", budget]
             search = _cli("search", *data, *run, "--teacher", str(teacher), "--space", "mbv2",
+                          "--strategy", "optuna",
                           "--budget", str(args.budget), "--epochs", str(args.epochs),
                           "--results", str(results), "--name", "imgs", "--seed", "0",
                           "--json", env=env)

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import OUT_DIR, QUICK_OUT_DIR, log, set_threads, teacher_for
-from _efficiency_run import EVENT_FIELDS, METHODS, Cell, availability, run_cell
+from _efficiency_run import DEFAULT_METHOD, EVENT_FIELDS, METHODS, Cell, availability, run_cell
 from _efficiency_summary import BASELINE, headline, plot, summarise, table
 
 from autokd.config import CostConfig, DataConfig
@@ -102,18 +102,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-trials", type=int, help="trial budget of a search (default 4 x ref)")
     ap.add_argument("--jobs", type=int, default=2, help="cells in parallel (one thread each)")
     ap.add_argument("--cpu-minutes", type=float, help="stop starting cells after this much CPU")
-    ap.add_argument("--default-method", default="tpe", help="the method the headline is about")
+    ap.add_argument("--default-method", default=DEFAULT_METHOD,
+                    help="the method the headline is about (default: autokd's default strategy)")
     ap.add_argument("--headline-dataset", default="mnist1d", help="the headline's dataset")
     ap.add_argument("--out", type=Path, help="the JSON (default results/benchmarks/...)")
     ap.add_argument("--fresh", action="store_true", help="ignore finished cells in --out")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke test: digits, 1 seed, random/tpe/sweep, 4 trials of 1 epoch")
+                    help="smoke test: digits, 1 seed, random/the default/sweep, 4 trials of 1 epoch")
     args = ap.parse_args(argv)
     if args.quick:
         args.datasets, args.seeds = ["digits"], (args.seeds or [0])[:1]
         args.headline_dataset = "digits"
         if args.methods == list(METHODS):
-            args.methods = ["random", "tpe", "sweep"]
+            args.methods = ["random", DEFAULT_METHOD, "sweep"]
         args.epochs, args.reference_trials = 1, 4
     args.max_trials = args.max_trials or 4 * args.reference_trials
     args.out = args.out or (QUICK_OUT_DIR if args.quick else OUT_DIR) / f"{NAME}.json"
@@ -141,7 +142,7 @@ def load_state(args: argparse.Namespace) -> dict[str, Any]:
 
 def save_state(state: dict[str, Any], args: argparse.Namespace, final: bool = False) -> None:
     """Write the JSON (atomically; printed to stdout only at the end)."""
-    summary = summarise(state, args.reference_trials)
+    summary = summarise(state, args.reference_trials, args.default_method)
     payload = {
         "benchmark": NAME,
         "quick": args.quick,

@@ -95,7 +95,8 @@ def _spread(values: list[float]) -> dict[str, float]:
 def run_one(sampler: str, trials: int, epochs: int | None, tmp: str) -> dict[str, Any]:
     """One search of ``trials`` trials with ``sampler``; per-trial spans and their shares."""
     cfg = SearchConfig(data=DataConfig("digits"), budget=trials, results=tmp,
-                       name=f"overhead-{sampler}", seed=0, device="cpu", sampler=sampler)
+                       name=f"overhead-{sampler}", seed=0, device="cpu", sampler=sampler,
+                       strategy="optuna")
     if epochs:
         cfg.settings.epochs = epochs
     probe = _Probe()
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # warm: the default teacher is trained (or read from the cache) and its outputs
         # cached outside the timing
         warm = SearchConfig(data=DataConfig("digits"), budget=1, results=tmp, name="warm",
-                            seed=0, device="cpu")
+                            seed=0, device="cpu", strategy="optuna")
         warm.settings.epochs = epochs
         run_search(warm)
         for sampler in samplers:

@@ -57,7 +57,7 @@ def _study(root: Path, name: str, epochs: int) -> Any:
     space.write_text(yaml.safe_dump({**SPACE, "training": training}))
     settings = SearchSettings(cost=CostConfig.for_search(latency=False), pareto_pruning=False)
     cfg = SearchConfig(space=str(space), budget=1, name=name, results=str(root), device="cpu",
-                       sampler="random", settings=settings)
+                       strategy="optuna", sampler="random", settings=settings)
     return run_search(cfg).study
 
 

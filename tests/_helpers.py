@@ -42,7 +42,7 @@ def quick_study(root: Path, name: str, space_yaml: str, budget: int, seed: int) 
     (root / "tiny.yaml").write_text(space_yaml)
     return search(dataset="digits", budget=budget, teacher=[str(teacher)], name=name,
                   space=str(root / "tiny.yaml"), results=str(root / "results"), seed=seed,
-                  device="cpu", cost=CostConfig(warmup=1, repeats=3))
+                  device="cpu", cost=CostConfig(warmup=1, repeats=3), strategy="optuna")
 
 
 def count_complete(db: Path) -> int:

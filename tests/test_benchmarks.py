@@ -20,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _ttfs_summary import headline_ratio, paired_tests, summarise
+from _ttfs_summary import break_even, headline_ratio, paired_tests, summarise
 
 
 def _run_quick(script: str, tmp: Path, *extra: str) -> dict[str, Any]:
@@ -112,6 +112,18 @@ def test_paired_comparison_is_descriptive_below_six_seeds_and_tested_above() -> 
     many += [_cell("tpe", s, 30.0 + 2 * s) for s in range(7)]
     (entry,) = paired_tests(many, summarise(many))
     assert entry["test"].startswith("wilcoxon") and entry["p_value"] < 0.05
+
+
+def test_break_even_says_how_many_trials_darts_would_have_to_save() -> None:
+    darts = [_cell("darts", s, 60.0) | {"trained": 2} for s in range(3)]  # 30 s a candidate
+    tpe = [_cell("tpe", s, 20.0) | {"trained": 10} for s in range(3)]  # 2 s a trial
+    cells = darts + tpe + [_cell("tpe", 3, 100.0, reached=False) | {"trained": 7}]
+    (entry,) = break_even(cells, summarise(cells))
+    assert entry["versus"] == "tpe" and entry["darts_candidate_in_trials"] == 15.0
+    assert entry["best_cpu_s_per_trial"] == 2.0  # the censored run's rate is left out
+    assert entry["darts_candidates_to_success"] == 2 and entry["best_trials_to_success"] == 10
+    assert entry["trials_needed_for_factor"] == pytest.approx(60.0 / 0.2 / 2.0)
+    assert break_even(tpe, summarise(tpe)) == []
 
 
 @pytest.mark.slow

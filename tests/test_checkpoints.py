@@ -46,7 +46,7 @@ def _args(tmp_path: Path, name: str, teacher: Path) -> list[str]:
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump({**TINY_SPACE, "training": {"lr": 0.005,
                                                                  "epochs": EPOCHS}}))
-    return ["search", "--space", str(space), "--budget", "1", "--name", name,
+    return ["search", "--strategy", "optuna", "--space", str(space), "--budget", "1", "--name", name,
             "--results", str(tmp_path / "results"), "--teacher", str(teacher), "--no-latency",
             "--device", "cpu", "--checkpoint-every", "1e-9", "--metric", "balanced_accuracy"]
 
@@ -150,6 +150,6 @@ def test_checkpoints_off_writes_nothing(tmp_path: Path, digits, digits_teacher) 
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump(TINY_SPACE))
     cfg = SearchConfig(space=str(space), budget=1, name="off", settings=settings,
-                       results=str(tmp_path / "results"), device="cpu")
+                       results=str(tmp_path / "results"), device="cpu", strategy="optuna")
     run_search(cfg)
     assert not (tmp_path / "results" / "off" / "artifacts" / "checkpoints").exists()

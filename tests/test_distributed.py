@@ -190,6 +190,7 @@ def _search(tmp_path: Path, budget: int, **kw: object):
     from autokd.config import CostConfig, SearchSettings
 
     settings = SearchSettings(cost=CostConfig.for_search(latency=False), pareto_pruning=False)
+    kw.setdefault("strategy", "optuna")  # these tests count whole trials
     cfg = SearchConfig(space=_space(tmp_path), budget=budget, name="d",
                        results=str(tmp_path / "a"), device="cpu", settings=settings, **kw)
     return run_search(cfg)
@@ -265,7 +266,8 @@ def _cli(*args: str) -> list[str]:
 @pytest.mark.slow
 def test_jobs_two_local_workers_share_the_budget(tmp_path, digits_teacher) -> None:
     res = tmp_path / "a"
-    proc = subprocess.Popen(_cli("search", "--space", _space(tmp_path), "--budget", "4",
+    proc = subprocess.Popen(_cli("search", "--strategy", "optuna", "--space", _space(tmp_path),
+                                 "--budget", "4",
                                  "--name", "j", "--results", str(res), "--no-latency",
                                  "--no-early-stop", "--device", "cpu", "--jobs", "2"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -352,7 +354,8 @@ def _worker(url: str, tmp_path: Path, tag: str, *extra: str) -> subprocess.Popen
 
 
 def _search_cmd(tmp_path: Path, url: str, budget: int, epochs: int = 5) -> list[str]:
-    return _cli("search", "--space", _space(tmp_path), "--budget", str(budget), "--name", "d",
+    return _cli("search", "--strategy", "optuna", "--space", _space(tmp_path), "--budget",
+                str(budget), "--name", "d",
                 "--results", str(tmp_path / "a"), "--storage", url, "--no-latency",
                 "--no-early-stop", "--device", "cpu", "--epochs", str(epochs), "--json")
 

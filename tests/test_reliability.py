@@ -78,7 +78,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def search_argv(files: dict[str, Path], results: Path, budget: int = 3, *extra: str,
                 teacher: bool = True) -> list[str]:
-    argv = ["search", "--space", str(files["space"]), "--budget", str(budget), "--name", "r",
+    argv = ["search", "--strategy", "optuna", "--space", str(files["space"]), "--budget",
+            str(budget), "--name", "r",
             "--results", str(results), "--no-latency", "--device", "cpu", *extra]
     return argv + (["--teacher", str(files["teacher"])] if teacher else [])
 

@@ -21,7 +21,7 @@ from autokd.errors import ConfigError, StudyError
 from autokd.front import pareto_front
 from autokd.models import build_student
 from autokd.objective import Objective, ParetoStopper
-from autokd.record import SearchRecord, TrialRecord, count_done
+from autokd.record import SearchRecord, TrialRecord, budget_used, count_done
 from autokd.search import SearchConfig, run_search
 from autokd.space import SearchSpace
 from tests._helpers import TINY_SPACE, count_complete, with_default_sigint
@@ -104,6 +104,7 @@ def test_pareto_stopper_rule() -> None:
 
 def _cfg(tmp_path: Path, budget: object = 3, **kw) -> SearchConfig:
     settings = kw.pop("settings", SearchSettings(cost=NO_LAT))
+    kw.setdefault("strategy", "optuna")  # these tests count whole trials and early stops
     return SearchConfig(space=_tiny_space(tmp_path), budget=budget, name="t", settings=settings,
                         results=str(tmp_path / "results"), seed=0, device="cpu", **kw)
 
@@ -202,7 +203,8 @@ def test_failed_trial_recorded_and_search_continues(tmp_path, digits_teacher, mo
 
 
 def _cli(tmp_path: Path, budget: int) -> list[str]:
-    return [sys.executable, "-m", "autokd", "search", "--space", _tiny_space(tmp_path),
+    return [sys.executable, "-m", "autokd", "search", "--strategy", "optuna",
+            "--space", _tiny_space(tmp_path),
             "--budget", str(budget), "--name", "k", "--results", str(tmp_path / "results"),
             "--no-latency", "--device", "cpu", "--epochs", "40"]
 
@@ -274,7 +276,8 @@ def test_python_api_mirrors_cli(tmp_path, digits_teacher) -> None:
     study = autokd.search(dataset="digits", budget=1, space=_tiny_space(tmp_path),
                           results=str(tmp_path / "api"), name="api", device="cpu",
                           cost=NO_LAT, epochs=2, val_fraction=0.2)
-    assert count_done(study) == 1
+    # the CLI's default strategy: asha, where a 1-of-2-epoch rung is half a training
+    assert SearchRecord.of(study).strategy == "asha" and budget_used(study) == 1.0
     assert SearchRecord.of(study).dataset["sizes"]["val"] > 0
     with pytest.raises(ConfigError, match="unknown argument 'bogus'"):
         autokd.search(bogus=1)

@@ -92,7 +92,8 @@ def test_quick_run_writes_scores_and_resumes(tmp_path: Path) -> None:
 
     out = tmp_path / "eff.json"
     doc = search_efficiency.main(["--quick", "--out", str(out)])
-    assert set(doc["cells"]) == {"digits/random/0", "digits/tpe/0", "digits/sweep/0"}
+    assert set(doc["cells"]) == {"digits/random/0", "digits/asha/0", "digits/sweep/0"}
+    assert doc["default_method"] == "asha"  # autokd's default strategy (tpe sampler)
     assert doc["horizons"]["digits"]["cpu_s"] > 0
     assert isinstance(doc["default_cpu_fraction_of_random"], float)
     for cell in doc["cells"].values():
@@ -149,3 +150,21 @@ def test_sweep_that_reaches_its_cpu_cap_is_a_finished_cell() -> None:
     out = run_cell(Cell("digits", "sweep", 0, 1, str(path), 6, cpu_limit=1e-6))
     assert "error" not in out, out.get("error")
     assert len(out["events"]) == 1 and out["stopped"].startswith("cpu >=")
+
+
+def test_every_method_is_also_tested_against_the_default() -> None:
+    from _efficiency_summary import _rows, table
+
+    def score(auc: float) -> dict[str, float]:
+        return {"auc_val": auc, "auc_test": auc - 0.01}
+
+    scores = {(m, s): score(base + 0.01 * s + (0.05 if m == "asha" else 0.0))
+              for m, base in (("random", 0.5), ("tpe", 0.55), ("asha", 0.55)) for s in range(8)}
+    rows = {r["method"]: r for r in _rows("mnist1d", scores, "tpe")}
+    assert "versus_default" not in rows["random"] and "versus_default" not in rows["tpe"]
+    vs = rows["asha"]["wilcoxon_auc_val_vs_default"]
+    assert rows["asha"]["versus_default"] == "tpe" and vs["wins"] == 8 and vs["p"] < 0.05
+    assert rows["asha"]["wilcoxon_auc_test_vs_default"]["wins"] == 8
+    lines = {line.split(" ")[1]: line for line in table(list(rows.values()))}
+    assert "vs tpe: val p=" in lines["asha"] and "vs tpe" not in lines["random"]
+    assert all("versus_default" not in r for r in _rows("mnist1d", scores, None))

@@ -48,7 +48,8 @@ def _search(root: Path, name: str, teacher: Path, poison: bool,
                    lambda model, *_, **__: (1e-4 * sum(p.numel() for p in model.parameters()), 0.0))
         return search(dataset="digits", budget=4, teacher=[str(teacher)], name=name,
                       space=str(root / "tiny.yaml"), results=str(root / "results"), seed=0,
-                      device="cpu", epochs=EPOCHS, cost=CostConfig(warmup=1, repeats=1))
+                      device="cpu", epochs=EPOCHS, cost=CostConfig(warmup=1, repeats=1),
+                      strategy="optuna")  # it checks Pareto early stopping's decisions too
 
 
 @pytest.fixture(scope="module")

@@ -402,7 +402,7 @@ def progress_line(p: Any) -> None:
     eta = f"eta {format_eta(p.eta)}" if p.eta is not None else ""
     best = " ".join(f"{k}={fmt(v)}" for k, v in p.best.items())
     hv = f" hv {p.hypervolume:.4f}" if getattr(p, "hypervolume", None) is not None else ""
-    print(f"[{p.done}/{budget}] trial {t.number} {state}: {what} | elapsed "
+    print(f"[{round(p.done, 1):g}/{budget}] trial {t.number} {state}: {what} | elapsed "
           f"{format_eta(p.elapsed)} {eta} | front {p.front_size}{hv} best {best}", flush=True)
 
 

@@ -20,6 +20,7 @@ from autokd.cli._common import (
     progress_line,
     weights_arg,
 )
+from autokd.config import DEFAULT_STRATEGY
 from autokd.errors import ConfigError
 
 __all__ = ["add_parsers", "search_settings"]
@@ -112,8 +113,10 @@ def _asha_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ASHA flags given (autokd.controllers.asha.AshaOptions validates them)."""
     given = {k: v for k, v in (("eta", args.asha_eta), ("min_epochs", args.asha_min_epochs))
              if v is not None}
-    if given and args.strategy != "asha":
+    if given and args.strategy not in (None, "asha"):
         raise ConfigError("--asha-eta and --asha-min-epochs apply to --strategy asha only")
+    if given:
+        args.strategy = "asha"  # the options name it, even when resuming another strategy's study
     return given
 
 
@@ -220,10 +223,13 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                         "it, several make it a choice (e.g. quantize=none,int8); repeatable")
     g.add_argument("--budget", default="20",
                    help="finished trials in total (40) or wall time (15m, 2h); default 20 "
-                        "(with --strategy asha each rung evaluation is one trial)")
-    g.add_argument("--strategy", default="optuna",
-                   help="optuna (default), asha (multi-fidelity: many candidates on few epochs, "
-                        "the promising ones trained on), darts or nni")
+                        "(with --strategy asha a rung counts its share of a full training: "
+                        "1 epoch of 9 is 1/9 of a trial)")
+    g.add_argument("--strategy", default=None,
+                   help="asha (multi-fidelity: many candidates on few epochs, the promising "
+                        "ones trained on), optuna (every candidate trained in full, with Pareto "
+                        f"early stopping), darts or nni; default {DEFAULT_STRATEGY} for a new "
+                        "study, and a resumed study keeps the strategy it was started with")
     g.add_argument("--sampler", default="tpe", help="tpe (default), nsga2, gp or random")
     g.add_argument("--pruner", default="none",
                    help="none (default), median or hyperband (single-objective --score only)")
@@ -249,8 +255,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads per trial (default 1: small students gain nothing "
                         "from more, and spinning threads slow down a busy machine)")
     g.add_argument("--no-early-stop", action="store_true",
-                   help="disable the Pareto early-stopping rule (--strategy asha never uses it: "
-                        "its rungs decide which candidates train on)")
+                   help="disable the Pareto early-stopping rule of --strategy optuna (asha, the "
+                        "default, never uses it: its rungs decide which candidates train on)")
     g.add_argument("--baseline", action="store_true",
                    help="also train each Pareto student from scratch to measure the KD gain")
     g.add_argument("--baseline-seeds", metavar="N",
@@ -274,8 +280,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _asha_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("ASHA (--strategy asha, with any --sampler; --budget counts rung "
-                             "evaluations)")
+    g = p.add_argument_group("ASHA (--strategy asha, the default, with any --sampler; --budget "
+                             "counts full trainings: a rung counts its share)")
     g.add_argument("--asha-eta", type=int, metavar="ETA",
                    help="reduction factor: the top 1/ETA of each rung (by Pareto layer, then "
                         "crowding) train on to ETA times the epochs (default 3)")

@@ -24,10 +24,11 @@ means near the accuracy/cost front rather than best on one number.
   ``train_seconds`` cover only the increment. A worker that cannot get the state (another
   machine, no shared artifact store) trains the candidate from scratch to the rung's epochs
   with the same seed and records why (``resume_fallback``).
-* **Budget and clean-up.** ``--budget N`` counts trials, i.e. rung evaluations; time budgets
-  work as for other strategies. A state is deleted once a complete continuation supersedes it
-  (the superseded trial also leaves the front, see ``autokd.front``), and all are deleted when
-  the budget is spent.
+* **Budget and clean-up.** ``--budget N`` counts full trainings: a rung counts the epochs it
+  trained over the candidate's full epochs (``autokd.record.trial_share``), so N buys about
+  the training of N plain trials; time budgets work as for other strategies. A state is
+  deleted once a complete continuation supersedes it (the superseded trial also leaves the
+  front, see ``autokd.front``), and all are deleted when the budget is spent.
 """
 
 from __future__ import annotations
@@ -284,8 +285,9 @@ def open_for_search(name: str, url: str, cfg: Any, settings: SearchSettings) -> 
 
     AshaOptions.from_dict(cfg.strategy_options)  # fail on a bad option before any work
     if cfg.pruner != "none":
-        raise ConfigError("--strategy asha stops candidates at its rungs; Optuna's pruners do "
-                          "not apply (keep --pruner none)")
+        raise ConfigError("--strategy asha (the default) stops candidates at its rungs; "
+                          "Optuna's pruners do not apply: add --strategy optuna to use "
+                          f"--pruner {cfg.pruner}")
     sampler = create_sampler(cfg.sampler, cfg.seed, len(settings.directions) > 1)
     study = open_study(name, url, directions=settings.directions, sampler=sampler,
                        pruner=optuna.pruners.NopPruner())

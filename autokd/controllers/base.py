@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autokd.controllers.distributed import ask_trial, run_trial, study_lock, sweep_stale
 from autokd.errors import ConfigError, StudyError
 from autokd.front import best_values, pareto_front
-from autokd.record import SearchRecord, TrialRecord, count_done
+from autokd.record import SearchRecord, TrialRecord, budget_used, count_done
 from autokd.scale import study_scale
 
 __all__ = ["BaseController", "Budget", "Progress", "count_done", "parse_budget"]
@@ -33,7 +33,8 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
 
 @dataclass(frozen=True)
 class Budget:
-    """A number of finished trials (counted in the storage), or wall time."""
+    """A number of finished trials (counted in the storage, in full trainings: an ASHA rung
+    counts its share, see ``autokd.record.trial_share``), or wall time."""
 
     trials: int | None = None
     seconds: float | None = None
@@ -46,9 +47,9 @@ class Budget:
         every controller, worker and monitor makes)."""
         if self.seconds is not None:
             return elapsed >= self.seconds
-        return count_done(study) >= (self.trials or 0)
+        return budget_used(study) >= (self.trials or 0)
 
-    def eta(self, done: int, done_at_start: int, elapsed: float) -> float | None:
+    def eta(self, done: float, done_at_start: float, elapsed: float) -> float | None:
         """Seconds left: the clock for a time budget, the pace so far for trials."""
         if self.seconds is not None:
             return max(0.0, self.seconds - elapsed)
@@ -75,7 +76,7 @@ def parse_budget(text: str | int) -> Budget:
 class Progress:
     """What the CLI shows after each trial."""
 
-    done: int
+    done: float  # full trainings so far (see Budget)
     budget: Budget
     elapsed: float
     eta: float | None
@@ -88,7 +89,7 @@ class Progress:
     def of(cls, study: optuna.Study, trial: FrozenTrial, budget: Budget, elapsed: float,
            done_at_start: int) -> Progress:
         """The progress line after ``trial``, for a controller or a pool of workers alike."""
-        done = count_done(study)
+        done = budget_used(study)
         front = pareto_front(study)
         record = SearchRecord.of(study)
         best = best_values(study, record.objectives, front)
@@ -114,7 +115,7 @@ class BaseController(abc.ABC):
     def __init__(self, study: optuna.Study, budget: Budget, progress: ProgressFn | None = None) -> None:
         self.study, self.budget, self.progress = study, budget, progress
         self.started = time.monotonic()
-        self._done_at_start = count_done(study)
+        self._done_at_start = budget_used(study)
         self._ran = False
 
     def run(self) -> optuna.Study:
@@ -162,8 +163,7 @@ class BaseController(abc.ABC):
         if self.budget.trials is None:
             return True
         trials = self.study.get_trials(deepcopy=False)  # one read: done and running agree
-        running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-        return count_done(self.study, trials) + running < self.budget.trials
+        return budget_used(self.study, trials, running=True) < self.budget.trials
 
     def run_trial(self, trial: optuna.Trial,
                   fn: Callable[[optuna.Trial], Any]) -> FrozenTrial | None:
