@@ -78,8 +78,13 @@ NOTES = [
     "bound, sorts last for the median and ranks as the largest loss in the signed-rank test "
     "of log(fraction) against 0 (wilcoxon_log_cpu_fraction: a win is a seed faster than "
     "random); medians that are lower bounds are under cpu_fraction_of_random_at_least."),
-    ("wilcoxon_*: two-sided signed-rank test paired by seed against random; descriptive when "
-    "n < 6 (p < 0.05 unreachable)."),
+    ("wilcoxon_*: two-sided signed-rank test paired by seed against random (*_vs_default: "
+    "against default_method, autokd's default strategy); descriptive when n < 6 (p < 0.05 "
+    "unreachable)."),
+    ("max_trials: a search's trial budget. asha cells run before the budget counted full "
+    "trainings (autokd.record.trial_share) counted each rung evaluation as one trial, so some "
+    "stopped at 160 rung evaluations before the CPU cap (their curve holds its last value); "
+    "today's asha cells end at the CPU cap."),
     ("sweep: the family's default student (autokd distill's) at 6 widths spread over the "
     "space's width choices, default KD recipe and training settings, same epochs and seeds, "
     "no early stopping; dominance is counted on test accuracy and FLOPs."),
