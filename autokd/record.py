@@ -367,24 +367,19 @@ def budget_used(study: optuna.Study, trials: list[FrozenTrial] | None = None,
     flight, a claimed one not yet planned as a whole training."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     by_number = {t.number: t for t in trials}
-    used = 0.0
-    for t in trials:
-        in_flight = running and t.state == TrialState.RUNNING
-        trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not recorded(
-            t, "infeasible")
-        if in_flight or trained:
-            used += trial_share(t, by_number)
-    return used
+    return sum(trial_share(t, by_number) for t in trials
+               if _trained(t) or (running and t.state == TrialState.RUNNING))
+
+
+def _trained(trial: FrozenTrial) -> bool:
+    """A trial that counts towards a budget: trained (complete or pruned), not infeasible."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and not recorded(
+        trial, "infeasible")
 
 
 def count_done(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> int:
-    """Finished trials that count towards the budget: trained (complete or pruned)."""
-    n = 0
-    for t in study.get_trials(deepcopy=False) if trials is None else trials:
-        trained = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        if trained and not recorded(t, "infeasible"):
-            n += 1
-    return n
+    """Finished trials that count towards the budget (``_trained``), one each."""
+    return sum(map(_trained, study.get_trials(deepcopy=False) if trials is None else trials))
 
 
 def repeat_summary(entry: dict[str, Any] | None) -> dict[str, Any] | None:

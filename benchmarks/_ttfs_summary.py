@@ -122,11 +122,13 @@ def paired_tests(cells: list[dict[str, Any]], rows: list[dict[str, Any]]) -> lis
     return out
 
 
-def _per_run(cells: list[dict[str, Any]]) -> float | None:
-    """Median CPU seconds per trained candidate over the runs that succeeded (a DARTS run's
-    candidate includes its supernet search)."""
-    costs = [c["cpu_s"] / max(1, c.get("trained", c["trials"])) for c in cells if c["reached"]]
-    return statistics.median(costs) if costs else None
+def _trained(cell: dict[str, Any]) -> int:
+    """Candidates a run trained (cells written before ``trained`` was recorded: its trials)."""
+    return int(cell.get("trained", cell["trials"]))
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def break_even(cells: list[dict[str, Any]], rows: list[dict[str, Any]],
@@ -146,20 +148,20 @@ def break_even(cells: list[dict[str, Any]], rows: list[dict[str, Any]],
             continue
         mine = [c for c in cells if (c["dataset"], c["target"], c["method"])
                 == (dataset, target, best)]
-        per_darts, per_trial = _per_run(darts), _per_run(mine)
+        # CPU s per trained candidate over the runs that succeeded (a DARTS candidate
+        # includes its supernet search)
+        per_darts, per_trial = (_median([c["cpu_s"] / max(1, _trained(c)) for c in group
+                                         if c["reached"]]) for group in (darts, mine))
         darts_cpu = _median_cpu(rows, dataset, target, "darts")
         if per_darts is None or not per_trial or darts_cpu is None:
             continue
-        reached = [c.get("trained", c["trials"]) for c in mine if c["reached"]]
         out.append({
             "dataset": dataset, "target": target, "versus": best,
             "darts_cpu_s_per_candidate": per_darts,
-            "darts_candidates_to_success": statistics.median(
-                c.get("trained", c["trials"]) for c in darts if c["reached"])
-            if any(c["reached"] for c in darts) else None,
+            "darts_candidates_to_success": _median([_trained(c) for c in darts if c["reached"]]),
             "best_cpu_s_per_trial": per_trial,
             "darts_candidate_in_trials": per_darts / per_trial,
-            "best_trials_to_success": statistics.median(reached) if reached else None,
+            "best_trials_to_success": _median([_trained(c) for c in mine if c["reached"]]),
             "trials_needed_for_factor": darts_cpu["median"] / factor / per_trial,
             "factor": factor})
     return out

@@ -396,6 +396,31 @@ def test_cli_errors_are_one_line(argv: list[str], message: str, tmp_path: Path,
     assert len(err) == 1 and err[0].startswith("autokd: error: ") and message in err[0], err
 
 
+@pytest.mark.parametrize("argv, strategy", [
+    ([], None),  # run_search takes a resumed study's own, else the default
+    (["--asha-eta", "2"], "asha"),  # the ASHA flags name it, even to resume another's study
+    (["--asha-min-epochs", "1"], "asha"),
+    (["--strategy", "optuna"], "optuna"),
+])
+def test_the_cli_passes_the_strategy_it_was_given(argv: list[str], strategy: str | None,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import autokd.search
+
+    seen = {}
+
+    def capture(cfg: Any, *args: Any, **kwargs: Any) -> None:
+        seen["cfg"] = cfg
+        raise ConfigError("captured")
+
+    monkeypatch.setattr(autokd.search, "run_search", capture)
+    assert main(["search", "--results", str(tmp_path), *argv]) == 2
+    assert seen["cfg"].strategy == strategy
+    assert seen["cfg"].strategy_options == {"--asha-eta": {"eta": 2},
+                                            "--asha-min-epochs": {"min_epochs": 1}}.get(
+        argv[0] if argv else "", {})
+
+
 @pytest.mark.slow
 def test_jobs_two_workers_promote_each_parent_once(asha_root: Path) -> None:
     res = asha_root / "jobs"

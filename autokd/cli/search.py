@@ -39,7 +39,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     resolve_runtime(settings.cost)  # onnxruntime asked for but not installed: before any work
     cfg = SearchConfig(
         data=data_config(args), teacher=args.teacher, trust=args.trust, space=args.space,
-        budget=args.budget, strategy=args.strategy, sampler=args.sampler, pruner=args.pruner,
+        budget=args.budget, strategy=_strategy(args), sampler=args.sampler, pruner=args.pruner,
         settings=settings, name=args.name, results=args.results,
         storage=args.storage, seed=args.seed, device=args.device, baseline=args.baseline,
         baseline_seeds=baseline_seeds(args.baseline_seeds),
@@ -115,9 +115,15 @@ def _asha_options(args: argparse.Namespace) -> dict[str, Any]:
              if v is not None}
     if given and args.strategy not in (None, "asha"):
         raise ConfigError("--asha-eta and --asha-min-epochs apply to --strategy asha only")
-    if given:
-        args.strategy = "asha"  # the options name it, even when resuming another strategy's study
     return given
+
+
+def _strategy(args: argparse.Namespace) -> str | None:
+    """``--strategy``; the ASHA flags name asha themselves (also when resuming a study of
+    another strategy); None lets ``run_search`` take the study's own, else the default."""
+    if args.strategy is None and (args.asha_eta is not None or args.asha_min_epochs is not None):
+        return "asha"
+    return args.strategy
 
 
 def _darts_options(args: argparse.Namespace) -> dict[str, Any]:

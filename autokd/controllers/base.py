@@ -87,7 +87,7 @@ class Progress:
 
     @classmethod
     def of(cls, study: optuna.Study, trial: FrozenTrial, budget: Budget, elapsed: float,
-           done_at_start: int) -> Progress:
+           done_at_start: float) -> Progress:
         """The progress line after ``trial``, for a controller or a pool of workers alike."""
         done = budget_used(study)
         front = pareto_front(study)
